@@ -1,0 +1,1 @@
+"""Consul agents for the tests (fixtures: consul_server, consul_factory)."""

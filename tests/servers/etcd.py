@@ -1,0 +1,1 @@
+"""etcd servers for the tests (fixtures: etcd_server, etcd_factory)."""
