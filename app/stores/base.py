@@ -153,11 +153,13 @@ class Store(Protocol):
         revision of the deletion. Raises :class:`ProjectNotFound` / :class:`RevisionMismatch`.
         """
 
-    def watch_projects(self, start_revision: int) -> AsyncIterator[list[ProjectChange]]:
-        """Yield batches of changes with revision >= ``start_revision``, in order.
+    def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+        """Yield batches of the changes made after the listing ``since``, in revision order.
 
-        Ends only by raising (:class:`WatchReset`, :class:`StoreUnavailable`) or by
-        cancellation.
+        ``since`` is the last listing the caller applied (etcd watches from its revision + 1;
+        Consul, whose blocking queries return the whole prefix, diffs against it). Every
+        change is yielded exactly once. Ends only by raising (:class:`WatchReset`,
+        :class:`StoreUnavailable`) or by cancellation.
         """
 
     # --- instances ----------------------------------------------------------------
