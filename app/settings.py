@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     instance_ttl_seconds: int = Field(10, ge=2)
     local_value_limit: int = Field(ETCD_VALUE_LIMIT, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
 
     @field_validator("advertise_addr")
     @classmethod

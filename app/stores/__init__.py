@@ -1,0 +1,1 @@
+"""Config stores: the embedded local file, etcd and Consul, behind one protocol (base.py)."""

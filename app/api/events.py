@@ -1,0 +1,92 @@
+"""``GET /v1/config/events``: the Server-Sent Events stream (DESIGN §6)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
+from sse_starlette import EventSourceResponse
+
+from app.api.dependencies import CurrentSettings, SyncedState
+from app.api.errors import documented
+from app.auth import require_admin_or_query_token
+from app.broadcast import Subscription
+from app.sync import ClusterState
+
+router = APIRouter(tags=["events"], dependencies=[Depends(require_admin_or_query_token)])
+
+#: How long a stream may take to end by itself on shutdown before it is cancelled.
+SHUTDOWN_GRACE_SECONDS = 1.0
+
+_DESCRIPTION = """\
+A `text/event-stream`. A new stream starts with `event: snapshot` (`id` = revision,
+data `{revision, projects, peers}`), then `project.put` (`{revision, project}`) and
+`project.delete` (`{revision, id}`) with `id` = revision, in revision order, and `peers`
+(`{peers}`) whenever the live instances change. A comment ping keeps it open.
+
+Resume with the `Last-Event-ID` header (or `?lastEventId=`): every change after it is
+replayed, or a fresh `snapshot` comes when it is older than this instance's history.
+Revisions are cluster-wide, so a stream may resume on any instance.
+"""
+
+
+class _CloseOnShutdown:
+    """Handed to sse-starlette as ``shutdown_event``: on SIGTERM it calls ``set()``, which
+    ends our generator, so the response completes cleanly instead of being cancelled."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    def set(self) -> None:
+        self._subscription.close()
+
+
+def _resume_id(header: str | None, query: int | None) -> int | None:
+    if header is None or not header.strip():
+        return query
+    try:
+        return int(header)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "Last-Event-ID must be a revision number"
+        ) from None
+
+
+@router.get(
+    "/v1/config/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        **documented(400, 401, 503),
+    },
+    summary="Live config and peer changes as Server-Sent Events",
+    description=_DESCRIPTION,
+)
+async def events(
+    state: SyncedState,
+    settings: CurrentSettings,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id_query: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
+) -> EventSourceResponse:
+    subscription, first = state.subscribe(_resume_id(last_event_id, last_event_id_query))
+    return EventSourceResponse(
+        _frames(state, subscription, b"".join(first)),
+        ping=settings.sse_ping_seconds,
+        send_timeout=settings.sse_send_timeout_seconds,
+        shutdown_event=_CloseOnShutdown(subscription),  # type: ignore[arg-type]
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _frames(
+    state: ClusterState, subscription: Subscription, first: bytes
+) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        while (chunk := await subscription.next_frames()) is not None:
+            yield chunk
+    finally:
+        state.unsubscribe(subscription)

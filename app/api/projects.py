@@ -1,0 +1,219 @@
+"""Project configs: read from the applied state, written through the store."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
+from pydantic import ValidationError
+
+from app.api.dependencies import CurrentStore, State, SyncedState
+from app.api.errors import documented
+from app.api.responses import JSONResponse
+from app.auth import Admin
+from app.metrics import Metrics
+from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
+from app.stores.base import ABSENT, ValueTooLarge
+
+router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
+
+#: A write waits this long, at most, for its own change to be applied here, so that the
+#: next read on this instance sees it.
+READ_YOUR_WRITE_SECONDS = 2.0
+
+#: Pretty-printed bodies may be larger than the compact JSON that is stored.
+RAW_BODY_FACTOR = 2
+
+_PROJECT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Project"}}},
+    }
+}
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
+IfMatch = Annotated[
+    str | None,
+    Header(description='Write only if the project is at this revision: `"<revision>"` or `*`.'),
+]
+IfNoneMatch = Annotated[
+    str | None, Header(description="`*`: create only; 412 if the project exists.")
+]
+
+
+@router.get(
+    "",
+    response_model=ProjectList,
+    responses=documented(401, 503, 504),
+    summary="Every project, with the revision the list is complete at",
+)
+async def list_projects(state: SyncedState) -> Response:
+    return Response(state.list_body(), media_type="application/json")
+
+
+@router.get(
+    "/{project}",
+    response_model=Project,
+    responses=documented(401, 404, 503, 504),
+    summary="One project; its revision is the ETag",
+)
+async def get_project(project: ProjectId, state: SyncedState) -> Response:
+    stored = state.projects.get(project)
+    if stored is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+    return Response(
+        stored.value, media_type="application/json", headers={"ETag": f'"{stored.revision}"'}
+    )
+
+
+@router.put(
+    "/{project}",
+    response_model=ProjectWritten,
+    status_code=status.HTTP_200_OK,
+    responses={
+        201: {"model": ProjectWritten, "description": "Created"},
+        **documented(400, 401, 412, 413, 422, 503),
+    },
+    openapi_extra=_PROJECT_BODY,
+    summary="Create (201) or replace (200) a project",
+)
+async def put_project(
+    project: ProjectId,
+    request: Request,
+    store: CurrentStore,
+    state: State,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    expected = _expected_revision(state, project, if_match, if_none_match)
+    value = await _project_value(request, store.value_limit, project)
+    metrics: Metrics = request.app.state.metrics
+    async with metrics.store_op("put"):
+        result = await store.put_project(project, value, expected)
+    await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
+    return _written(project, result.revision, created=result.created)
+
+
+@router.post(
+    "",
+    response_model=ProjectWritten,
+    status_code=status.HTTP_201_CREATED,
+    responses=documented(400, 401, 409, 413, 422, 503),
+    openapi_extra=_PROJECT_BODY,
+    summary="Create a project; 409 if it exists",
+)
+async def create_project(request: Request, store: CurrentStore, state: State) -> Response:
+    value = await _project_value(request, store.value_limit, None)
+    project = orjson.loads(value)["id"]
+    metrics: Metrics = request.app.state.metrics
+    async with metrics.store_op("put"):
+        result = await store.put_project(project, value, ABSENT)
+    await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
+    return _written(project, result.revision, created=True)
+
+
+@router.delete(
+    "/{project}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=documented(400, 401, 404, 412, 503),
+    summary="Delete a project",
+)
+async def delete_project(
+    project: ProjectId,
+    request: Request,
+    store: CurrentStore,
+    state: State,
+    if_match: IfMatch = None,
+) -> Response:
+    expected = _expected_revision(state, project, if_match, None)
+    metrics: Metrics = request.app.state.metrics
+    async with metrics.store_op("delete"):
+        revision = await store.delete_project(project, expected)
+    await state.wait_for(revision, READ_YOUR_WRITE_SECONDS)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"X-Revision": str(revision)})
+
+
+def _written(project: str, revision: int, *, created: bool) -> Response:
+    return JSONResponse(
+        {"project": project, "revision": revision},
+        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        headers={"ETag": f'"{revision}"'},
+    )
+
+
+def _expected_revision(
+    state: State, project: str, if_match: str | None, if_none_match: str | None
+) -> int | None:
+    """The store condition that ``If-Match`` / ``If-None-Match`` ask for."""
+    if if_match is not None and if_none_match is not None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "send If-Match or If-None-Match, not both"
+        )
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "If-None-Match takes only '*'")
+        return ABSENT
+    if if_match is None:
+        return None
+    if if_match.strip() == "*":
+        current = state.projects.get(project)
+        if current is None:
+            raise HTTPException(
+                status.HTTP_412_PRECONDITION_FAILED, f"project {project!r} does not exist"
+            )
+        return current.revision
+    match = _ETAG.match(if_match)
+    if match is None or int(match.group(1)) == ABSENT:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, 'If-Match takes one revision, as "<revision>", or *'
+        )
+    return int(match.group(1))
+
+
+async def _project_value(request: Request, limit: int, path_id: str | None) -> bytes:
+    """The request's project, validated and compactly encoded, within ``limit`` bytes."""
+    raw = await _read_body(request, limit * RAW_BODY_FACTOR)
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
+    if path_id is not None:
+        body_id = document.setdefault("id", path_id)
+        if body_id != path_id:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"the body's id {body_id!r} differs from the path's {path_id!r}",
+            )
+    try:
+        project = Project.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{where}: {first['msg']}"
+        ) from None
+    value = orjson.dumps(project.model_dump(mode="json"))
+    if len(value) > limit:
+        raise ValueTooLarge(len(value), limit)
+    return value
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ValueTooLarge(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ValueTooLarge(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,82 @@
+"""``create_app(settings)``: the FastAPI app, its lifespan and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import events, health, login, peers, projects
+from app.api.errors import install_error_handlers
+from app.auth import TokenIssuer
+from app.metrics import Metrics
+from app.settings import Settings
+from app.stores.base import Store
+from app.stores.factory import build_store
+from app.sync import ClusterState, InstanceInfo, Syncer, utc_now_iso
+
+log = logging.getLogger("space_cloud")
+
+DESCRIPTION = """\
+A config gateway whose instances form one cluster. Project configs live in a store
+(a local YAML file, etcd or Consul); every instance serves the same configs and pushes
+every change as Server-Sent Events. Log in at `POST /v1/config/login` and send
+`Authorization: Bearer <token>`.
+"""
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    store = store or build_store(settings)
+    metrics = Metrics()
+    state = ClusterState(
+        settings.node_id,
+        metrics,
+        history_size=settings.history_size,
+        queue_limit=settings.sse_queue_size,
+        retry_ms=settings.sse_retry_ms,
+    )
+    instance = InstanceInfo(
+        node_id=settings.node_id,
+        addr=settings.advertise_addr,
+        version=__version__,
+        started_at=utc_now_iso(),
+    )
+    syncer = Syncer(store, state, instance, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.dev:
+            log.warning("DEV MODE: authentication is OFF; never expose this instance")
+        await store.open()
+        syncer.start()
+        log.info(
+            "node %s (%s) serving cluster %r from the %s store",
+            settings.node_id, settings.advertise_addr, settings.cluster_id, store.kind,
+        )
+        try:
+            yield
+        finally:
+            await syncer.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="space-cloud gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.cluster = state
+    app.state.tokens = TokenIssuer(
+        settings.admin_user, settings.admin_pass, settings.admin_secret,
+        settings.token_ttl_seconds,
+    )
+    install_error_handlers(app)
+    for module in (health, login, projects, peers, events):
+        app.include_router(module.router)
+    return app

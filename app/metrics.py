@@ -1,0 +1,71 @@
+"""Prometheus metrics, one registry per app (several apps may share a process in tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from app.stores.base import StoreError, StoreUnavailable
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.applied_revision = Gauge(
+            "sc_applied_revision", "The store revision this instance has applied.",
+            registry=self.registry,
+        )
+        self.projects = Gauge(
+            "sc_projects", "Projects this instance serves.", registry=self.registry
+        )
+        self.peers = Gauge("sc_peers", "Live instances of the cluster.", registry=self.registry)
+        self.sse_subscribers = Gauge(
+            "sc_sse_subscribers", "Open event streams on this instance.", registry=self.registry
+        )
+        self.sse_events_sent = Counter(
+            "sc_sse_events_sent", "Event frames queued to subscribers.", registry=self.registry
+        )
+        self.sse_dropped = Counter(
+            "sc_sse_subscribers_dropped",
+            "Subscribers dropped for falling behind.",
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "sc_store_operation_seconds",
+            "Latency of store operations.",
+            ["op"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.store_errors = Counter(
+            "sc_store_errors", "Store operations that failed.", ["op", "kind"],
+            registry=self.registry,
+        )
+        self.resyncs = Counter(
+            "sc_resyncs", "Times the watch was re-established by listing again.",
+            registry=self.registry,
+        )
+
+    @asynccontextmanager
+    async def store_op(self, op: str) -> AsyncIterator[None]:
+        """Time one store operation; count it as an error when the store failed."""
+        start = time.perf_counter()
+        try:
+            yield
+        except StoreUnavailable:
+            self.store_errors.labels(op, "unavailable").inc()
+            raise
+        except StoreError:
+            # Conflicts and "not found" are answers, not failures of the store.
+            raise
+        except Exception:
+            self.store_errors.labels(op, "internal").inc()
+            raise
+        finally:
+            self.store_seconds.labels(op).observe(time.perf_counter() - start)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

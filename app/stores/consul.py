@@ -1,0 +1,467 @@
+"""The Consul store: projects in the KV store, instances held by sessions (DESIGN §3).
+
+Revisions are Consul's ``ModifyIndex`` (per key) and ``X-Consul-Index`` (per prefix):
+raft indexes, cluster-wide and only growing. Watches are blocking queries on a prefix;
+Consul answers with the whole prefix, so each answer is diffed against the previous one.
+
+Instances: each registers ``sc/instances/<cluster>/<node>`` by acquiring it with a
+session (``Behavior=delete``, ``LockDelay=0s``), renewed every TTL/3. Consul's sessions
+have a **minimum TTL of 10 s** (shorter TTLs are raised to it), and Consul may take up to
+**twice the TTL** to invalidate an expired session, so a killed instance vanishes from the peer
+list within 10-20 s; a clean stop destroys the session and the key goes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from app.settings import ConsulSettings
+from app.stores.base import (
+    ABSENT,
+    CONSUL_VALUE_LIMIT,
+    ProjectChange,
+    ProjectListing,
+    ProjectNotFound,
+    PutResult,
+    RevisionMismatch,
+    StoreConfigError,
+    StoredProject,
+    StoreError,
+    StoreUnavailable,
+    ValueTooLarge,
+    WatchReset,
+    instances_prefix,
+    projects_prefix,
+)
+from app.stores.consul_client import ConsulClient, ConsulResponse, kv_path
+
+log = logging.getLogger(__name__)
+
+MIN_SESSION_TTL = 10
+#: /v1/txn refuses bodies over ``txn_max_req_len`` (512 KiB by default); values travel
+#: base64-encoded, so larger ones are written with a plain KV PUT instead.
+TXN_VALUE_LIMIT = 360 * 1024
+#: A blocking query that came back without a change waits at least this long before
+#: the next one, so a misbehaving server cannot make the loop spin.
+MIN_QUERY_INTERVAL = 0.1
+CAS_ATTEMPTS = 20
+RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+
+class ConsulStore:
+    """:class:`app.stores.base.Store` over Consul's HTTP API."""
+
+    kind = "consul"
+    value_limit = CONSUL_VALUE_LIMIT
+
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        cluster_id: str,
+        *,
+        instance_ttl: int = 10,
+        timeout: float = 5.0,
+        watch_wait: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.cluster_id = cluster_id
+        self.instance_ttl = max(instance_ttl, MIN_SESSION_TTL)
+        self.timeout = timeout
+        self.watch_wait = watch_wait
+        self._projects = projects_prefix(cluster_id)
+        self._instances = instances_prefix(cluster_id)
+        self._client: ConsulClient | None = None
+        self._registration: _Registration | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = ConsulClient(self.settings, self.timeout)
+
+    async def close(self) -> None:
+        if self._registration is not None:
+            with contextlib.suppress(StoreError):
+                await self.deregister()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def check(self) -> None:
+        """Read the projects prefix's own key: Consul checks ``key_prefix`` read on it
+        (a recursive list would only filter out what the token may not see)."""
+        await self._http("GET", kv_path(self._projects), expect=(200, 404))
+
+    @property
+    def client(self) -> ConsulClient:
+        if self._client is None:
+            raise StoreError("the Consul store is not open")
+        return self._client
+
+    async def _http(self, method: str, path: str, **kwargs: Any) -> ConsulResponse:
+        return await self.client.request(method, path, **kwargs)
+
+    # --- projects -----------------------------------------------------------------
+
+    async def list_projects(self) -> ProjectListing:
+        entries, index = await self._list(self._projects)
+        return ProjectListing(_projects(entries, self._projects), index)
+
+    async def put_project(
+        self, project_id: str, value: bytes, expected_revision: int | None = None
+    ) -> PutResult:
+        if len(value) > self.value_limit:
+            raise ValueTooLarge(len(value), self.value_limit)
+        if len(value) <= TXN_VALUE_LIMIT:
+            result = await self._put_txn(project_id, value, expected_revision)
+            if result is not None:
+                return result
+        return await self._put_plain(project_id, value, expected_revision)
+
+    async def delete_project(
+        self, project_id: str, expected_revision: int | None = None
+    ) -> int:
+        key = self._projects + project_id
+        cas = expected_revision
+        for _ in range(CAS_ATTEMPTS):
+            if cas is None:
+                cas = await self._existing(project_id)
+            ops = [_kv("check-index", key, Index=cas), _kv("delete", key)]
+            if (await self._txn(ops)) is not None:
+                return await self._index_after_delete()
+            actual = await self._existing(project_id)
+            if expected_revision is not None:
+                raise RevisionMismatch(project_id, expected_revision, actual)
+            cas = actual
+        raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
+
+    async def _index_after_delete(self) -> int:
+        """The prefix's index, which counts the deletion's tombstone: >= its raft index."""
+        response = await self._http(
+            "GET", kv_path(self._projects), params={"keys": ""}, expect=(200, 404)
+        )
+        return max(1, response.index)
+
+    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+        known = dict(since.projects)
+        index = max(1, since.revision)
+        while True:
+            started = asyncio.get_running_loop().time()
+            entries, new_index = await self._list(self._projects, index=index)
+            if new_index < index:
+                raise WatchReset(f"Consul's index went back from {index} to {new_index}")
+            current = _projects(entries, self._projects)
+            changes = _changes(known, current, new_index)
+            known, index = current, new_index
+            if changes:
+                yield changes
+            else:
+                await _pace(started)
+
+    async def _put_txn(
+        self, project_id: str, value: bytes, expected: int | None
+    ) -> PutResult | None:
+        """One transaction: its result carries the new ModifyIndex. None: body too large."""
+        key = self._projects + project_id
+        encoded = base64.b64encode(value).decode()
+        if expected is None:
+            op = _kv("set", key, Value=encoded)
+        else:
+            op = _kv("cas", key, Value=encoded, Index=expected)
+        try:
+            results = await self._txn([op])
+        except _TooLarge:
+            return None
+        if results is None:
+            assert expected is not None
+            raise RevisionMismatch(project_id, expected, await self._current(project_id))
+        entry = results[0]["KV"]
+        return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
+
+    async def _put_plain(
+        self, project_id: str, value: bytes, expected: int | None
+    ) -> PutResult:
+        """A KV PUT with ``cas``, then a read: the PUT answers only ``true``. A random
+        ``flags`` value tells whether the entry read back is still this write."""
+        key = self._projects + project_id
+        nonce = secrets.randbits(63) | 1
+        for _ in range(CAS_ATTEMPTS):
+            cas = expected if expected is not None else await self._current(project_id)
+            response = await self._http(
+                "PUT", kv_path(key), params={"cas": cas or ABSENT, "flags": nonce},
+                content=value, expect=(200, 413),
+            )
+            if response.status == 413:
+                raise ValueTooLarge(len(value), _limit_in(response) or self.value_limit)
+            if response.json() is True:
+                return PutResult(await self._written_revision(key, nonce), not cas)
+            if expected is not None:
+                raise RevisionMismatch(project_id, expected, await self._current(project_id))
+        raise StoreUnavailable(f"project {project_id!r} kept changing while writing it")
+
+    async def _written_revision(self, key: str, nonce: int) -> int:
+        response = await self._http("GET", kv_path(key), expect=(200, 404))
+        if response.status == 200:
+            entry = response.json()[0]
+            if entry["Flags"] == nonce:
+                return entry["ModifyIndex"]
+            # Overwritten already: this write's index lies just below the newer one.
+            return entry["ModifyIndex"] - 1
+        return response.index - 1
+
+    async def _existing(self, project_id: str) -> int:
+        revision = await self._current(project_id)
+        if revision is None:
+            raise ProjectNotFound(project_id)
+        return revision
+
+    async def _current(self, project_id: str) -> int | None:
+        """The project's ModifyIndex, None when it does not exist."""
+        response = await self._http("GET", kv_path(self._projects + project_id),
+                                    expect=(200, 404))
+        return response.json()[0]["ModifyIndex"] if response.status == 200 else None
+
+    async def _txn(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Run a transaction: its results, or None when a check or ``cas`` failed."""
+        response = await self._http("PUT", "/v1/txn", json=ops, expect=(200, 409, 413))
+        if response.status == 413:
+            raise _TooLarge
+        body = response.json()
+        if response.status == 200:
+            return body.get("Results") or []
+        errors = "; ".join(error.get("What", "") for error in body.get("Errors") or [])
+        if "Permission denied" in errors or "ACL not found" in errors:
+            raise StoreConfigError(
+                f"Consul refused the ACL token ({errors}) for a write under {self._projects}; "
+                "check CONSUL_HTTP_TOKEN and its policy"
+            )
+        return None
+
+    async def _list(
+        self, prefix: str, index: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Every entry under ``prefix`` and the prefix's index (at least 1); blocking
+        until the index passes ``index`` when one is given."""
+        params: dict[str, str | int] = {"recurse": ""}
+        wait = None
+        if index is not None:
+            params["index"] = index
+            wait = self.watch_wait
+        response = await self._http(
+            "GET", kv_path(prefix), params=params, wait=wait, expect=(200, 404)
+        )
+        entries = response.json() if response.status == 200 else []
+        return entries or [], max(1, response.index)
+
+    # --- instances ----------------------------------------------------------------
+
+    async def register(self, node_id: str, record: bytes) -> None:
+        """Acquire the instance key with a new session, and keep both alive.
+
+        Calling it again (for the same node) reuses the session and restarts the keeper.
+        """
+        registration = self._registration
+        if registration is not None and registration.node_id != node_id:
+            await self.deregister()
+            registration = None
+        if registration is None:
+            registration = _Registration(self, node_id, self._instances + node_id)
+            self._registration = registration
+        await registration.start(record)
+
+    async def update_registration(self, record: bytes) -> None:
+        if self._registration is None:
+            raise StoreError("update_registration() before register()")
+        await self._registration.update(record)
+
+    async def deregister(self) -> None:
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            await registration.stop()
+
+    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+        """The full map now and after every change. An index that goes backwards
+        only restarts the blocking queries from 0: each answer is a full map anyway."""
+        entries, index = await self._list(self._instances)
+        current = _instances(entries, self._instances)
+        yield dict(current)
+        while True:
+            started = asyncio.get_running_loop().time()
+            entries, new_index = await self._list(self._instances, index=index)
+            index = new_index if new_index >= index else 0
+            instances = _instances(entries, self._instances)
+            if instances != current:
+                current = instances
+                yield dict(current)
+            else:
+                await _pace(started)
+
+
+class _Registration:
+    """One instance key held by one session, kept alive by a background task."""
+
+    def __init__(self, store: ConsulStore, node_id: str, key: str) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.key = key
+        self.record = b""
+        self.session: str | None = None
+        self.stored = False  # the key holds self.record under self.session
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.keeper: asyncio.Task[None] | None = None
+
+    @property
+    def ttl(self) -> int:
+        return self.store.instance_ttl
+
+    async def start(self, record: bytes) -> None:
+        self.record, self.stored = record, False
+        await self.ensure()
+        if self.keeper is None or self.keeper.done():
+            self.keeper = asyncio.create_task(self.keep_alive(), name=f"consul-session {self.key}")
+
+    async def update(self, record: bytes) -> None:
+        self.record, self.stored = record, False
+        async with self.lock:
+            if self.session is not None:
+                self.stored = await self.acquire()
+        if not self.stored:
+            self.wake.set()
+
+    async def stop(self) -> None:
+        if self.keeper is not None:
+            self.keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keeper
+            self.keeper = None
+        session, self.session = self.session, None
+        if session is not None:
+            # Behavior=delete: destroying the session deletes the key in the same step.
+            await self.store._http("PUT", f"/v1/session/destroy/{session}")
+
+    async def keep_alive(self) -> None:
+        failures = 0
+        while True:
+            delay = self.ttl / 3 if failures == 0 else RETRY_DELAYS[
+                min(failures, len(RETRY_DELAYS)) - 1]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+            self.wake.clear()
+            try:
+                await self.ensure()
+                failures = 0
+            except StoreError as exc:
+                failures += 1
+                log.warning("cannot keep %s registered in Consul: %s", self.node_id, exc)
+
+    async def ensure(self) -> None:
+        """Renew the session (a new one if Consul lost it) and make sure it holds the key."""
+        async with self.lock:
+            if self.session is not None and not await self.renew():
+                log.warning("Consul lost the session of %s; registering again", self.node_id)
+                self.session, self.stored = None, False
+            if self.session is None:
+                self.session = await self.create_session()
+            if not self.stored or not await self.holding():
+                self.stored = await self.acquire()
+                if not self.stored:
+                    log.warning("%s is held by another session; retrying", self.key)
+
+    async def create_session(self) -> str:
+        response = await self.store._http("PUT", "/v1/session/create", json={
+            "Name": f"space-cloud {self.store.cluster_id}/{self.node_id}",
+            "Behavior": "delete",
+            "TTL": f"{self.ttl}s",
+            "LockDelay": "0s",
+        })
+        return response.json()["ID"]
+
+    async def renew(self) -> bool:
+        response = await self.store._http(
+            "PUT", f"/v1/session/renew/{self.session}", expect=(200, 404)
+        )
+        return response.status == 200
+
+    async def acquire(self) -> bool:
+        response = await self.store._http(
+            "PUT", kv_path(self.key), params={"acquire": self.session or ""},
+            content=self.record,
+        )
+        return response.json() is True
+
+    async def holding(self) -> bool:
+        response = await self.store._http("GET", kv_path(self.key), expect=(200, 404))
+        return response.status == 200 and response.json()[0].get("Session") == self.session
+
+
+class _TooLarge(Exception):
+    """The transaction body is over the server's ``txn_max_req_len``."""
+
+
+def _kv(verb: str, key: str, **fields: Any) -> dict[str, Any]:
+    return {"KV": {"Verb": verb, "Key": key, **fields}}
+
+
+def _limit_in(response: ConsulResponse) -> int | None:
+    found = re.search(rb"max size: (\d+)", response.content)
+    return int(found.group(1)) if found else None
+
+
+def _value(entry: Mapping[str, Any]) -> bytes:
+    return base64.b64decode(entry["Value"]) if entry.get("Value") else b""
+
+
+def _child(key: str, prefix: str) -> str | None:
+    """The id of a key directly under ``prefix``; None for the prefix or deeper keys."""
+    name = key.removeprefix(prefix)
+    return name if name and "/" not in name and key.startswith(prefix) else None
+
+
+def _projects(entries: list[dict[str, Any]], prefix: str) -> dict[str, StoredProject]:
+    projects = {}
+    for entry in entries:
+        project_id = _child(entry["Key"], prefix)
+        if project_id is not None:
+            projects[project_id] = StoredProject(project_id, _value(entry), entry["ModifyIndex"])
+    return projects
+
+
+def _instances(entries: list[dict[str, Any]], prefix: str) -> dict[str, bytes]:
+    """Keys held by a session: a live instance's key never exists without one."""
+    instances = {}
+    for entry in entries:
+        node_id = _child(entry["Key"], prefix)
+        if node_id is not None and entry.get("Session"):
+            instances[node_id] = _value(entry)
+    return instances
+
+
+def _changes(
+    before: Mapping[str, StoredProject], after: Mapping[str, StoredProject], index: int
+) -> list[ProjectChange]:
+    """The per-project changes from ``before`` to ``after`` (the prefix at ``index``)."""
+    changes = []
+    for project_id, project in after.items():
+        old = before.get(project_id)
+        if old is not None and project.revision < old.revision:
+            raise WatchReset(f"project {project_id!r} went back to revision {project.revision}")
+        if old is None or project.revision > old.revision:
+            changes.append(ProjectChange("put", project_id, project.revision, project.value))
+    for project_id in before.keys() - after.keys():
+        changes.append(ProjectChange("delete", project_id, index))
+    changes.sort(key=lambda change: (change.revision, change.id))
+    return changes
+
+
+async def _pace(started: float) -> None:
+    elapsed = asyncio.get_running_loop().time() - started
+    if elapsed < MIN_QUERY_INTERVAL:
+        await asyncio.sleep(MIN_QUERY_INTERVAL - elapsed)

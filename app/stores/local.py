@@ -1,0 +1,266 @@
+"""The embedded store: one instance, projects in a YAML file (``--config``).
+
+The file keeps Space Cloud's shape, ``projects: [...]``, beside our own ``revision``
+counter and each project's revision. Every write replaces the whole file atomically
+(temp file, fsync, rename, fsync of the folder), so a ``kill -9`` at any moment leaves
+either the old or the new file, and a write is acknowledged only once it is durable.
+A lock file keeps a second process off the same config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import yaml
+
+from app.stores.base import (
+    ABSENT,
+    ETCD_VALUE_LIMIT,
+    ProjectChange,
+    ProjectListing,
+    ProjectNotFound,
+    PutResult,
+    RevisionMismatch,
+    StoreConfigError,
+    StoredProject,
+    ValueTooLarge,
+    WatchReset,
+)
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+#: How many recent changes a watch that fell behind can still catch up from.
+CHANGE_LOG_SIZE = 4096
+
+_HEADER = b"# Written by space-cloud. Edit only while it is stopped.\n"
+
+
+class LocalStore:
+    kind = "local"
+
+    def __init__(self, path: Path, *, value_limit: int = ETCD_VALUE_LIMIT) -> None:
+        self.path = path
+        self.value_limit = value_limit
+        self._lock_file: IO[bytes] | None = None
+        self._projects: dict[str, StoredProject] = {}
+        self._revision = 0
+        self._write_lock = asyncio.Lock()
+        self._changes: deque[ProjectChange] = deque(maxlen=CHANGE_LOG_SIZE)
+        self._changed = asyncio.Condition()
+        self._instances: dict[str, bytes] = {}
+        self._node_id: str | None = None
+        self._instances_changed = asyncio.Condition()
+
+    # --- life cycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._lock_file is None:
+            self._lock_file = _acquire_lock(self.path)
+        try:
+            self._projects, self._revision = _load(self.path)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file = None
+
+    async def check(self) -> None:
+        """The file is readable and ours: :meth:`open` already proved both."""
+
+    # --- projects -----------------------------------------------------------------
+
+    async def list_projects(self) -> ProjectListing:
+        return ProjectListing(projects=dict(self._projects), revision=self._revision)
+
+    async def put_project(
+        self, project_id: str, value: bytes, expected_revision: int | None = None
+    ) -> PutResult:
+        if len(value) > self.value_limit:
+            raise ValueTooLarge(len(value), self.value_limit)
+        # Shielded: a cancelled caller must not leave the file ahead of memory.
+        return await asyncio.shield(self._put(project_id, value, expected_revision))
+
+    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
+        return await asyncio.shield(self._delete(project_id, expected_revision))
+
+    async def _put(
+        self, project_id: str, value: bytes, expected_revision: int | None
+    ) -> PutResult:
+        async with self._write_lock:
+            current = self._projects.get(project_id)
+            _check_expected(project_id, current, expected_revision)
+            revision = self._revision + 1
+            projects = dict(self._projects)
+            projects[project_id] = StoredProject(project_id, value, revision)
+            await self._persist(projects, revision)
+            await self._record(ProjectChange("put", project_id, revision, value))
+            return PutResult(revision=revision, created=current is None)
+
+    async def _delete(self, project_id: str, expected_revision: int | None) -> int:
+        async with self._write_lock:
+            current = self._projects.get(project_id)
+            if current is None:
+                raise ProjectNotFound(project_id)
+            _check_expected(project_id, current, expected_revision)
+            revision = self._revision + 1
+            projects = dict(self._projects)
+            del projects[project_id]
+            await self._persist(projects, revision)
+            await self._record(ProjectChange("delete", project_id, revision))
+            return revision
+
+    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+        last = since.revision
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda last=last: self._last_change() > last)
+                if self._changes and self._changes[0].revision > last + 1:
+                    raise WatchReset(f"the watch fell behind revision {last}")
+                batch = [change for change in self._changes if change.revision > last]
+            last = batch[-1].revision
+            yield batch
+
+    def _last_change(self) -> int:
+        return self._changes[-1].revision if self._changes else 0
+
+    async def _persist(self, projects: dict[str, StoredProject], revision: int) -> None:
+        await asyncio.to_thread(_write_atomically, self.path, _dump(projects, revision))
+        self._projects = projects
+        self._revision = revision
+
+    async def _record(self, change: ProjectChange) -> None:
+        async with self._changed:
+            self._changes.append(change)
+            self._changed.notify_all()
+
+    # --- instances: this one alone --------------------------------------------------
+
+    async def register(self, node_id: str, record: bytes) -> None:
+        self._node_id = node_id
+        await self._set_instances({node_id: record})
+
+    async def update_registration(self, record: bytes) -> None:
+        if self._node_id is not None:
+            await self._set_instances({self._node_id: record})
+
+    async def deregister(self) -> None:
+        self._node_id = None
+        await self._set_instances({})
+
+    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+        seen: dict[str, bytes] | None = None
+        while True:
+            async with self._instances_changed:
+                await self._instances_changed.wait_for(
+                    lambda seen=seen: self._instances is not seen
+                )
+                seen = self._instances
+            yield dict(seen)
+
+    async def _set_instances(self, instances: dict[str, bytes]) -> None:
+        async with self._instances_changed:
+            self._instances = instances
+            self._instances_changed.notify_all()
+
+
+def _check_expected(
+    project_id: str, current: StoredProject | None, expected_revision: int | None
+) -> None:
+    if expected_revision is None:
+        return
+    actual = current.revision if current else None
+    if expected_revision == ABSENT:
+        if current is not None:
+            raise RevisionMismatch(project_id, ABSENT, actual)
+    elif actual != expected_revision:
+        raise RevisionMismatch(project_id, expected_revision, actual)
+
+
+def _acquire_lock(path: Path) -> IO[bytes]:
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = lock_path.open("ab")
+    except OSError as exc:
+        raise StoreConfigError(f"cannot open the lock file {lock_path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise StoreConfigError(
+            f"{path} is in use by another space-cloud process (it holds {lock_path})"
+        ) from None
+    return lock_file
+
+
+def _load(path: Path) -> tuple[dict[str, StoredProject], int]:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return {}, 0
+    except OSError as exc:
+        raise StoreConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        document = yaml.load(text, Loader=_Loader) or {}
+    except yaml.YAMLError as exc:
+        raise StoreConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
+    return _parse(path, document)
+
+
+def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
+    if not isinstance(document, dict) or not isinstance(document.get("projects", []), list):
+        raise StoreConfigError(f"{path} must hold a mapping with a 'projects' list")
+    revision = int(document.get("revision") or 0)
+    revisions = document.get("revisions") or {}
+    projects: dict[str, StoredProject] = {}
+    for entry in document.get("projects") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise StoreConfigError(f"{path}: every project needs a string 'id'")
+        project_id = entry["id"]
+        # A project added by hand has no revision yet: it dates from the current one.
+        project_revision = int(revisions.get(project_id) or revision)
+        projects[project_id] = StoredProject(project_id, orjson.dumps(entry), project_revision)
+    return projects, revision
+
+
+def _dump(projects: dict[str, StoredProject], revision: int) -> bytes:
+    document = {
+        "revision": revision,
+        "projects": [orjson.loads(project.value) for project in projects.values()],
+        "revisions": {project.id: project.revision for project in projects.values()},
+    }
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return _HEADER + body.encode()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

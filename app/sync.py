@@ -1,0 +1,387 @@
+"""The sync loop: what this instance has applied, its history, and how it stays current.
+
+:class:`ClusterState` is the applied state, changed only by the sync loop: the projects
+(kept as the store's JSON bytes, so reads never re-encode), the applied revision, the
+live peers, and a bounded history of encoded events for ``Last-Event-ID`` resumes.
+
+:class:`Syncer` runs the loop (DESIGN §4): list, then watch from the listing; on any
+watch error back off with jitter, list again and emit exactly what changed meanwhile.
+Beside it, one task keeps the peer list and one keeps this instance registered with its
+applied revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from app.broadcast import Broadcaster, Subscription, encode_frame
+from app.metrics import Metrics
+from app.stores.base import (
+    ProjectChange,
+    ProjectListing,
+    Store,
+    StoredProject,
+    StoreError,
+)
+
+log = logging.getLogger("space_cloud.sync")
+
+NOT_SYNCED = "the first sync with the store has not finished"
+
+#: How often, at most, this instance publishes its applied revision in its instance key.
+APPLIED_REVISION_PUBLISH_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """What this instance says of itself in the store."""
+
+    node_id: str
+    addr: str
+    version: str
+    started_at: str
+
+    def record(self, applied_revision: int) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.node_id,
+                "addr": self.addr,
+                "version": self.version,
+                "startedAt": self.started_at,
+                "appliedRevision": applied_revision,
+            }
+        )
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ClusterState:
+    """The configs and peers this instance has applied, and who listens to them."""
+
+    def __init__(
+        self,
+        node_id: str,
+        metrics: Metrics,
+        *,
+        history_size: int = 1000,
+        queue_limit: int = 1024,
+        retry_ms: int = 3000,
+    ) -> None:
+        self.node_id = node_id
+        self.metrics = metrics
+        self.retry_ms = retry_ms
+        self.projects: dict[str, StoredProject] = {}
+        self.revision = 0
+        self.synced = asyncio.Event()
+        self.store_error: str | None = NOT_SYNCED
+        self.broadcaster = Broadcaster(queue_limit)
+        self._peers: list[dict] = []
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=history_size)
+        # The history holds every change after this revision.
+        self._history_floor = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = itertools.count()
+        self._list_body: bytes | None = None
+        self._snapshot_frame: bytes | None = None
+        self._peers_frame: bytes | None = None
+
+    # --- applying what the store says -------------------------------------------------
+
+    def apply_listing(self, listing: ProjectListing) -> int:
+        """Take a full listing; after the first, emit the difference as events.
+
+        Returns how many events the difference produced.
+        """
+        if not self.synced.is_set():
+            self.projects = dict(listing.projects)
+            self._history_floor = listing.revision
+            self._advance(listing.revision)
+            self._invalidate()
+            self.synced.set()
+            return 0
+        changes = _difference(self.projects, listing)
+        self.apply_changes(changes)
+        self._advance(listing.revision)
+        return len(changes)
+
+    def apply_changes(self, changes: Iterable[ProjectChange]) -> None:
+        applied = 0
+        for change in changes:
+            if self._apply(change):
+                applied += 1
+        if applied:
+            self._invalidate()
+            self.metrics.projects.set(len(self.projects))
+
+    def _apply(self, change: ProjectChange) -> bool:
+        current = self.projects.get(change.id)
+        if change.kind == "put":
+            if current is not None and current.revision >= change.revision:
+                return False  # already applied
+            assert change.value is not None
+            self.projects[change.id] = StoredProject(change.id, change.value, change.revision)
+            data = b'{"revision":%d,"project":%s}' % (change.revision, change.value)
+            frame = encode_frame("project.put", data, change.revision)
+        else:
+            if current is None:
+                return False
+            del self.projects[change.id]
+            data = b'{"revision":%d,"id":%s}' % (change.revision, orjson.dumps(change.id))
+            frame = encode_frame("project.delete", data, change.revision)
+        if len(self._history) == self._history.maxlen:
+            evicted_revision = self._history[0][0]
+            self._history_floor = max(self._history_floor, evicted_revision)
+        self._history.append((change.revision, frame))
+        self._advance(change.revision)
+        self._publish(frame, change.revision)
+        return True
+
+    def _advance(self, revision: int) -> None:
+        if revision <= self.revision:
+            return
+        self.revision = revision
+        self.metrics.applied_revision.set(revision)
+        while self._waiters and self._waiters[0][0] <= revision:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    def set_peers(self, records: dict[str, bytes]) -> None:
+        peers = []
+        for node_id, raw in records.items():
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                log.warning("ignoring the unreadable instance record of %s", node_id)
+                continue
+            peers.append(_peer(node_id, record, is_self=node_id == self.node_id))
+        peers.sort(key=lambda peer: peer["id"])
+        self.metrics.peers.set(len(peers))
+        if peers == self._peers:
+            return
+        self._peers = peers
+        self._snapshot_frame = None
+        self._peers_frame = encode_frame("peers", orjson.dumps({"peers": peers}))
+        self._publish(self._peers_frame, 0)
+
+    def set_store_error(self, error: str | None) -> None:
+        if error != self.store_error:
+            if error:
+                log.warning("store unavailable: %s", error)
+            elif self.store_error != NOT_SYNCED:
+                log.info("store reachable again")
+        self.store_error = error
+
+    # --- reading --------------------------------------------------------------------
+
+    @property
+    def peers(self) -> list[dict]:
+        return self._peers
+
+    def list_body(self) -> bytes:
+        """``{"projects": [...], "revision": R}``, encoded once per change."""
+        if self._list_body is None:
+            projects = b",".join(project.value for project in self.projects.values())
+            self._list_body = b'{"projects":[%s],"revision":%d}' % (projects, self.revision)
+        return self._list_body
+
+    def snapshot_frame(self) -> bytes:
+        if self._snapshot_frame is None:
+            projects = b",".join(project.value for project in self.projects.values())
+            data = b'{"revision":%d,"projects":[%s],"peers":%s}' % (
+                self.revision,
+                projects,
+                orjson.dumps(self._peers),
+            )
+            self._snapshot_frame = encode_frame("snapshot", data, self.revision, self.retry_ms)
+        return self._snapshot_frame
+
+    async def wait_for(self, revision: int, within: float) -> bool:
+        """Wait until ``revision`` is applied; False if ``within`` seconds passed first."""
+        if revision <= self.revision:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._waiter_ids), future))
+        try:
+            await asyncio.wait_for(future, within)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- subscribing ------------------------------------------------------------------
+
+    def subscribe(self, last_event_id: int | None) -> tuple[Subscription, list[bytes]]:
+        """A new subscription and the frames that must come first.
+
+        No resume id, or one older than the history: a ``snapshot``. Otherwise every
+        change after it from the history, then the current peers. Runs without awaiting,
+        so nothing can slip between the first frames and the live queue.
+        """
+        if last_event_id is None or last_event_id < self._history_floor:
+            subscription = self.broadcaster.subscribe()
+            first = [self.snapshot_frame()]
+        else:
+            subscription = self.broadcaster.subscribe(skip_through=last_event_id)
+            first = [b"retry: %d\n\n" % self.retry_ms]
+            first += [frame for revision, frame in self._history if revision > last_event_id]
+            first.append(self.peers_frame())
+        self.metrics.sse_subscribers.set(len(self.broadcaster))
+        return subscription, first
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.broadcaster.unsubscribe(subscription)
+        self.metrics.sse_subscribers.set(len(self.broadcaster))
+
+    def peers_frame(self) -> bytes:
+        if self._peers_frame is None:
+            self._peers_frame = encode_frame("peers", orjson.dumps({"peers": self._peers}))
+        return self._peers_frame
+
+    def _publish(self, frame: bytes, revision: int) -> None:
+        dropped_before = self.broadcaster.dropped_total
+        receivers = self.broadcaster.publish(frame, revision)
+        self.metrics.sse_events_sent.inc(receivers)
+        if self.broadcaster.dropped_total != dropped_before:
+            self.metrics.sse_dropped.inc(self.broadcaster.dropped_total - dropped_before)
+            self.metrics.sse_subscribers.set(len(self.broadcaster))
+
+    def _invalidate(self) -> None:
+        self._list_body = None
+        self._snapshot_frame = None
+
+
+def _difference(current: dict[str, StoredProject], listing: ProjectListing) -> list[ProjectChange]:
+    """The changes that turn ``current`` into ``listing``, in revision order."""
+    changes = [
+        ProjectChange("put", project.id, project.revision, project.value)
+        for project in listing.projects.values()
+        if (known := current.get(project.id)) is None or known.revision != project.revision
+    ]
+    # A deletion's own revision is gone with the key; the listing's revision bounds it.
+    changes += [
+        ProjectChange("delete", project_id, listing.revision)
+        for project_id in current
+        if project_id not in listing.projects
+    ]
+    changes.sort(key=lambda change: change.revision)
+    return changes
+
+
+def _peer(node_id: str, record: dict, *, is_self: bool) -> dict:
+    return {
+        "id": str(record.get("id", node_id)),
+        "addr": str(record.get("addr", "")),
+        "version": str(record.get("version", "")),
+        "startedAt": str(record.get("startedAt", "")),
+        "appliedRevision": int(record.get("appliedRevision") or 0),
+        "self": is_self,
+    }
+
+
+class Backoff:
+    """Exponential back-off with full jitter."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    async def sleep(self) -> None:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        await asyncio.sleep(random.uniform(delay / 2, delay))
+
+
+class Syncer:
+    """Keeps a :class:`ClusterState` in step with the store, and this instance registered."""
+
+    def __init__(
+        self, store: Store, state: ClusterState, instance: InstanceInfo, metrics: Metrics
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.instance = instance
+        self.metrics = metrics
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registered = False
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._forever("projects", self._sync_projects)),
+            asyncio.create_task(self._forever("instances", self._sync_instances)),
+            asyncio.create_task(self._forever("registration", self._keep_registered)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._registered:
+            self._registered = False
+            with contextlib.suppress(StoreError, TimeoutError):
+                await asyncio.wait_for(self.store.deregister(), 5)
+
+    async def _forever(self, name: str, run: Callable[[Backoff], Awaitable[None]]) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await run(backoff)
+            except StoreError as exc:
+                if name != "registration":
+                    self.state.set_store_error(f"{type(exc).__name__}: {exc}")
+                log.info("%s sync interrupted: %s", name, exc)
+            except Exception:
+                log.exception("%s sync failed", name)
+            await backoff.sleep()
+
+    async def _sync_projects(self, backoff: Backoff) -> None:
+        async with self.metrics.store_op("list"):
+            listing = await self.store.list_projects()
+        resync = self.state.synced.is_set()
+        emitted = self.state.apply_listing(listing)
+        if resync:
+            self.metrics.resyncs.inc()
+            log.info("resynced at revision %d: %d changes", listing.revision, emitted)
+        self.state.set_store_error(None)
+        backoff.reset()
+        async for changes in self.store.watch_projects(listing):
+            self.state.apply_changes(changes)
+            if self.state.store_error:
+                self.state.set_store_error(None)
+
+    async def _sync_instances(self, backoff: Backoff) -> None:
+        async for records in self.store.watch_instances():
+            self.state.set_peers(records)
+            backoff.reset()
+
+    async def _keep_registered(self, backoff: Backoff) -> None:
+        published = self.state.revision
+        async with self.metrics.store_op("register"):
+            await self.store.register(self.instance.node_id, self.instance.record(published))
+        self._registered = True
+        backoff.reset()
+        while True:
+            await asyncio.sleep(APPLIED_REVISION_PUBLISH_SECONDS)
+            if self.state.revision != published:
+                published = self.state.revision
+                async with self.metrics.store_op("update_registration"):
+                    await self.store.update_registration(self.instance.record(published))
