@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from typing import NoReturn
 
@@ -139,6 +140,10 @@ def run(overrides: dict[str, object]) -> None:
     from app.main import create_app
 
     app = create_app(settings, build_store(settings, etcd, consul))
+    # uvicorn re-raises the signal that stopped it once it has shut down cleanly; these
+    # handlers turn that into a plain exit instead of a death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
     uvicorn.run(
         app,
         host=settings.host,

@@ -1,4 +1,4 @@
-"""Find the etcd and Consul binaries: PATH first, then what scripts/install-stores.sh put in .stores/.
+"""Find the etcd and Consul binaries: PATH first, then scripts/install-stores.sh's .stores/.
 
 A missing binary fails the test loudly: the test command installs them, so absence is a
 broken installation, never a reason to skip.

@@ -1,0 +1,41 @@
+# One command to run the gateway on the local store, one to run every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install install-test stores lint bench clean
+
+run: install .env ## install, then run the gateway on the local store (config.yaml)
+	$(BIN)/space-cloud run
+
+test: install-test stores lint ## install everything the tests need (etcd, Consul included), run them all
+	$(BIN)/pytest
+
+install: $(BIN)/space-cloud
+
+install-test: install $(BIN)/pytest
+
+$(BIN)/space-cloud: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(BIN)/pytest: pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+stores: ## install etcd and Consul when they are not on PATH
+	bash scripts/install-stores.sh
+
+lint:
+	$(BIN)/ruff check .
+
+.env: ## first run: a .env with a random admin password and token secret
+	bash scripts/make-env.sh
+
+bench: install-test stores
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

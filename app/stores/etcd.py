@@ -1,0 +1,252 @@
+"""The etcd v3 store (DESIGN §3): projects as keys, instances under a kept-alive lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
+
+from app.settings import EtcdSettings
+from app.stores.base import (
+    ABSENT,
+    ETCD_VALUE_LIMIT,
+    ProjectChange,
+    ProjectListing,
+    ProjectNotFound,
+    PutResult,
+    RevisionMismatch,
+    StoredProject,
+    StoreError,
+    ValueTooLarge,
+    instances_prefix,
+    projects_prefix,
+)
+from app.stores.etcd_client import EtcdClient, LeaseNotFound, RequestTooLarge
+
+log = logging.getLogger(__name__)
+
+_EQUAL = rpc.Compare.CompareResult.EQUAL
+_GREATER = rpc.Compare.CompareResult.GREATER
+_CREATE = rpc.Compare.CompareTarget.CREATE
+_MOD = rpc.Compare.CompareTarget.MOD
+_DELETE = rpc.Event.EventType.DELETE
+
+
+@dataclass
+class _Registration:
+    key: bytes
+    record: bytes
+    lease: int | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class EtcdStore:
+    """Implements :class:`app.stores.base.Store` on an etcd v3 cluster."""
+
+    kind = "etcd"
+    value_limit = ETCD_VALUE_LIMIT
+
+    def __init__(
+        self,
+        settings: EtcdSettings,
+        cluster_id: str,
+        *,
+        instance_ttl: int = 10,
+        timeout: float = 5.0,
+    ) -> None:
+        self._client = EtcdClient(settings, timeout)
+        self._projects = projects_prefix(cluster_id).encode()
+        self._instances = instances_prefix(cluster_id).encode()
+        self._instance_ttl = instance_ttl
+        self._registration: _Registration | None = None
+        self._lock = asyncio.Lock()  # one change of lease/record at a time
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._client.connect()
+
+    async def close(self) -> None:
+        await self.deregister()
+        await self._client.close()
+
+    @property
+    def active_endpoint(self) -> str | None:
+        """The etcd member in use (``host:port``), None before :meth:`open`."""
+        return self._client.active_endpoint
+
+    async def check(self) -> None:
+        await self._client.range(
+            self._projects, prefix_range_end(self._projects), limit=1, keys_only=True
+        )
+
+    # --- projects -----------------------------------------------------------------
+
+    def _project_key(self, project_id: str) -> bytes:
+        return self._projects + project_id.encode()
+
+    async def list_projects(self) -> ProjectListing:
+        response = await self._client.range(self._projects, prefix_range_end(self._projects))
+        projects = {}
+        for kv in response.kvs:
+            project_id = kv.key[len(self._projects):].decode()
+            projects[project_id] = StoredProject(project_id, kv.value, kv.mod_revision)
+        return ProjectListing(projects=projects, revision=response.header.revision)
+
+    async def put_project(
+        self, project_id: str, value: bytes, expected_revision: int | None = None
+    ) -> PutResult:
+        if len(value) > self.value_limit:
+            raise ValueTooLarge(len(value), self.value_limit)
+        key = self._project_key(project_id)
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, prev_kv=True))
+        compare = [] if expected_revision is None else [_revision_is(key, expected_revision)]
+        request = rpc.TxnRequest(compare=compare, success=[put], failure=[_get(key)])
+        try:
+            response = await self._client.txn(request, idempotent=expected_revision is None)
+        except RequestTooLarge:
+            raise ValueTooLarge(len(value), self.value_limit) from None
+        if not response.succeeded:
+            assert expected_revision is not None
+            raise RevisionMismatch(project_id, expected_revision, _found_revision(response))
+        created = not response.responses[0].response_put.HasField("prev_kv")
+        return PutResult(revision=response.header.revision, created=created)
+
+    async def delete_project(
+        self, project_id: str, expected_revision: int | None = None
+    ) -> int:
+        key = self._project_key(project_id)
+        compare = [rpc.Compare(result=_GREATER, target=_CREATE, key=key, create_revision=0)]
+        if expected_revision is not None:
+            compare.append(_revision_is(key, expected_revision))
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        request = rpc.TxnRequest(compare=compare, success=[delete], failure=[_get(key)])
+        response = await self._client.txn(request, idempotent=False)
+        if not response.succeeded:
+            actual = _found_revision(response)
+            if actual is None:
+                raise ProjectNotFound(project_id)
+            assert expected_revision is not None
+            raise RevisionMismatch(project_id, expected_revision, actual)
+        return response.header.revision
+
+    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+        async for response in self._client.watch_prefix(self._projects, since.revision + 1):
+            yield [self._change(event) for event in response.events]
+
+    def _change(self, event: rpc.Event) -> ProjectChange:
+        project_id = event.kv.key[len(self._projects):].decode()
+        if event.type == _DELETE:
+            # etcd sets a tombstone's mod_revision to the revision of the deletion.
+            return ProjectChange("delete", project_id, event.kv.mod_revision)
+        return ProjectChange("put", project_id, event.kv.mod_revision, event.kv.value)
+
+    # --- instances ----------------------------------------------------------------
+
+    async def register(self, node_id: str, record: bytes) -> None:
+        await self.deregister()
+        registration = _Registration(self._instances + node_id.encode(), record)
+        async with self._lock:
+            await self._grant_and_put(registration)
+        self._registration = registration
+        registration.task = asyncio.create_task(
+            self._keep_alive(registration), name=f"etcd lease keepalive for {node_id}"
+        )
+
+    async def update_registration(self, record: bytes) -> None:
+        registration = self._registration
+        if registration is None:
+            raise RuntimeError("update_registration() before register()")
+        registration.record = record
+        async with self._lock:
+            if registration.lease is None:
+                await self._grant_and_put(registration)
+                return
+            try:
+                await self._client.put(registration.key, record, lease=registration.lease)
+            except LeaseNotFound:
+                await self._grant_and_put(registration)
+
+    async def deregister(self) -> None:
+        """Stop the keepalive and revoke the lease; if etcd cannot be reached the key
+        still goes when the lease runs out."""
+        registration, self._registration = self._registration, None
+        if registration is None:
+            return
+        if registration.task is not None:
+            registration.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registration.task
+        if registration.lease is not None:
+            try:
+                await self._client.lease_revoke(registration.lease)
+            except StoreError as error:
+                log.warning("could not revoke the instance lease (it will expire): %s", error)
+
+    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+        end = prefix_range_end(self._instances)
+        listing = await self._client.range(self._instances, end)
+        instances = {self._node_id(kv.key): kv.value for kv in listing.kvs}
+        yield dict(instances)
+        async for response in self._client.watch_prefix(
+            self._instances, listing.header.revision + 1
+        ):
+            for event in response.events:
+                node_id = self._node_id(event.kv.key)
+                if event.type == _DELETE:
+                    instances.pop(node_id, None)
+                else:
+                    instances[node_id] = event.kv.value
+            yield dict(instances)
+
+    def _node_id(self, key: bytes) -> str:
+        return key[len(self._instances):].decode()
+
+    async def _grant_and_put(self, registration: _Registration) -> None:
+        lease = await self._client.lease_grant(self._instance_ttl)
+        await self._client.put(registration.key, registration.record, lease=lease)
+        registration.lease = lease
+
+    async def _keep_alive(self, registration: _Registration) -> None:
+        interval = max(self._instance_ttl / 3, 0.5)
+        retry = min(interval, 1.0)
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._renew(registration)
+            except StoreError as error:
+                log.warning("could not renew the instance lease, retrying: %s", error)
+                delay = retry
+            else:
+                delay = interval
+
+    async def _renew(self, registration: _Registration) -> None:
+        async with self._lock:
+            if registration.lease is not None:
+                ttl = await self._client.lease_keepalive(registration.lease)
+                if ttl > 0:
+                    return
+                log.warning("the instance lease was lost; registering again")
+            await self._grant_and_put(registration)
+
+
+def _revision_is(key: bytes, expected_revision: int) -> rpc.Compare:
+    if expected_revision == ABSENT:
+        return rpc.Compare(result=_EQUAL, target=_CREATE, key=key, create_revision=0)
+    return rpc.Compare(result=_EQUAL, target=_MOD, key=key, mod_revision=expected_revision)
+
+
+def _get(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def _found_revision(response: rpc.TxnResponse) -> int | None:
+    """The mod_revision the failure branch's range found, None if the key is missing."""
+    kvs = response.responses[0].response_range.kvs
+    return kvs[0].mod_revision if kvs else None
