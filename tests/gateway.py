@@ -6,13 +6,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from tests.servers.process import ROOT, ChildProcess, free_port, wait_until
+
+T = TypeVar("T")
 
 ADMIN_PASS = "test-pass"
 ADMIN_SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -224,7 +227,7 @@ class SSEStream:
             yield self.next()
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.1):  # noqa: ANN001, ANN201
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``check`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout
     last = None
