@@ -5,13 +5,15 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Annotated
 
 import jwt
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPBearer
 
 ALGORITHM = "HS256"
 ISSUER = "space-cloud"
+#: Verified tokens remembered (oldest forgotten first).
+VERIFIED_CACHE_SIZE = 1024
 
 
 class TokenIssuer:
@@ -23,6 +25,7 @@ class TokenIssuer:
         # Without a configured secret (local mode) tokens live as long as this process.
         self.secret = secret or secrets.token_urlsafe(32)
         self.ttl_seconds = ttl_seconds
+        self._verified: dict[str, dict] = {}
 
     def credentials_match(self, user: str, password: str) -> bool:
         if self.password is None:
@@ -38,14 +41,25 @@ class TokenIssuer:
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM), expires
 
     def verify(self, token: str) -> dict:
-        """The token's claims; raises ``jwt.InvalidTokenError`` when it is not valid."""
-        return jwt.decode(
+        """The token's claims; raises ``jwt.InvalidTokenError`` when it is not valid.
+
+        A token verified once is remembered until it expires, so the signature check is
+        paid once per token rather than once per request.
+        """
+        claims = self._verified.get(token)
+        if claims is not None and claims["exp"] > time.time():
+            return claims
+        claims = jwt.decode(
             token,
             self.secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub"]},
         )
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -76,24 +90,46 @@ def _check(request: Request, token: str | None) -> None:
         raise _unauthorized("the token is not valid") from None
 
 
-async def require_admin(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
-    """A valid ``Authorization: Bearer`` token (nothing with ``--dev``)."""
-    _check(request, _bearer(authorization))
+class AdminBearer(HTTPBearer):
+    """A valid ``Authorization: Bearer`` token (nothing with ``--dev``).
+
+    A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
+    lock in Swagger UI), and reading the header directly keeps FastAPI's per-request
+    parameter work off every guarded request.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            bearerFormat="JWT",
+            description="A token from POST /v1/config/login.",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        _check(request, _bearer(request.headers.get("authorization")))
 
 
-async def require_admin_or_query_token(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    token: Annotated[
-        str | None,
-        Query(description="The token, for clients that cannot set headers (EventSource)."),
-    ] = None,
-) -> None:
-    """Like :func:`require_admin`, also taking ``?token=`` (browsers' EventSource)."""
-    _check(request, _bearer(authorization) or token)
+require_admin = AdminBearer()
 
+
+class AdminBearerOrQueryToken(AdminBearer):
+    """Like :class:`AdminBearer`, also taking ``?token=`` (browsers' EventSource cannot set
+    headers); the route documents the query parameter."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        header = _bearer(request.headers.get("authorization"))
+        _check(request, header or request.query_params.get("token"))
+
+
+require_admin_or_query_token = AdminBearerOrQueryToken()
+
+#: OpenAPI description of ``?token=`` for the routes that take it.
+TOKEN_QUERY_PARAMETER = {
+    "name": "token",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The token, for clients that cannot set headers (EventSource).",
+}
 
 Admin = Depends(require_admin)

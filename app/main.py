@@ -77,6 +77,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         settings.token_ttl_seconds,
     )
     install_error_handlers(app)
-    for module in (health, login, projects, peers, events):
+    # The hot read routes first: routing tries routers in this order.
+    for module in (projects, peers, events, login, health):
         app.include_router(module.router)
     return app

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from app.api.dependencies import CurrentSettings, SyncedState
 from app.api.errors import documented
-from app.auth import require_admin_or_query_token
+from app.auth import TOKEN_QUERY_PARAMETER, require_admin_or_query_token
 from app.broadcast import Subscription
 from app.sync import ClusterState
 
@@ -61,6 +61,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
         **documented(400, 401, 503),
     },
     summary="Live config and peer changes as Server-Sent Events",
+    openapi_extra={"parameters": [TOKEN_QUERY_PARAMETER]},
     description=_DESCRIPTION,
 )
 async def events(

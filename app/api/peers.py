@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.dependencies import SyncedState
+from app.api.dependencies import WAITS_FOR_REVISION, SyncedState
 from app.api.errors import documented
 from app.api.responses import JSONResponse
 from app.auth import Admin
@@ -17,6 +17,7 @@ router = APIRouter(tags=["cluster"], dependencies=[Admin])
     "/v1/config/peers",
     response_model=PeerList,
     responses=documented(401, 503, 504),
+    openapi_extra=WAITS_FOR_REVISION,
     summary="Every live instance of the cluster",
 )
 async def peers(state: SyncedState) -> Response:

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
 from pydantic import ValidationError
 
-from app.api.dependencies import CurrentStore, State, SyncedState
+from app.api.dependencies import WAITS_FOR_REVISION, CurrentStore, State, SyncedState
 from app.api.errors import documented
 from app.api.responses import JSONResponse
 from app.auth import Admin
@@ -48,6 +48,7 @@ IfNoneMatch = Annotated[
     "",
     response_model=ProjectList,
     responses=documented(401, 503, 504),
+    openapi_extra=WAITS_FOR_REVISION,
     summary="Every project, with the revision the list is complete at",
 )
 async def list_projects(state: SyncedState) -> Response:
@@ -58,6 +59,7 @@ async def list_projects(state: SyncedState) -> Response:
     "/{project}",
     response_model=Project,
     responses=documented(401, 404, 503, 504),
+    openapi_extra=WAITS_FOR_REVISION,
     summary="One project; its revision is the ETag",
 )
 async def get_project(project: ProjectId, state: SyncedState) -> Response:

@@ -6,9 +6,16 @@ Consul answers with the whole prefix, so each answer is diffed against the previ
 
 Instances: each registers ``sc/instances/<cluster>/<node>`` by acquiring it with a
 session (``Behavior=delete``, ``LockDelay=0s``), renewed every TTL/3. Consul's sessions
-have a **minimum TTL of 10 s** (shorter TTLs are raised to it), and Consul may take up to
-**twice the TTL** to invalidate an expired session, so a killed instance vanishes from the peer
-list within 10-20 s; a clean stop destroys the session and the key goes at once.
+have a **minimum TTL of 10 s** (shorter TTLs are raised to it), and Consul may take up
+to **twice the TTL** to invalidate an expired session, so a killed instance leaves the
+peer list 10-20 s after it died; a clean stop destroys the session and the key goes at
+once.
+
+Deletions: Consul's answers carry no deletion index, so the deleting transaction also
+writes a mark, ``sc/projects/<cluster>/.deleted/<id>`` (ids never start with ``.``, and
+nested keys are never taken for projects); its ModifyIndex is the deletion's revision.
+A put through /v1/txn removes it; a mark left behind is ignored, as only a mark newer
+than the watch's last answer counts.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ from app.stores.base import (
     ProjectNotFound,
     PutResult,
     RevisionMismatch,
-    StoreConfigError,
     StoredProject,
     StoreError,
     StoreUnavailable,
@@ -52,6 +58,8 @@ TXN_VALUE_LIMIT = 360 * 1024
 #: the next one, so a misbehaving server cannot make the loop spin.
 MIN_QUERY_INTERVAL = 0.1
 CAS_ATTEMPTS = 20
+#: Where a deletion leaves its mark, under the projects prefix: ids never start with ".".
+DELETION_MARKS = ".deleted/"
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
@@ -133,21 +141,16 @@ class ConsulStore:
         for _ in range(CAS_ATTEMPTS):
             if cas is None:
                 cas = await self._existing(project_id)
-            ops = [_kv("check-index", key, Index=cas), _kv("delete", key)]
-            if (await self._txn(ops)) is not None:
-                return await self._index_after_delete()
+            mark = self._deletion_mark(project_id)
+            ops = [_kv("check-index", key, Index=cas), _kv("delete", key), _kv("set", mark)]
+            results = await self._txn(ops)
+            if results is not None:
+                return _entry(results, mark)["ModifyIndex"]
             actual = await self._existing(project_id)
             if expected_revision is not None:
                 raise RevisionMismatch(project_id, expected_revision, actual)
             cas = actual
         raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
-
-    async def _index_after_delete(self) -> int:
-        """The prefix's index, which counts the deletion's tombstone: >= its raft index."""
-        response = await self._http(
-            "GET", kv_path(self._projects), params={"keys": ""}, expect=(200, 404)
-        )
-        return max(1, response.index)
 
     async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
         known = dict(since.projects)
@@ -158,31 +161,79 @@ class ConsulStore:
             if new_index < index:
                 raise WatchReset(f"Consul's index went back from {index} to {new_index}")
             current = _projects(entries, self._projects)
-            changes = _changes(known, current, new_index)
+            marks = _deletion_marks(entries, self._projects)
+            changes = _puts(known, current)
+            taken = {change.revision for change in changes}
+            # Longest ids first: a shorter id's tombstone probe also covers the longer ones.
+            for project_id in sorted(known.keys() - current.keys(), key=len, reverse=True):
+                revision = marks.get(project_id, 0)
+                if not index < revision <= new_index or revision in taken:
+                    revision = await self._deletion_revision(
+                        project_id, current, index, new_index, taken
+                    )
+                taken.add(revision)
+                changes.append(ProjectChange("delete", project_id, revision))
+            changes.sort(key=lambda change: (change.revision, change.id))
             known, index = current, new_index
             if changes:
                 yield changes
             else:
                 await _pace(started)
 
+    def _deletion_mark(self, project_id: str) -> str:
+        """``<prefix>.deleted/<id>``: written in the deleting transaction, so its
+        ModifyIndex is the deletion's index (a nested key is never taken for a project)."""
+        return f"{self._projects}{DELETION_MARKS}{project_id}"
+
+    async def _tombstone_index(self, project_id: str) -> int:
+        """The newest index among the keys that start with this project's key and their
+        tombstones: the project's deletion index unless another id extends this one."""
+        response = await self._http(
+            "GET", kv_path(self._projects + project_id), params={"keys": ""}, expect=(200, 404)
+        )
+        return max(1, response.index)
+
+    async def _deletion_revision(
+        self,
+        project_id: str,
+        current: Mapping[str, StoredProject],
+        after: int,
+        upto: int,
+        taken: set[int],
+    ) -> int:
+        """The raft index of a deletion without a mark (made by another Consul client),
+        seen between indexes ``after`` and ``upto``.
+
+        Consul's answer carries the prefix's index, not the deletion's, and labelling a
+        deletion with it would put it after (or on) puts that followed it in the same
+        answer. The tombstone probe gives the exact index unless a longer id starting with
+        this one changed since; then the highest free index in the window keeps the batch's
+        revisions unique and inside it.
+        """
+        probe = await self._tombstone_index(project_id)
+        longer = {p.revision for other, p in current.items() if other.startswith(project_id)}
+        if after < probe <= upto and probe not in taken and probe not in longer:
+            return probe
+        return next((r for r in range(upto, after, -1) if r not in taken), upto)
+
     async def _put_txn(
         self, project_id: str, value: bytes, expected: int | None
     ) -> PutResult | None:
         """One transaction: its result carries the new ModifyIndex. None: body too large."""
         key = self._projects + project_id
-        encoded = base64.b64encode(value).decode()
+        fields = {"Value": base64.b64encode(value).decode(), "Flags": _nonce()}
         if expected is None:
-            op = _kv("set", key, Value=encoded)
+            op = _kv("set", key, **fields)
         else:
-            op = _kv("cas", key, Value=encoded, Index=expected)
+            op = _kv("cas", key, Index=expected, **fields)
         try:
-            results = await self._txn([op])
+            results = await self._txn([op, _kv("delete", self._deletion_mark(project_id))])
         except _TooLarge:
             return None
         if results is None:
             assert expected is not None
             raise RevisionMismatch(project_id, expected, await self._current(project_id))
-        entry = results[0]["KV"]
+        entry = _entry(results, key)
         return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
 
     async def _put_plain(
@@ -191,7 +242,7 @@ class ConsulStore:
         """A KV PUT with ``cas``, then a read: the PUT answers only ``true``. A random
         ``flags`` value tells whether the entry read back is still this write."""
         key = self._projects + project_id
-        nonce = secrets.randbits(63) | 1
+        nonce = _nonce()
         for _ in range(CAS_ATTEMPTS):
             cas = expected if expected is not None else await self._current(project_id)
             response = await self._http(
@@ -236,12 +287,9 @@ class ConsulStore:
         body = response.json()
         if response.status == 200:
             return body.get("Results") or []
-        errors = "; ".join(error.get("What", "") for error in body.get("Errors") or [])
+        errors = "; ".join(dict.fromkeys(e.get("What", "") for e in body.get("Errors") or []))
         if "Permission denied" in errors or "ACL not found" in errors:
-            raise StoreConfigError(
-                f"Consul refused the ACL token ({errors}) for a write under {self._projects}; "
-                "check CONSUL_HTTP_TOKEN and its policy"
-            )
+            raise self.client.acl_error(f"409 {errors}", f"a write under {self._projects}")
         return None
 
     async def _list(
@@ -323,18 +371,21 @@ class _Registration:
         return self.store.instance_ttl
 
     async def start(self, record: bytes) -> None:
+        """Register now; should that fail, the keeper goes on trying in the background."""
         self.record, self.stored = record, False
-        await self.ensure()
         if self.keeper is None or self.keeper.done():
             self.keeper = asyncio.create_task(self.keep_alive(), name=f"consul-session {self.key}")
+        await self.ensure()
 
     async def update(self, record: bytes) -> None:
         self.record, self.stored = record, False
-        async with self.lock:
-            if self.session is not None:
-                self.stored = await self.acquire()
-        if not self.stored:
-            self.wake.set()
+        try:
+            async with self.lock:
+                if self.session is not None:
+                    self.stored = await self.acquire()
+        finally:
+            if not self.stored:
+                self.wake.set()
 
     async def stop(self) -> None:
         if self.keeper is not None:
@@ -406,8 +457,19 @@ class _TooLarge(Exception):
     """The transaction body is over the server's ``txn_max_req_len``."""
 
 
+def _nonce() -> int:
+    """A random ``Flags`` value: Consul skips a write equal to the stored entry (keeping
+    its old ModifyIndex), so every put differs, gets a new revision, and tells by
+    ``CreateIndex == ModifyIndex`` whether it created the key."""
+    return secrets.randbits(63) | 1
+
+
 def _kv(verb: str, key: str, **fields: Any) -> dict[str, Any]:
     return {"KV": {"Verb": verb, "Key": key, **fields}}
+
+
+def _entry(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return next(result["KV"] for result in results if result.get("KV", {}).get("Key") == key)
 
 
 def _limit_in(response: ConsulResponse) -> int | None:
@@ -434,6 +496,16 @@ def _projects(entries: list[dict[str, Any]], prefix: str) -> dict[str, StoredPro
     return projects
 
 
+def _deletion_marks(entries: list[dict[str, Any]], prefix: str) -> dict[str, int]:
+    """Project id -> index of its last deletion by a gateway, from the marks under prefix."""
+    marks_prefix = prefix + DELETION_MARKS
+    return {
+        entry["Key"].removeprefix(marks_prefix): entry["ModifyIndex"]
+        for entry in entries
+        if entry["Key"].startswith(marks_prefix)
+    }
+
+
 def _instances(entries: list[dict[str, Any]], prefix: str) -> dict[str, bytes]:
     """Keys held by a session: a live instance's key never exists without one."""
     instances = {}
@@ -444,10 +516,10 @@ def _instances(entries: list[dict[str, Any]], prefix: str) -> dict[str, bytes]:
     return instances
 
 
-def _changes(
-    before: Mapping[str, StoredProject], after: Mapping[str, StoredProject], index: int
+def _puts(
+    before: Mapping[str, StoredProject], after: Mapping[str, StoredProject]
 ) -> list[ProjectChange]:
-    """The per-project changes from ``before`` to ``after`` (the prefix at ``index``)."""
+    """A put for every project that is new or has a newer revision in ``after``."""
     changes = []
     for project_id, project in after.items():
         old = before.get(project_id)
@@ -455,9 +527,6 @@ def _changes(
             raise WatchReset(f"project {project_id!r} went back to revision {project.revision}")
         if old is None or project.revision > old.revision:
             changes.append(ProjectChange("put", project_id, project.revision, project.value))
-    for project_id in before.keys() - after.keys():
-        changes.append(ProjectChange("delete", project_id, index))
-    changes.sort(key=lambda change: (change.revision, change.id))
     return changes
 
 

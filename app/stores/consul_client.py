@@ -124,7 +124,9 @@ class ConsulClient:
             raise StoreUnavailable(
                 f"Consul at {self.base_url} did not answer {method} {path} in time"
             ) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError) as exc:
+            # httpcore passes TLS alerts that arrive after the handshake (a client
+            # certificate the server rejects) through as bare ssl.SSLError.
             raise self._transport_error(exc) from exc
         if response.status_code not in expect:
             raise self._status_error(method, path, response)
@@ -133,7 +135,7 @@ class ConsulClient:
             response.status_code, int(index) if index.isdigit() else 0, response.content
         )
 
-    def _transport_error(self, exc: httpx.TransportError) -> StoreError:
+    def _transport_error(self, exc: Exception) -> StoreError:
         tls = _ssl_cause(exc)
         if isinstance(tls, ssl.SSLCertVerificationError):
             return StoreConfigError(
@@ -147,8 +149,17 @@ class ConsulClient:
                 f"({tls.reason or tls}); check CONSUL_HTTP_ADDR / CONSUL_HTTP_SSL and "
                 "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY"
             )
-        return StoreUnavailable(
-            f"cannot reach Consul at {self.base_url} ({type(exc).__name__}: {exc})"
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return StoreUnavailable(f"cannot reach Consul at {self.base_url} ({detail})")
+
+    def acl_error(self, detail: str, where: str) -> StoreConfigError:
+        if self.settings.http_token:
+            return StoreConfigError(
+                f"Consul refused the ACL token ({detail}) for {where}; "
+                "check CONSUL_HTTP_TOKEN and its policy"
+            )
+        return StoreConfigError(
+            f"Consul denied {where} without an ACL token ({detail}); set CONSUL_HTTP_TOKEN"
         )
 
     def _status_error(self, method: str, path: str, response: httpx.Response) -> StoreError:
@@ -156,15 +167,7 @@ class ConsulClient:
         text = " ".join(response.text.split())[:200] or response.reason_phrase
         where = f"{method} {path.removeprefix('/v1/kv/')}"
         if status == 403:
-            if self.settings.http_token:
-                return StoreConfigError(
-                    f"Consul refused the ACL token ({status} {text}) for {where}; "
-                    "check CONSUL_HTTP_TOKEN and its policy"
-                )
-            return StoreConfigError(
-                f"Consul denied {where} without an ACL token ({status} {text}); "
-                "set CONSUL_HTTP_TOKEN"
-            )
+            return self.acl_error(f"{status} {text}", where)
         if status in (401, 407):
             return StoreConfigError(
                 f"Consul at {self.base_url} refused the credentials ({status} {text}); "

@@ -149,8 +149,13 @@ class EtcdStore:
     # --- instances ----------------------------------------------------------------
 
     async def register(self, node_id: str, record: bytes) -> None:
+        key = self._instances + node_id.encode()
+        if self._registration is not None and self._registration.key == key:
+            # Registering again (a caller retrying) keeps the lease: no leave-and-join.
+            await self.update_registration(record)
+            return
         await self.deregister()
-        registration = _Registration(self._instances + node_id.encode(), record)
+        registration = _Registration(key, record)
         async with self._lock:
             await self._grant_and_put(registration)
         self._registration = registration

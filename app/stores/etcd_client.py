@@ -57,6 +57,9 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 # Watches are cancelled by the member when it loses its leader instead of going quiet.
 REQUIRE_LEADER: Metadata = (("hasleader", "true"),)
 
+# How an attempt failed: never sent (next member), refused unapplied by etcd (next
+# member, then wait and retry), or maybe applied (retry only what may be applied twice).
+_UNREACHABLE, _TRANSIENT, _AMBIGUOUS = "unreachable", "transient", "ambiguous"
 _NOT_SENT = ("failed to connect to all addresses", "dns resolution failed")
 _REJECTED_UNAPPLIED = ("etcdserver: no leader", "etcdserver: not capable",
                        "etcdserver: too many requests")
@@ -116,6 +119,10 @@ class EtcdClient:
         self._token: str | None = None
         self._auth_disabled = False
         self._auth_lock = asyncio.Lock()
+        # With other members to try, one that hangs (its leader just died) gets only part
+        # of the time, so the call can still succeed elsewhere once a leader is elected.
+        members = len(settings.endpoint_list)
+        self._attempt_limit = timeout if members == 1 else max(timeout / 3, 0.5)
 
     # --- connection ---------------------------------------------------------------
 
@@ -172,6 +179,7 @@ class EtcdClient:
 
             try:
                 self._token = await self._call(invoke, authenticating=True)
+                log.debug("authenticated to etcd as %r", self.settings.user)
             except _AuthNotEnabled:
                 log.warning("ETCD_USER is set but etcd has authentication disabled")
                 self._token = None
@@ -210,35 +218,45 @@ class EtcdClient:
         backoff = 0.05
         last_error = "no etcd member answered"
         while True:
-            server_answered = False
+            worth_waiting = False
             for index in self._rotation():
                 member = self._members[index]
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise StoreUnavailable(f"etcd timed out after {self.timeout:g}s: "
-                                           f"{last_error}")
+                    raise StoreUnavailable(
+                        f"etcd did not answer within {self.timeout:g}s: {last_error}"
+                    )
                 try:
-                    result = await invoke(member, remaining, self._metadata)
+                    return await self._attempt(invoke, index, min(remaining, self._attempt_limit))
                 except grpc.aio.AioRpcError as error:
                     last_error = f"{member.address}: {_details(error)}"
-                    retry = self._classify(error, member, idempotent, authenticating)
-                    server_answered = server_answered or retry == "answered"
-                    continue
-                self._preferred = index
-                return result
-            if not server_answered or loop.time() + backoff >= deadline:
-                raise StoreUnavailable(f"etcd is unreachable: {last_error}")
+                    outcome = self._classify(error, member, authenticating)
+                if outcome == _AMBIGUOUS:
+                    self._avoid(member.address)
+                    if not idempotent:
+                        raise StoreUnavailable(
+                            f"etcd failed mid-request, the write may or may not have been "
+                            f"applied: {last_error}"
+                        )
+                worth_waiting = worth_waiting or outcome != _UNREACHABLE
+            if not worth_waiting or loop.time() + backoff >= deadline:
+                raise StoreUnavailable(f"etcd is unavailable: {last_error}")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
+
+    async def _attempt(self, invoke: Invoke[T], index: int, budget: float) -> T:
+        result = await invoke(self._members[index], budget, self._metadata)
+        self._preferred = index
+        return result
 
     def _rotation(self) -> list[int]:
         count = len(self._members)
         return [(self._preferred + step) % count for step in range(count)]
 
     def _classify(
-        self, error: grpc.aio.AioRpcError, member: Member, idempotent: bool, authenticating: bool
+        self, error: grpc.aio.AioRpcError, member: Member, authenticating: bool
     ) -> str:
-        """Raise for errors the next member cannot fix; say how the member failed otherwise."""
+        """How an attempt failed; raises for errors another attempt cannot fix."""
         code = error.code()
         if _matches(error, _TLS):
             raise StoreConfigError(
@@ -246,27 +264,13 @@ class EtcdClient:
                 f"ETCD_CLIENT_CERT and ETCD_CLIENT_KEY): {_details(error)}"
             )
         if code == grpc.StatusCode.UNAVAILABLE and _matches(error, _NOT_SENT):
-            return "unreachable"
+            return _UNREACHABLE
         if _matches(error, _REJECTED_UNAPPLIED):
-            return "answered"
-        self._raise_for_answer(error, member, idempotent, authenticating)
-        return "answered"
-
-    def _raise_for_answer(
-        self, error: grpc.aio.AioRpcError, member: Member, idempotent: bool, authenticating: bool
-    ) -> None:
-        code, details = error.code(), _details(error)
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            self._preferred = (self._members.index(member) + 1) % len(self._members)
-            raise StoreUnavailable(f"etcd at {member.address} did not answer within "
-                                   f"{self.timeout:g}s")
-        if code == grpc.StatusCode.UNAVAILABLE:
-            if idempotent:
-                return
-            raise StoreUnavailable(f"etcd at {member.address} failed mid-request "
-                                   f"(the write may or may not have been applied): {details}")
+            return _TRANSIENT
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return _AMBIGUOUS
         if _matches(error, _TOKEN_EXPIRED) and not authenticating:
-            raise _TokenExpired(details)
+            raise _TokenExpired(_details(error))
         raise self._answer_error(error, member, authenticating)
 
     def _answer_error(
@@ -276,7 +280,9 @@ class EtcdClient:
         user = self.settings.user
         if "authentication is not enabled" in details and authenticating:
             return _AuthNotEnabled(details)
-        if authenticating or "authentication failed" in details:
+        if "authentication failed" in details or (
+            authenticating and code == grpc.StatusCode.INVALID_ARGUMENT
+        ):
             reason = details.removeprefix("etcdserver: ").replace("authentication failed, ", "")
             return StoreConfigError(f"etcd authentication failed for user {user!r}: {reason}")
         if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
@@ -386,9 +392,9 @@ class EtcdClient:
                 first = await asyncio.wait_for(stream.read(), budget)
             except TimeoutError:
                 stream.cancel()
-                raise StoreUnavailable(
-                    f"etcd at {member.address} did not create the watch within "
-                    f"{self.timeout:g}s"
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                    "the watch was not created in time",
                 ) from None
             except BaseException:
                 stream.cancel()
@@ -400,12 +406,12 @@ class EtcdClient:
             stream, address, first = await self.call(invoke)
             if first is grpc.aio.EOF:
                 raise StoreUnavailable(f"etcd at {address} closed the watch stream")
-            if not (first.canceled and "permission denied" in first.cancel_reason):
+            if not _refused_for_auth(first):
                 break
             stream.cancel()
             if attempt or self.settings.user is None:
                 raise StoreConfigError(f"etcd refused the watch: {first.cancel_reason}")
-            await self._authenticate(stale_token=token)  # the token may have expired
+            await self._authenticate(stale_token=token)
         _check_watch_response(first, address)
         return stream, address
 
@@ -434,6 +440,14 @@ class _TokenExpired(StoreError):
 
 class _AuthNotEnabled(StoreError):
     pass
+
+
+def _refused_for_auth(response: rpc.WatchResponse) -> bool:
+    # etcd checks a watch's token when it creates it, and answers with a cancellation.
+    reason = response.cancel_reason.lower()
+    return response.canceled and any(
+        needle in reason for needle in (*_TOKEN_EXPIRED, "permission denied")
+    )
 
 
 def _check_watch_response(response: rpc.WatchResponse, address: str) -> None:
