@@ -129,6 +129,7 @@ def run(overrides: dict[str, object]) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Consul request
     try:
         asyncio.run(check_store(build_store(settings, etcd, consul)))
     except StoreConfigError as error:

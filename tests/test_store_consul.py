@@ -1,0 +1,612 @@
+"""The Consul store against real Consul agents (tests/servers/consul.py starts them)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.settings import ConsulSettings
+from app.stores.base import (
+    ABSENT,
+    CONSUL_VALUE_LIMIT,
+    ProjectChange,
+    ProjectListing,
+    ProjectNotFound,
+    RevisionMismatch,
+    Store,
+    StoreConfigError,
+    StoreUnavailable,
+    ValueTooLarge,
+    WatchReset,
+    instances_prefix,
+)
+from app.stores.consul import ConsulStore
+from tests.servers.consul import ConsulAgent, start_consul
+from tests.servers.process import free_port, wait_until
+
+OpenStore = Callable[..., Awaitable[ConsulStore]]
+
+
+def new_cluster() -> str:
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def open_store() -> AsyncIterator[OpenStore]:
+    """Open ConsulStores for one test; all closed at teardown."""
+    stores: list[ConsulStore] = []
+
+    async def make(
+        settings: ConsulSettings, cluster: str | None = None, **kwargs: Any
+    ) -> ConsulStore:
+        store = ConsulStore(settings, cluster or new_cluster(), **kwargs)
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def store(consul_server: ConsulAgent, open_store: OpenStore) -> ConsulStore:
+    return await open_store(consul_server.settings())
+
+
+@pytest.fixture(scope="module")
+def secure_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
+    """One agent with TLS (verify_incoming) and ACLs (default deny) for this module."""
+    agent = start_consul(tmp_path_factory.mktemp("consul-secure"), tls=True, acl=True)
+    yield agent
+    agent.stop()
+
+
+async def next_batch(watch: AsyncIterator[Any], timeout: float = 5.0) -> Any:
+    return await asyncio.wait_for(anext(watch), timeout)
+
+
+async def collect(watch: AsyncIterator[list[ProjectChange]], count: int) -> list[ProjectChange]:
+    changes: list[ProjectChange] = []
+    while len(changes) < count:
+        changes += await next_batch(watch)
+    return changes
+
+
+def held_by(agent: ConsulAgent, key: str) -> str | None:
+    """The session holding ``key``, None when the key does not exist."""
+    response = agent.api("GET", f"/v1/kv/{key}")
+    return response.json()[0].get("Session") if response.status_code == 200 else None
+
+
+# --- projects -----------------------------------------------------------------------
+
+
+async def test_store_protocol_and_empty_listing(store: ConsulStore) -> None:
+    assert isinstance(store, Store)
+    assert (store.kind, store.value_limit) == ("consul", CONSUL_VALUE_LIMIT)
+    await store.check()
+    listing = await store.list_projects()
+    assert listing.projects == {}
+    assert listing.revision >= 1
+
+
+async def test_put_and_conditional_put(store: ConsulStore) -> None:
+    first = await store.put_project("alpha", b'{"id":"alpha"}')
+    assert first.created
+    listing = await store.list_projects()
+    assert listing.projects["alpha"].value == b'{"id":"alpha"}'
+    assert listing.projects["alpha"].revision == first.revision == listing.revision
+
+    replaced = await store.put_project("alpha", b'{"v":2}')
+    assert not replaced.created and replaced.revision > first.revision
+
+    with pytest.raises(RevisionMismatch) as exists:
+        await store.put_project("alpha", b"{}", ABSENT)
+    assert exists.value.actual == replaced.revision
+    with pytest.raises(RevisionMismatch) as stale:
+        await store.put_project("alpha", b"{}", first.revision)
+    assert (stale.value.expected, stale.value.actual) == (first.revision, replaced.revision)
+    with pytest.raises(RevisionMismatch) as missing:
+        await store.put_project("nobody", b"{}", first.revision)
+    assert missing.value.actual is None
+
+    matching = await store.put_project("alpha", b'{"v":3}', replaced.revision)
+    assert not matching.created and matching.revision > replaced.revision
+    created = await store.put_project("beta", b"{}", ABSENT)
+    assert created.created and created.revision > matching.revision
+    listing = await store.list_projects()
+    assert {p.id: p.revision for p in listing.projects.values()} == {
+        "alpha": matching.revision, "beta": created.revision,
+    }
+    assert listing.projects["alpha"].value == b'{"v":3}'
+
+
+async def test_every_put_is_a_new_revision_even_with_the_same_value(
+    store: ConsulStore,
+) -> None:
+    first = await store.put_project("same", b"{}")
+    again = await store.put_project("same", b"{}")
+    assert first.created and not again.created
+    assert again.revision > first.revision
+    matching = await store.put_project("same", b"{}", again.revision)
+    assert not matching.created and matching.revision > again.revision
+
+
+async def test_delete(store: ConsulStore) -> None:
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("ghost")
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("ghost", 5)
+    put = await store.put_project("doomed", b"{}")
+    with pytest.raises(RevisionMismatch) as stale:
+        await store.delete_project("doomed", put.revision - 1)
+    assert stale.value.actual == put.revision
+
+    deleted = await store.delete_project("doomed", put.revision)
+    assert deleted > put.revision
+    listing = await store.list_projects()
+    assert listing.projects == {} and listing.revision == deleted
+
+    again = await store.put_project("doomed", b"{}")
+    assert again.created and again.revision > deleted
+    assert await store.delete_project("doomed") > again.revision
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("doomed")
+
+
+async def test_values_up_to_the_kv_limit(store: ConsulStore) -> None:
+    # Over 360 KiB the value no longer fits a /v1/txn body: a plain cas PUT takes it.
+    big = b"x" * CONSUL_VALUE_LIMIT
+    first = await store.put_project("big", big, ABSENT)
+    assert first.created
+    listing = await store.list_projects()
+    assert listing.projects["big"] == type(listing.projects["big"])("big", big, first.revision)
+
+    second = await store.put_project("big", b"y" * 400_000)
+    assert not second.created and second.revision > first.revision
+    with pytest.raises(RevisionMismatch) as stale:
+        await store.put_project("big", big, first.revision)
+    assert stale.value.actual == second.revision
+    with pytest.raises(RevisionMismatch):
+        await store.put_project("big", big, ABSENT)
+    assert (await store.list_projects()).projects["big"].revision == second.revision
+
+
+async def test_value_too_large_is_refused_before_consul_is_asked(open_store: OpenStore) -> None:
+    nowhere = ConsulSettings(_env_file=None, http_addr=f"127.0.0.1:{free_port()}")
+    store = await open_store(nowhere, timeout=1)
+    with pytest.raises(ValueTooLarge) as too_large:
+        await store.put_project("huge", b"x" * (CONSUL_VALUE_LIMIT + 1))
+    assert too_large.value.limit == CONSUL_VALUE_LIMIT
+    with pytest.raises(StoreUnavailable):
+        await store.put_project("small", b"{}")
+
+
+# --- watching projects ----------------------------------------------------------------
+
+
+async def test_watch_yields_exactly_the_later_changes_in_order(store: ConsulStore) -> None:
+    await store.put_project("one", b"1")
+    kept = await store.put_project("two", b"2")
+    since = await store.list_projects()
+    watch = store.watch_projects(since)
+    # Made after the listing but before the watch's first query: still seen, once.
+    three = await store.put_project("three", b"3")
+    assert await next_batch(watch) == [ProjectChange("put", "three", three.revision, b"3")]
+
+    one = await store.put_project("one", b"1b")
+    deleted = await store.delete_project("two", kept.revision)
+    four = await store.put_project("four", b"4")
+    changes = await collect(watch, 3)
+    assert changes == [
+        ProjectChange("put", "one", one.revision, b"1b"),
+        ProjectChange("delete", "two", deleted),
+        ProjectChange("put", "four", four.revision, b"4"),
+    ]
+    with pytest.raises(TimeoutError):
+        await next_batch(watch, timeout=1.0)
+
+
+async def test_deletes_carry_their_own_revision_between_puts(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Deletes and puts that reach the watch in one answer keep their own order, even
+    for ids that start with another id (Consul's tombstone probe covers both)."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.settings(), cluster)
+    writer = await open_store(consul_server.settings(), cluster)
+    for project_id in ("app", "app-staging", "app-staging-2", "web"):
+        await writer.put_project(project_id, b"{}")
+    since = await store.list_projects()
+    expected = [
+        ProjectChange("delete", "app-staging", await writer.delete_project("app-staging")),
+        ProjectChange("put", "web", (await writer.put_project("web", b"1")).revision, b"1"),
+        ProjectChange("delete", "app", await writer.delete_project("app")),
+        ProjectChange("put", "app-staging-2",
+                      (await writer.put_project("app-staging-2", b"2")).revision, b"2"),
+    ]
+    assert [c.revision for c in expected] == sorted(c.revision for c in expected)
+    changes = await collect(store.watch_projects(since), 4)
+    assert changes == expected
+
+
+async def test_a_delete_by_another_consul_client_keeps_its_revision(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    store = await open_store(consul_server.settings(), cluster)
+    await store.put_project("gone", b"{}")
+    since = await store.list_projects()
+    consul_server.api("DELETE", f"/v1/kv/sc/projects/{cluster}/gone").raise_for_status()
+    after = await store.put_project("after", b"{}")
+    changes = await collect(store.watch_projects(since), 2)
+    assert [(c.kind, c.id) for c in changes] == [("delete", "gone"), ("put", "after")]
+    assert since.revision < changes[0].revision < after.revision
+
+
+async def test_watch_batches_concurrent_changes_in_revision_order(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    store = await open_store(consul_server.settings(), cluster)
+    writer = await open_store(consul_server.settings(), cluster)
+    since = await store.list_projects()
+    results = await asyncio.gather(*(writer.put_project(f"p{i}", b"{}") for i in range(8)))
+    changes = await collect(store.watch_projects(since), 8)
+    assert [c.revision for c in changes] == sorted(r.revision for r in results)
+    assert len({c.id for c in changes}) == 8
+
+
+async def test_cluster_a_does_not_see_cluster_ab(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    a = await open_store(consul_server.settings(), cluster)
+    ab = await open_store(consul_server.settings(), cluster + "b")
+    since = await a.list_projects()
+    await ab.put_project("other", b"{}")
+    mine = await a.put_project("mine", b"{}")
+    assert await next_batch(a.watch_projects(since)) == [
+        ProjectChange("put", "mine", mine.revision, b"{}")
+    ]
+    assert set((await a.list_projects()).projects) == {"mine"}
+    assert set((await ab.list_projects()).projects) == {"other"}
+
+
+async def test_watch_resets_when_the_index_goes_backwards(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    store = await open_store(consul_server.settings(), watch_wait=1)
+    listing = await store.list_projects()
+    # As if the listing came from a Consul whose data was since replaced by older data.
+    ahead = ProjectListing({}, listing.revision + 1_000_000)
+    started = time.monotonic()
+    with pytest.raises(WatchReset):
+        await next_batch(store.watch_projects(ahead))
+    assert time.monotonic() - started < 4
+
+
+# --- instances ------------------------------------------------------------------------
+
+
+async def test_register_holds_the_key_with_a_session_until_deregistered(
+    consul_server: ConsulAgent, store: ConsulStore
+) -> None:
+    key = instances_prefix(store.cluster_id) + "node-1"
+    await store.register("node-1", b'{"id":"node-1"}')
+    session_id = held_by(consul_server, key)
+    assert session_id
+    session = consul_server.api("GET", f"/v1/session/info/{session_id}").json()[0]
+    assert (session["Behavior"], session["TTL"], session["LockDelay"]) == ("delete", "10s", 0)
+    assert "node-1" in session["Name"]
+
+    await store.update_registration(b'{"id":"node-1","appliedRevision":7}')
+    entry = consul_server.api("GET", f"/v1/kv/{key}").json()[0]
+    assert base64.b64decode(entry["Value"]) == b'{"id":"node-1","appliedRevision":7}'
+    assert entry["Session"] == session_id
+
+    await store.deregister()
+    assert consul_server.api("GET", f"/v1/kv/{key}").status_code == 404
+    assert consul_server.api("GET", f"/v1/session/info/{session_id}").json() in (None, [])
+
+
+async def test_a_lost_session_is_replaced_within_seconds(
+    consul_server: ConsulAgent, store: ConsulStore
+) -> None:
+    key = instances_prefix(store.cluster_id) + "node-1"
+    await store.register("node-1", b"record")
+    lost = held_by(consul_server, key)
+    consul_server.api("PUT", f"/v1/session/destroy/{lost}").raise_for_status()
+    assert held_by(consul_server, key) is None
+
+    started = time.monotonic()
+    while held_by(consul_server, key) in (None, lost):
+        assert time.monotonic() - started < 6, "not registered again"
+        await asyncio.sleep(0.1)
+    entry = consul_server.api("GET", f"/v1/kv/{key}").json()[0]
+    assert base64.b64decode(entry["Value"]) == b"record"
+
+
+async def test_watch_instances_sees_joins_and_leaves(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    first = await open_store(consul_server.settings(), cluster)
+    second = await open_store(consul_server.settings(), cluster)
+    outsider = await open_store(consul_server.settings(), cluster + "b")
+    watch = first.watch_instances()
+    assert await next_batch(watch) == {}
+    await outsider.register("elsewhere", b"x")
+    await first.register("n1", b"one")
+    assert await next_batch(watch) == {"n1": b"one"}
+    await second.register("n2", b"two")
+    assert await next_batch(watch) == {"n1": b"one", "n2": b"two"}
+    await second.update_registration(b"two-b")
+    assert await next_batch(watch) == {"n1": b"one", "n2": b"two-b"}
+    await second.deregister()
+    assert await next_batch(watch) == {"n1": b"one"}
+
+
+# --- TLS, ACLs and the CONSUL_* variables -----------------------------------------
+
+
+async def test_tls_and_acl_from_the_environment(
+    secure_consul: ConsulAgent, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = secure_consul.env()
+    assert env["CONSUL_HTTP_ADDR"].startswith("https://")
+    assert {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+            "CONSUL_TLS_SERVER_NAME", "CONSUL_HTTP_TOKEN"} <= env.keys()
+    for name in ("CONSUL_HTTP_AUTH", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store = await open_store(ConsulSettings(_env_file=None))
+    await store.check()
+    put = await store.put_project("secure", b"{}", ABSENT)
+    assert (await store.list_projects()).projects["secure"].revision == put.revision
+    await store.register("node-s", b"s")
+    assert await next_batch(store.watch_instances()) == {"node-s": b"s"}
+    assert await store.delete_project("secure", put.revision) > put.revision
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"tls_server_name": "wrong.dc1.consul"}, ["TLS verification", "wrong.dc1.consul",
+                                                   "CONSUL_TLS_SERVER_NAME"]),
+        ({"tls_server_name": None}, ["TLS verification", "127.0.0.1"]),
+        ({"cacert": None}, ["TLS verification", "CONSUL_CACERT"]),
+        ({"http_token": None}, ["403", "without an ACL token", "CONSUL_HTTP_TOKEN"]),
+        ({"http_token": str(uuid.UUID(int=1))}, ["403", "ACL not found", "CONSUL_HTTP_TOKEN"]),
+        ({"client_cert": None, "client_key": None}, ["TLS handshake",
+                                                      "CONSUL_CLIENT_CERT"]),
+        ({"http_addr": "http://127.0.0.1:{port}"}, ["https"]),
+    ],
+    ids=["wrong-server-name", "no-server-name", "no-ca", "no-token", "unknown-token",
+         "no-client-cert", "plain-http"],
+)
+async def test_a_setting_that_cannot_work_is_a_config_error(
+    secure_consul: ConsulAgent, open_store: OpenStore, overrides: dict[str, Any],
+    words: list[str],
+) -> None:
+    if "http_addr" in overrides:
+        overrides = {"http_addr": overrides["http_addr"].format(port=secure_consul.port)}
+    store = await open_store(secure_consul.settings(**overrides))
+    with pytest.raises(StoreConfigError) as error:
+        await store.check()
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+async def test_a_read_only_token_passes_the_check_but_cannot_write(
+    secure_consul: ConsulAgent, open_store: OpenStore
+) -> None:
+    read_only = str(uuid.uuid4())
+    name = f"read-only-{read_only[:8]}"
+    secure_consul.api("PUT", "/v1/acl/policy", json={
+        "Name": name, "Rules": 'key_prefix "sc/" { policy = "read" }',
+    }).raise_for_status()
+    secure_consul.api("PUT", "/v1/acl/token", json={
+        "SecretID": read_only, "Policies": [{"Name": name}],
+    }).raise_for_status()
+    store = await open_store(secure_consul.settings(http_token=read_only))
+    await store.check()
+    with pytest.raises(StoreConfigError, match=r"refused the ACL token .*Permission denied"):
+        await store.put_project("nope", b"{}")
+    with pytest.raises(StoreConfigError, match="session/create"):
+        await store.register("node-ro", b"{}")
+
+
+async def test_ssl_verify_false_connects_without_the_ca(
+    secure_consul: ConsulAgent, open_store: OpenStore
+) -> None:
+    settings = secure_consul.settings(cacert=None, tls_server_name=None, http_ssl_verify=False)
+    store = await open_store(settings)
+    await store.check()
+    await store.put_project("unverified", b"{}")
+
+
+async def test_http_ssl_with_a_host_port_address_uses_https(
+    secure_consul: ConsulAgent, open_store: OpenStore
+) -> None:
+    settings = secure_consul.settings(http_addr=secure_consul.addr, http_ssl=True)
+    assert settings.base_url.startswith("https://")
+    store = await open_store(settings)
+    await store.put_project("over-https", b"{}")
+
+
+class BasicAuthProxy:
+    """Checks ``Authorization: Basic`` on every request, records it, forwards to Consul.
+
+    One request per connection (answers carry ``Connection: close``) keeps it tiny.
+    """
+
+    def __init__(self, upstream: str, user: str, password: str) -> None:
+        self.upstream = upstream
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.seen: list[str | None] = []
+        self.port = 0
+
+    async def __aenter__(self) -> BasicAuthProxy:
+        self._client = httpx.AsyncClient(base_url=self.upstream, trust_env=False)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+        await self._client.aclose()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            request_line, *lines = head.strip().split("\r\n")
+            method, target, _ = request_line.split(" ", 2)
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.seen.append(headers.get("authorization"))
+            writer.write(await self._answer(method, target, headers, body))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def _answer(self, method: str, target: str, headers: dict[str, str],
+                      body: bytes) -> bytes:
+        if headers.get("authorization") != self.expected:
+            status, reason, content = 401, "Unauthorized", b"bad credentials"
+            extra = {"WWW-Authenticate": 'Basic realm="consul"'}
+        else:
+            forwarded = {k: v for k, v in headers.items() if k.startswith("x-consul")}
+            upstream = await self._client.request(method, target, content=body,
+                                                  headers=forwarded)
+            status, reason, content = (upstream.status_code, upstream.reason_phrase,
+                                       upstream.content)
+            extra = {k: upstream.headers[k] for k in ("X-Consul-Index", "Content-Type")
+                     if k in upstream.headers}
+        lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(content)}",
+                 "Connection: close", *(f"{k}: {v}" for k, v in extra.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
+
+
+async def test_http_auth_reaches_a_basic_auth_proxy(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    async with BasicAuthProxy(consul_server.url, "gateway", "pa:ss") as proxy:
+        addr = f"127.0.0.1:{proxy.port}"
+        store = await open_store(consul_server.settings(http_addr=addr, http_auth="gateway:pa:ss"))
+        await store.check()
+        put = await store.put_project("proxied", b"{}")
+        assert (await store.list_projects()).projects["proxied"].revision == put.revision
+        assert proxy.seen and set(proxy.seen) == {proxy.expected}
+
+        refused = await open_store(consul_server.settings(http_addr=addr, http_auth="gateway:no"))
+        with pytest.raises(StoreConfigError, match="CONSUL_HTTP_AUTH"):
+            await refused.check()
+        anonymous = await open_store(consul_server.settings(http_addr=addr))
+        with pytest.raises(StoreConfigError, match="401"):
+            await anonymous.check()
+        assert proxy.seen[-1] is None
+
+
+# --- outages --------------------------------------------------------------------------
+
+
+async def test_unreachable_is_store_unavailable(open_store: OpenStore) -> None:
+    store = await open_store(
+        ConsulSettings(_env_file=None, http_addr=f"127.0.0.1:{free_port()}"), timeout=1
+    )
+    for call in (store.check, store.list_projects, lambda: store.delete_project("x")):
+        with pytest.raises(StoreUnavailable):
+            await call()
+    with pytest.raises(StoreUnavailable):
+        await next_batch(store.watch_instances())
+
+
+async def test_a_paused_consul_times_out_as_unavailable(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    store = await open_store(consul_server.settings(), timeout=0.5)
+    await store.check()
+    consul_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="did not answer"):
+            await store.check()
+        assert time.monotonic() - started < 2
+    finally:
+        consul_server.resume()
+    await store.check()
+
+
+async def test_stop_and_start_consul_keeps_data_and_registration(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    store = await open_store(consul_server.settings(), timeout=2)
+    put = await store.put_project("survivor", b'{"kept":true}')
+    await store.register("node-r", b"r")
+    key = instances_prefix(store.cluster_id) + "node-r"
+    since = await store.list_projects()
+    watch = store.watch_projects(since)
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.2)
+
+    consul_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(pending, 5)
+        with pytest.raises(StoreUnavailable):
+            await store.list_projects()
+        with pytest.raises(StoreUnavailable):
+            await store.put_project("lost", b"{}")
+    finally:
+        consul_server.start()
+
+    listing = await store.list_projects()
+    assert listing.projects["survivor"].value == b'{"kept":true}'
+    assert listing.projects["survivor"].revision == put.revision
+    later = await store.put_project("after", b"{}")
+    assert later.revision > put.revision
+    await asyncio.to_thread(wait_until, lambda: held_by(consul_server, key) is not None, 8,
+                            "the instance key to be held again", 0.1)
+    await store.deregister()
+    assert held_by(consul_server, key) is None
+
+
+def test_a_store_works_in_one_event_loop_after_another(consul_server: ConsulAgent) -> None:
+    """The CLI checks the store in its own asyncio.run before uvicorn starts its loop."""
+    cluster = new_cluster()
+
+    async def check() -> None:
+        throwaway = ConsulStore(consul_server.settings(), cluster)
+        await throwaway.open()
+        await throwaway.check()
+        await throwaway.close()
+
+    async def use(store: ConsulStore) -> int:
+        await store.open()
+        try:
+            await store.register("node-l", b"l")
+            return (await store.put_project("looped", b"{}")).revision
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+    store = ConsulStore(consul_server.settings(), cluster)
+    first = asyncio.run(use(store))
+    assert asyncio.run(use(store)) > first
+    assert held_by(consul_server, instances_prefix(cluster) + "node-l") is None
