@@ -5,9 +5,9 @@ never again, and has no channel keepalive; this client closes those gaps:
 
 * one channel per ``ETCD_ENDPOINTS`` member, TLS when configured, each verified against
   its own host name (members' certificates rarely name each other);
-* calls go to the member that last answered and fail over to the next one on errors that
-  prove the request was not applied (connection refused, ``no leader``); writes that may
-  have been applied are never resent (that would turn a success into a conflict);
+* calls go to the member that last answered and fail over to the next one (gRPC's own
+  retry policy cannot: it retries within one channel); a conditional write that may have
+  been applied is never resent, as a resend would turn its success into a conflict;
 * a token that expired (``invalid auth token``) is renewed and the call retried once;
 * HTTP/2 keepalive plus a ping timeout, so a frozen member breaks open streams within
   ~11 s instead of never;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,13 @@ REQUIRE_LEADER: Metadata = (("hasleader", "true"),)
 # How an attempt failed: never sent (next member), refused unapplied by etcd (next
 # member, then wait and retry), or maybe applied (retry only what may be applied twice).
 _UNREACHABLE, _TRANSIENT, _AMBIGUOUS = "unreachable", "transient", "ambiguous"
-_NOT_SENT = ("failed to connect to all addresses", "dns resolution failed")
+_NOT_SENT = ("failed to connect to all addresses", "dns resolution failed", "errors resolving")
 _REJECTED_UNAPPLIED = ("etcdserver: no leader", "etcdserver: not capable",
                        "etcdserver: too many requests")
 # "user name is empty": the call went out without a token although auth is on.
 _TOKEN_EXPIRED = ("invalid auth token", "revision of auth store is old", "user name is empty")
-_TLS = ("handshake failed", "ssl_error", "tsi_", "certificate")
+# "handshake read failed": the server hung up on our ClientHello (it does not serve TLS).
+_TLS = ("handshake failed", "handshake read failed", "ssl_error", "tsi_", "certificate")
 _TOO_LARGE = ("request is too large", "message larger than max")
 
 
@@ -99,12 +101,19 @@ class Member:
                    rpc.LeaseStub(channel), rpc.AuthStub(channel))
 
 
+# gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:2379: "
+_CONNECT_PREFIX = re.compile(
+    r"^failed to connect to all addresses; last error: [A-Z_]+: (?:ipv[46]:)?\S+?:\d+: "
+)
+
+
 def _details(error: grpc.aio.AioRpcError) -> str:
-    return (error.details() or error.code().name).strip()
+    details = (error.details() or error.code().name).strip()
+    return _CONNECT_PREFIX.sub("", details).removesuffix(": OK")
 
 
 def _matches(error: grpc.aio.AioRpcError, needles: tuple[str, ...]) -> bool:
-    details = _details(error).lower()
+    details = (error.details() or "").lower()
     return any(needle in details for needle in needles)
 
 
@@ -217,20 +226,25 @@ class EtcdClient:
         deadline = loop.time() + self.timeout
         backoff = 0.05
         last_error = "no etcd member answered"
+        members = self._members  # close() may empty the list meanwhile
         while True:
             worth_waiting = False
-            for index in self._rotation():
-                member = self._members[index]
+            for index in self._rotation(len(members)):
+                member = members[index]
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise StoreUnavailable(
                         f"etcd did not answer within {self.timeout:g}s: {last_error}"
                     )
                 try:
-                    return await self._attempt(invoke, index, min(remaining, self._attempt_limit))
+                    budget = min(remaining, self._attempt_limit)
+                    result = await invoke(member, budget, self._metadata)
                 except grpc.aio.AioRpcError as error:
                     last_error = f"{member.address}: {_details(error)}"
                     outcome = self._classify(error, member, authenticating)
+                else:
+                    self._preferred = index
+                    return result
                 if outcome == _AMBIGUOUS:
                     self._avoid(member.address)
                     if not idempotent:
@@ -244,13 +258,7 @@ class EtcdClient:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
 
-    async def _attempt(self, invoke: Invoke[T], index: int, budget: float) -> T:
-        result = await invoke(self._members[index], budget, self._metadata)
-        self._preferred = index
-        return result
-
-    def _rotation(self) -> list[int]:
-        count = len(self._members)
+    def _rotation(self, count: int) -> list[int]:
         return [(self._preferred + step) % count for step in range(count)]
 
     def _classify(
@@ -286,9 +294,7 @@ class EtcdClient:
             reason = details.removeprefix("etcdserver: ").replace("authentication failed, ", "")
             return StoreConfigError(f"etcd authentication failed for user {user!r}: {reason}")
         if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
-            who = f"user {user!r}" if user else "this client"
-            return StoreConfigError(f"etcd denied {who} access to the gateway's keys: "
-                                    f"{details}")
+            return self._denied(details)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return StoreConfigError(f"etcd rejected the credentials: {details}")
         if "lease not found" in details:
@@ -296,6 +302,11 @@ class EtcdClient:
         if _matches(error, _TOO_LARGE):
             return RequestTooLarge(details)
         return StoreUnavailable(f"etcd at {member.address} failed: {details}")
+
+    def _denied(self, details: str) -> StoreConfigError:
+        user = self.settings.user
+        who = f"user {user!r}" if user else "this client"
+        return StoreConfigError(f"etcd denied {who} access to the gateway's keys: {details}")
 
     # --- the calls the store makes ------------------------------------------------
 
@@ -410,7 +421,7 @@ class EtcdClient:
                 break
             stream.cancel()
             if attempt or self.settings.user is None:
-                raise StoreConfigError(f"etcd refused the watch: {first.cancel_reason}")
+                raise self._denied(first.cancel_reason.rpartition("desc = ")[2])
             await self._authenticate(stale_token=token)
         _check_watch_response(first, address)
         return stream, address
