@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -157,6 +158,9 @@ def run(overrides: dict[str, object]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # gRPC's C core writes its own lines to stderr (TLS failures among them); the etcd
+    # store reports every failure itself, in one line. GRPC_VERBOSITY=debug brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args = build_parser().parse_args(argv)
     if args.command == "run":
         overrides = {key: value for key, value in vars(args).items() if key != "command"}
