@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+#: An SSE comment: ignored by clients, it keeps proxies from closing an idle stream.
+PING_FRAME = b": ping\n\n"
+
 
 def encode_frame(
     event: str, data: bytes, event_id: int | None = None, retry_ms: int | None = None

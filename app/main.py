@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             log.warning("DEV MODE: authentication is OFF; never expose this instance")
         await store.open()
         syncer.start()
+        pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
             "node %s (%s) serving cluster %r from the %s store",
             settings.node_id, settings.advertise_addr, settings.cluster_id, store.kind,
@@ -59,6 +61,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         try:
             yield
         finally:
+            pinger.cancel()
             await syncer.stop()
             await store.close()
 

@@ -18,6 +18,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from app.broadcast import Broadcaster, Subscription, encode_frame
+from app.broadcast import PING_FRAME, Broadcaster, Subscription, encode_frame
 from app.metrics import Metrics
 from app.stores.base import (
     ProjectChange,
@@ -38,6 +39,9 @@ from app.stores.base import (
 log = logging.getLogger("space_cloud.sync")
 
 NOT_SYNCED = "the first sync with the store has not finished"
+
+#: At most one ``peers`` event per this many seconds for applied-revision updates.
+PEERS_COALESCE_SECONDS = 0.5
 
 #: How often, at most, this instance publishes its applied revision in its instance key.
 APPLIED_REVISION_PUBLISH_SECONDS = 1.0
@@ -97,6 +101,8 @@ class ClusterState:
         self._list_body: bytes | None = None
         self._snapshot_frame: bytes | None = None
         self._peers_frame: bytes | None = None
+        self._peers_published_at = 0.0
+        self._peers_timer: asyncio.TimerHandle | None = None
 
     # --- applying what the store says -------------------------------------------------
 
@@ -172,10 +178,27 @@ class ClusterState:
         self.metrics.peers.set(len(peers))
         if peers == self._peers:
             return
+        joined_or_left = _membership(peers) != _membership(self._peers)
         self._peers = peers
         self._snapshot_frame = None
-        self._peers_frame = encode_frame("peers", orjson.dumps({"peers": peers}))
-        self._publish(self._peers_frame, 0)
+        self._peers_frame = None
+        # Joins and leaves go out at once; applied-revision updates (every instance
+        # publishes its own after a write) are coalesced to one event per window.
+        since_last = time.monotonic() - self._peers_published_at
+        if joined_or_left or since_last >= PEERS_COALESCE_SECONDS:
+            self._publish_peers()
+        elif self._peers_timer is None:
+            loop = asyncio.get_running_loop()
+            self._peers_timer = loop.call_later(
+                PEERS_COALESCE_SECONDS - since_last, self._publish_peers
+            )
+
+    def _publish_peers(self) -> None:
+        if self._peers_timer is not None:
+            self._peers_timer.cancel()
+            self._peers_timer = None
+        self._peers_published_at = time.monotonic()
+        self._publish(self.peers_frame(), 0)
 
     def set_store_error(self, error: str | None) -> None:
         if error != self.store_error:
@@ -250,6 +273,10 @@ class ClusterState:
             self._peers_frame = encode_frame("peers", orjson.dumps({"peers": self._peers}))
         return self._peers_frame
 
+    def ping(self) -> None:
+        """A comment frame to every subscriber, so proxies keep idle streams open."""
+        self._publish(PING_FRAME, 0)
+
     def _publish(self, frame: bytes, revision: int) -> None:
         dropped_before = self.broadcaster.dropped_total
         receivers = self.broadcaster.publish(frame, revision)
@@ -278,6 +305,10 @@ def _difference(current: dict[str, StoredProject], listing: ProjectListing) -> l
     ]
     changes.sort(key=lambda change: change.revision)
     return changes
+
+
+def _membership(peers: list[dict]) -> list[tuple[str, str]]:
+    return [(peer["id"], peer["addr"]) for peer in peers]
 
 
 def _peer(node_id: str, record: dict, *, is_self: bool) -> dict:

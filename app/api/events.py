@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -73,12 +74,19 @@ async def events(
     subscription, first = state.subscribe(_resume_id(last_event_id, last_event_id_query))
     return EventSourceResponse(
         _frames(state, subscription, b"".join(first)),
-        ping=settings.sse_ping_seconds,
+        ping=0,  # one app-wide pinger (ping_subscribers) instead of a task per stream
         send_timeout=settings.sse_send_timeout_seconds,
         shutdown_event=_CloseOnShutdown(subscription),  # type: ignore[arg-type]
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def ping_subscribers(state: ClusterState, interval: float) -> None:
+    """Every ``interval`` seconds, one ping frame queued for every open stream."""
+    while True:
+        await asyncio.sleep(interval)
+        state.ping()
 
 
 async def _frames(
