@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import uvicorn
 from sse_starlette import EventSourceResponse
@@ -26,7 +27,7 @@ async def events(request: Request) -> EventSourceResponse:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     queues.add(queue)
 
-    async def frames():  # noqa: ANN202
+    async def frames() -> AsyncIterator[bytes]:
         try:
             yield b"event: hello\nid: 0\ndata: {}\n\n"
             while True:

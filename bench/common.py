@@ -12,7 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where results go; BENCH_RESULTS_DIR moves them (the smoke test writes to a temp dir).
+RESULTS = Path(
+    os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:
@@ -82,7 +85,7 @@ def write_result(name: str, data: dict[str, object]) -> Path:
     document = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": machine(), **data}
     path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(RESULTS.parent.parent)}")
+    print(f"\nwrote {path}")
     return path
 
 

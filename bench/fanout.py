@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -68,8 +69,11 @@ class Subscribers:
                 proc.kill()
 
 
+Publish = Callable[[httpx.Client, int], int]
+
+
 def measure(server: Server, path: str, count: int, writes: int, workers: int,
-            publish) -> dict[str, object]:  # noqa: ANN001
+            publish: Publish) -> dict[str, object]:
     server.wait_ready()
     time.sleep(0.5)
     rss_before = rss_bytes(server.proc.pid)
