@@ -34,8 +34,14 @@ lint:
 .env: ## first run: a .env with a random admin password and token secret
 	bash scripts/make-env.sh
 
-bench: install-test stores
-	$(BIN)/python -m bench.run_all
+bench: install-test stores ## every benchmark at full size (several minutes), then the plot
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	bash scripts/install-wrk.sh
+	$(BIN)/python -m bench.propagation
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.reads
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.plot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
