@@ -224,9 +224,13 @@ class ClusterState:
     def snapshot_frame(self) -> bytes:
         if self._snapshot_frame is None:
             projects = b",".join(project.value for project in self.projects.values())
-            data = b'{"revision":%d,"projects":[%s],"peers":%s}' % (
+            # ``revisions`` (id -> revision, the ETags) lets followers and dashboards
+            # know each project's own revision, which the documents do not carry.
+            revisions = {project.id: project.revision for project in self.projects.values()}
+            data = b'{"revision":%d,"projects":[%s],"revisions":%s,"peers":%s}' % (
                 self.revision,
                 projects,
+                orjson.dumps(revisions),
                 orjson.dumps(self._peers),
             )
             self._snapshot_frame = encode_frame("snapshot", data, self.revision, self.retry_ms)
@@ -267,6 +271,13 @@ class ClusterState:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.broadcaster.unsubscribe(subscription)
         self.metrics.sse_subscribers.set(len(self.broadcaster))
+
+    def drop_stalled(self, subscription: Subscription) -> None:
+        """A send to this subscriber timed out: it is gone (counted once, however found)."""
+        if not subscription.dropped:
+            self.metrics.sse_dropped.inc()
+        subscription.close()
+        self.unsubscribe(subscription)
 
     def peers_frame(self) -> bytes:
         if self._peers_frame is None:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Annotated
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from app.api.dependencies import CurrentSettings, SyncedState
 from app.api.errors import documented
 from app.auth import TOKEN_QUERY_PARAMETER, require_admin_or_query_token
 from app.broadcast import Subscription
 from app.sync import ClusterState
+
+log = logging.getLogger("space_cloud.events")
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_admin_or_query_token)])
 
@@ -30,6 +36,23 @@ Resume with the `Last-Event-ID` header (or `?lastEventId=`): every change after 
 replayed, or a fresh `snapshot` comes when it is older than this instance's history.
 Revisions are cluster-wide, so a stream may resume on any instance.
 """
+
+
+class EventStream(EventSourceResponse):
+    """An SSE response whose send timeout (a subscriber that stopped reading) is an
+    expected end, counted and logged in one line, not an application error."""
+
+    def __init__(self, *args: Any, on_send_timeout: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_send_timeout = on_send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self._on_send_timeout()
+            client = scope.get("client") or ("?", 0)
+            log.info("dropped subscriber %s:%s: it stopped reading", *client)
 
 
 class _CloseOnShutdown:
@@ -72,8 +95,9 @@ async def events(
     last_event_id_query: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
 ) -> EventSourceResponse:
     subscription, first = state.subscribe(_resume_id(last_event_id, last_event_id_query))
-    return EventSourceResponse(
+    return EventStream(
         _frames(state, subscription, b"".join(first)),
+        on_send_timeout=functools.partial(state.drop_stalled, subscription),
         ping=0,  # one app-wide pinger (ping_subscribers) instead of a task per stream
         send_timeout=settings.sse_send_timeout_seconds,
         shutdown_event=_CloseOnShutdown(subscription),  # type: ignore[arg-type]
