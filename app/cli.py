@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from typing import NoReturn
@@ -41,6 +42,20 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{message} (see '{self.prog} --help')")
 
 
+class RedactTokens(logging.Filter):
+    """Keeps ``?token=`` (the event stream's query token) out of the access log."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
 def fail(message: str) -> NoReturn:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
@@ -68,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-pass", help="ADMIN_PASS: the admin password")
     run.add_argument("--admin-secret", help="ADMIN_SECRET: signs tokens; same on every instance")
     run.add_argument("--dev", action="store_true", help="DEV: no auth at all (never in production)")
+    run.add_argument(
+        "--upstream",
+        action="append",
+        metavar="URL",
+        help="UPSTREAM: with --store-type follow, the http(s)://host:port of an instance to "
+        "follow; repeat it (or separate by commas) for failover",
+    )
+    run.add_argument(
+        "--upstream-token",
+        help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
+    )
     return parser
 
 
@@ -131,6 +157,7 @@ def run(overrides: dict[str, object]) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Consul request
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     try:
         asyncio.run(check_store(build_store(settings, etcd, consul)))
     except StoreConfigError as error:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import events, health, login, peers, projects
+from app.api import dashboard, events, health, login, peers, projects
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.metrics import Metrics
@@ -81,6 +81,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health):
+    for module in (projects, peers, events, login, health, dashboard):
         app.include_router(module.router)
     return app

@@ -118,7 +118,7 @@ class ClusterState:
             self._invalidate()
             self.synced.set()
             return 0
-        changes = _difference(self.projects, listing)
+        changes = _difference(self.projects, listing, self.revision)
         self.apply_changes(changes)
         self._advance(listing.revision)
         return len(changes)
@@ -159,6 +159,7 @@ class ClusterState:
         if revision <= self.revision:
             return
         self.revision = revision
+        self._invalidate()  # the list and the snapshot carry the revision
         self.metrics.applied_revision.set(revision)
         while self._waiters and self._waiters[0][0] <= revision:
             _, _, future = heapq.heappop(self._waiters)
@@ -301,21 +302,29 @@ class ClusterState:
         self._snapshot_frame = None
 
 
-def _difference(current: dict[str, StoredProject], listing: ProjectListing) -> list[ProjectChange]:
-    """The changes that turn ``current`` into ``listing``, in revision order."""
-    changes = [
+def _difference(
+    current: dict[str, StoredProject], listing: ProjectListing, applied: int
+) -> list[ProjectChange]:
+    """The changes that turn ``current`` (complete at ``applied``) into ``listing``.
+
+    A deletion's own revision is gone with its key. Each one happened at a distinct
+    revision after ``applied`` that no surviving put holds, so each vanished project is
+    given one of those, the latest first: every event keeps an id of its own, and a
+    client resuming from any of them misses nothing.
+    """
+    puts = [
         ProjectChange("put", project.id, project.revision, project.value)
         for project in listing.projects.values()
         if (known := current.get(project.id)) is None or known.revision != project.revision
     ]
-    # A deletion's own revision is gone with the key; the listing's revision bounds it.
-    changes += [
-        ProjectChange("delete", project_id, listing.revision)
-        for project_id in current
-        if project_id not in listing.projects
+    taken = {put.revision for put in puts}
+    free = (r for r in range(listing.revision, applied, -1) if r not in taken)
+    vanished = sorted(project_id for project_id in current if project_id not in listing.projects)
+    deletes = [
+        ProjectChange("delete", project_id, next(free, listing.revision))
+        for project_id in vanished
     ]
-    changes.sort(key=lambda change: change.revision)
-    return changes
+    return sorted(puts + deletes, key=lambda change: change.revision)
 
 
 def _membership(peers: list[dict]) -> list[tuple[str, str]]:
@@ -362,6 +371,7 @@ class Syncer:
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
+        self._errors: dict[str, str] = {}
 
     def start(self) -> None:
         self._tasks = [
@@ -389,7 +399,7 @@ class Syncer:
                 await run(backoff)
             except StoreError as exc:
                 if name != "registration":
-                    self.state.set_store_error(f"{type(exc).__name__}: {exc}")
+                    self._report(name, f"{type(exc).__name__}: {exc}")
                 log.info("%s sync interrupted: %s", name, exc)
             except Exception:
                 log.exception("%s sync failed", name)
@@ -403,17 +413,25 @@ class Syncer:
         if resync:
             self.metrics.resyncs.inc()
             log.info("resynced at revision %d: %d changes", listing.revision, emitted)
-        self.state.set_store_error(None)
+        self._report("projects", None)
         backoff.reset()
         async for changes in self.store.watch_projects(listing):
             self.state.apply_changes(changes)
-            if self.state.store_error:
-                self.state.set_store_error(None)
+            self._report("projects", None)
 
     async def _sync_instances(self, backoff: Backoff) -> None:
         async for records in self.store.watch_instances():
             self.state.set_peers(records)
+            self._report("instances", None)
             backoff.reset()
+
+    def _report(self, loop: str, error: str | None) -> None:
+        """Record how a loop fares; the store is unavailable while any loop fails."""
+        if error is None:
+            self._errors.pop(loop, None)
+        else:
+            self._errors[loop] = error
+        self.state.set_store_error(next(iter(self._errors.values()), None))
 
     async def _keep_registered(self, backoff: Backoff) -> None:
         published = self.state.revision

@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bench.common import RESULTS  # noqa: E402
+from bench.common import RESULTS
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "performance.png"
 

@@ -223,17 +223,33 @@ def _load(path: Path) -> tuple[dict[str, StoredProject], int]:
 def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
     if not isinstance(document, dict) or not isinstance(document.get("projects", []), list):
         raise StoreConfigError(f"{path} must hold a mapping with a 'projects' list")
-    revision = int(document.get("revision") or 0)
+    revision = _revision(path, "revision", document.get("revision"))
     revisions = document.get("revisions") or {}
+    if not isinstance(revisions, dict):
+        raise StoreConfigError(f"{path}: 'revisions' must map project ids to revisions")
+    entries = document.get("projects") or []
+    # A plain Space Cloud file has no revisions: its projects date from revision 1.
+    if entries:
+        revision = max(revision, 1)
     projects: dict[str, StoredProject] = {}
-    for entry in document.get("projects") or []:
+    for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise StoreConfigError(f"{path}: every project needs a string 'id'")
         project_id = entry["id"]
         # A project added by hand has no revision yet: it dates from the current one.
-        project_revision = int(revisions.get(project_id) or revision)
+        known = _revision(path, f"revisions.{project_id}", revisions.get(project_id))
+        project_revision = known or revision
+        revision = max(revision, project_revision)
         projects[project_id] = StoredProject(project_id, orjson.dumps(entry), project_revision)
     return projects, revision
+
+
+def _revision(path: Path, where: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreConfigError(f"{path}: {where} must be a whole number, not {value!r}")
+    return value
 
 
 def _dump(projects: dict[str, StoredProject], revision: int) -> bytes:

@@ -1,0 +1,230 @@
+"""``space-cloud run`` refuses bad flags and variables: exit 2, one line naming the culprit.
+
+Every failing start runs as a real ``python -m app run`` subprocess with a clean
+environment, all of them at once (so the set stays fast).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app import cli
+from app.settings import Settings
+
+ADMIN = {"ADMIN_PASS": "pw"}
+DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret"}
+
+
+def clean_environ() -> dict[str, str]:
+    """The caller's environment without any variable the gateway reads."""
+    ours = {name.upper() for name in Settings.model_fields}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(("ETCD_", "CONSUL_", "ADMIN_"))
+        and name.upper() not in ours
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Case:
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    #: Every one of these must be in the error line.
+    names: tuple[str, ...] = ()
+    dotenv: str | None = None
+
+
+CASES: dict[str, Case] = {
+    "unknown store type flag": Case(
+        ["--store-type", "redis"], ADMIN,
+        ("--store-type", "STORE_TYPE", "'redis'", "local", "etcd", "consul"),
+    ),
+    "unknown store type variable": Case(
+        [], {**ADMIN, "STORE_TYPE": "zookeeper"},
+        ("STORE_TYPE", "'zookeeper'", "local", "etcd", "consul"),
+    ),
+    "advertise addr without port": Case(
+        ["--advertise-addr", "gw.example.com"], ADMIN, ("--advertise-addr", "gw.example.com")
+    ),
+    "advertise addr bad port": Case(
+        ["--advertise-addr", "gw.example.com:99999"], ADMIN, ("--advertise-addr",)
+    ),
+    "advertise addr variable bad host": Case(
+        [], {**ADMIN, "ADVERTISE_ADDR": "bad_host:80"}, ("ADVERTISE_ADDR", "bad_host")
+    ),
+    "unparsable DEV": Case([], {"DEV": "maybe"}, ("DEV", "'maybe'")),
+    "unparsable DEV from .env": Case([], {}, ("DEV", "'perhaps'"), dotenv="DEV=perhaps\n"),
+    "unparsable PORT": Case([], {**ADMIN, "PORT": "http"}, ("PORT", "'http'")),
+    "unparsable ETCD_HTTP_SSL": Case(
+        ["--store-type", "etcd"], {**DISTRIBUTED, "ETCD_HTTP_SSL": "maybe"},
+        ("ETCD_HTTP_SSL", "'maybe'"),
+    ),
+    "unparsable CONSUL_HTTP_SSL_VERIFY": Case(
+        ["--store-type", "consul"], {**DISTRIBUTED, "CONSUL_HTTP_SSL_VERIFY": "sometimes"},
+        ("CONSUL_HTTP_SSL_VERIFY", "'sometimes'"),
+    ),
+    "missing ETCD_CACERT": Case(
+        ["--store-type", "etcd"], {**DISTRIBUTED, "ETCD_CACERT": "/nonexistent/ca.pem"},
+        ("ETCD_CACERT", "/nonexistent/ca.pem"),
+    ),
+    "ETCD endpoint without port": Case(
+        [], {**DISTRIBUTED, "STORE_TYPE": "etcd", "ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2"},
+        ("ETCD_ENDPOINTS", "10.0.0.2"),
+    ),
+    "CONSUL_HTTP_AUTH without colon": Case(
+        ["--store-type", "consul"], {**DISTRIBUTED, "CONSUL_HTTP_AUTH": "onlyuser"},
+        ("CONSUL_HTTP_AUTH",),
+    ),
+    "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag",)),
+    "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
+    "distributed without secret": Case(
+        ["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)
+    ),
+}
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Start every case at once, then collect them."""
+    running: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for index, (name, case) in enumerate(CASES.items()):
+            workdir = tmp_path_factory.mktemp(f"cli{index}")
+            if case.dotenv is not None:
+                (workdir / ".env").write_text(case.dotenv)
+            # Should a case wrongly start a server, it binds only to loopback.
+            env = {**clean_environ(), "HOST": "127.0.0.1", "PORT": str(free_port()), **case.env}
+            running[name] = subprocess.Popen(
+                [sys.executable, "-m", "app", "run", *case.args],
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        results = {}
+        for name, process in running.items():
+            stdout, stderr = process.communicate(timeout=30)
+            results[name] = Outcome(process.returncode, stdout, stderr)
+        return results
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str) -> None:
+    outcome = outcomes[name]
+    assert outcome.returncode == 2, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1, outcome.stderr
+    line = lines[0]
+    assert line.startswith("space-cloud: error: ")
+    for expected in CASES[name].names:
+        assert expected in line, (expected, line)
+
+
+# --- in process: flags reach the settings that uvicorn is started with -------------------
+
+
+@pytest.fixture
+def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
+    """Run ``main`` up to ``uvicorn.run``, which is captured instead of serving."""
+    keep = clean_environ()
+    for name in list(os.environ):
+        if name not in keep:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    captured: dict[str, object] = {}
+
+    def fake_uvicorn_run(app: object, **kwargs: object) -> None:
+        captured["app"] = app
+        captured.update(kwargs)
+
+    monkeypatch.setattr(cli.uvicorn, "run", fake_uvicorn_run)
+    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **_: None)
+    return captured
+
+
+def test_flags_beat_variables(
+    captured_run: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("CLUSTER_ID=from-dotenv\nPORT=1111\n")
+    monkeypatch.setenv("PORT", "2222")
+    monkeypatch.setenv("ADMIN_PASS", "pw")
+    monkeypatch.setenv("NODE_ID", "env-node")
+    cli.main(
+        ["run", "--store-type", "none", "--port", "3333", "--host", "127.0.0.1",
+         "--id", "flag-node", "--config", str(tmp_path / "c.yaml")]
+    )
+    assert captured_run["port"] == 3333
+    assert captured_run["host"] == "127.0.0.1"
+    settings = captured_run["app"].state.settings  # type: ignore[attr-defined]
+    assert settings.store_type == "local"
+    assert settings.node_id == "flag-node"
+    assert settings.cluster_id == "from-dotenv"
+    assert settings.admin_pass == "pw"
+    assert settings.config == tmp_path / "c.yaml"
+
+
+def test_dev_flag_needs_no_password(captured_run: dict[str, object], tmp_path: Path) -> None:
+    cli.main(["run", "--dev", "--config", str(tmp_path / "c.yaml")])
+    assert captured_run["app"].state.settings.dev is True  # type: ignore[attr-defined]
+
+
+def test_locked_config_file_exits_2(
+    captured_run: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from app.stores.local import LocalStore
+
+    holder = LocalStore(tmp_path / "c.yaml")
+    asyncio.run(holder.open())
+    try:
+        with pytest.raises(SystemExit) as caught:
+            cli.main(["run", "--dev", "--config", str(tmp_path / "c.yaml")])
+    finally:
+        asyncio.run(holder.close())
+    assert caught.value.code == 2
+    assert "app" not in captured_run
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "in use" in lines[0]
+
+
+def test_invalid_yaml_config_exits_2(
+    captured_run: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "c.yaml").write_text("projects: [\n")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", "--dev", "--config", str(tmp_path / "c.yaml")])
+    assert caught.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "not valid YAML" in lines[0]
