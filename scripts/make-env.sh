@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -e .env ] && exit 0
-pass="$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
+pass="$(python3 -c 'import secrets; print(secrets.token_hex(9))')"
 secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 sed -e "s|^# ADMIN_PASS=.*|ADMIN_PASS=$pass|" -e "s|^# ADMIN_SECRET=.*|ADMIN_SECRET=$secret|" \
   .env.example >.env
