@@ -79,6 +79,7 @@ class ErrorBody(BaseModel):
 class SnapshotEvent(BaseModel):
     revision: int
     projects: list[Project]
+    revisions: dict[str, int] = Field(description="Each project's own revision (its ETag).")
     peers: list[Peer]
 
 

@@ -12,14 +12,15 @@ import secrets
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.stores.base import ETCD_VALUE_LIMIT
 
-StoreType = Literal["local", "etcd", "consul"]
-STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul")
+StoreType = Literal["local", "etcd", "consul", "follow"]
+STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
 STORE_TYPE_ALIASES = {"none": "local"}
 
 _HOSTNAME = re.compile(
@@ -67,6 +68,32 @@ def _store_type(value: object) -> object:
     return value
 
 
+def _upstream_list(value: object) -> object:
+    """``--upstream`` may repeat and each value (or ``UPSTREAM``) may be a comma list."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def _upstream_url(value: str) -> str:
+    """``http(s)://host:port`` of another instance, normalised without a trailing ``/``."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("write it as http://host:port or https://host:port")
+    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError("give only scheme://host:port (no user, path or query)")
+    split_host_port(parts.netloc)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+Upstreams = Annotated[
+    list[Annotated[str, AfterValidator(_upstream_url)]],
+    NoDecode,
+    BeforeValidator(_upstream_list),
+]
+
+
 def _random_node_id() -> str:
     return f"auto-{secrets.token_hex(4)}"
 
@@ -87,6 +114,10 @@ class Settings(BaseSettings):
     admin_pass: str | None = None
     admin_secret: str | None = None
     dev: bool = False
+    #: ``follow`` only: the instances whose event stream this one follows, in failover order.
+    upstream: Upstreams = Field(default_factory=list)
+    #: ``follow`` only: a bearer token for the upstream (else one is signed with the secret).
+    upstream_token: str | None = None
 
     # Tuning; every one has an environment variable, none a flag.
     history_size: int = Field(1000, ge=1)
@@ -101,6 +132,8 @@ class Settings(BaseSettings):
     local_value_limit: int = Field(ETCD_VALUE_LIMIT, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    #: ``follow`` only: a silent upstream stream is given up after this (it pings every 15 s).
+    upstream_read_timeout_seconds: float = Field(45.0, gt=0)
 
     @field_validator("advertise_addr")
     @classmethod
@@ -129,6 +162,20 @@ class Settings(BaseSettings):
             self.advertise_addr = f"{socket.gethostname()}:{self.port}"
         return self
 
+    @model_validator(mode="after")
+    def _check_upstream(self) -> Settings:
+        if self.store_type == "follow" and not self.upstream:
+            raise ValueError(
+                "--store-type follow needs --upstream / UPSTREAM: the http://host:port "
+                "of the instance to follow (repeat it or separate by commas for failover)"
+            )
+        if self.upstream and self.store_type != "follow":
+            raise ValueError(
+                "--upstream / UPSTREAM is only for --store-type follow "
+                f"(the store type is {self.store_type})"
+            )
+        return self
+
     @property
     def distributed(self) -> bool:
         return self.store_type != "local"
@@ -142,7 +189,7 @@ class Settings(BaseSettings):
                 "no admin password: set ADMIN_PASS (or --admin-pass), "
                 "or run with --dev for a development instance without auth"
             )
-        if self.distributed and not self.admin_secret:
+        if self.distributed and self.store_type != "follow" and not self.admin_secret:
             return (
                 "no admin secret: set ADMIN_SECRET (or --admin-secret) to the same value "
                 "on every instance of the cluster"
@@ -287,6 +334,8 @@ def env_names() -> dict[str, str]:
         "admin_pass": "--admin-pass",
         "admin_secret": "--admin-secret",
         "dev": "--dev",
+        "upstream": "--upstream",
+        "upstream_token": "--upstream-token",
     }
     names = {}
     for field in Settings.model_fields:

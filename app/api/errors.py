@@ -33,7 +33,7 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSON
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == status.HTTP_404_NOT_FOUND and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path}"
-    elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+    elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and message == "Method Not Allowed":
         message = f"{request.method} is not allowed on {request.url.path}"
     return error(exc.status_code, message, getattr(exc, "headers", None))
 
@@ -89,6 +89,7 @@ def documented(*codes: int) -> dict[int | str, dict]:
         400: "Bad request",
         401: "Missing or invalid token",
         404: "Not found",
+        405: "This instance follows another one and is read-only (see Allow)",
         409: "Already exists",
         412: "Precondition failed (revision mismatch)",
         413: "Project larger than the store takes",

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from pydantic import ValidationError
 
 from app.api.dependencies import WAITS_FOR_REVISION, CurrentStore, State, SyncedState
@@ -18,6 +18,20 @@ from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
 from app.stores.base import ABSENT, ValueTooLarge
 
 router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
+
+
+async def _writable(request: Request) -> None:
+    """A follower (``--store-type follow``) serves configs read-only: 405 on every write."""
+    if request.app.state.settings.store_type == "follow":
+        upstream = getattr(request.app.state.store, "upstream", "its upstream")
+        raise HTTPException(
+            status.HTTP_405_METHOD_NOT_ALLOWED,
+            f"this instance follows {upstream} and is read-only: write there",
+            headers={"Allow": "GET"},
+        )
+
+
+Writable = Depends(_writable)
 
 #: A write waits this long, at most, for its own change to be applied here, so that the
 #: next read on this instance sees it.
@@ -77,8 +91,9 @@ async def get_project(project: ProjectId, state: SyncedState) -> Response:
     status_code=status.HTTP_200_OK,
     responses={
         201: {"model": ProjectWritten, "description": "Created"},
-        **documented(400, 401, 412, 413, 422, 503),
+        **documented(400, 401, 405, 412, 413, 422, 503),
     },
+    dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create (201) or replace (200) a project",
 )
@@ -103,7 +118,8 @@ async def put_project(
     "",
     response_model=ProjectWritten,
     status_code=status.HTTP_201_CREATED,
-    responses=documented(400, 401, 409, 413, 422, 503),
+    responses=documented(400, 401, 405, 409, 413, 422, 503),
+    dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create a project; 409 if it exists",
 )
@@ -121,7 +137,8 @@ async def create_project(request: Request, store: CurrentStore, state: State) ->
     "/{project}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(400, 401, 404, 412, 503),
+    responses=documented(400, 401, 404, 405, 412, 503),
+    dependencies=[Writable],
     summary="Delete a project",
 )
 async def delete_project(
