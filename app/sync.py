@@ -17,7 +17,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from app.backoff import Backoff
 from app.broadcast import PING_FRAME, Broadcaster, Subscription, encode_frame
 from app.metrics import Metrics
 from app.stores.base import (
@@ -340,23 +340,6 @@ def _peer(node_id: str, record: dict, *, is_self: bool) -> dict:
         "appliedRevision": int(record.get("appliedRevision") or 0),
         "self": is_self,
     }
-
-
-class Backoff:
-    """Exponential back-off with full jitter."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    async def sleep(self) -> None:
-        delay = min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        await asyncio.sleep(random.uniform(delay / 2, delay))
 
 
 class Syncer:

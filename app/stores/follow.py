@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from app.backoff import Backoff
 from app.stores.base import (
     ETCD_VALUE_LIMIT,
     ProjectChange,
@@ -111,19 +111,6 @@ class UpstreamError(Exception):
 
 class UpstreamRefused(UpstreamError):
     """The upstream refused the token (401/403)."""
-
-
-class _Backoff:
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    async def sleep(self) -> None:
-        delay = min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        await asyncio.sleep(random.uniform(delay / 2, delay))
 
 
 class FollowStore:
@@ -320,7 +307,7 @@ class FollowStore:
             self._task = asyncio.create_task(self._follow(), name="follow-upstream")
 
     async def _follow(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         index = 0
         last_cause = None
         while True:
