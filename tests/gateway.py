@@ -79,7 +79,11 @@ class Gateway:
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> Gateway:
         self.process.start()
         if wait_ready:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.stop()  # never leave a process behind for a failed start
+                raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
