@@ -40,8 +40,10 @@ log = logging.getLogger("space_cloud.sync")
 
 NOT_SYNCED = "the first sync with the store has not finished"
 
-#: At most one ``peers`` event per this many seconds for applied-revision updates.
-PEERS_COALESCE_SECONDS = 0.5
+#: At most one ``peers`` event per this many seconds for applied-revision updates: every
+#: instance publishes its own after each write, and each such event goes to every
+#: subscriber (at 10k streams that doubled a write's fan-out time; bench/fanout.py).
+PEERS_COALESCE_SECONDS = 5.0
 
 #: How often, at most, this instance publishes its applied revision in its instance key.
 APPLIED_REVISION_PUBLISH_SECONDS = 1.0
