@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from bench.common import print_table, summary_ms, write_result
-from bench.servers import Server, gateway
-from tests.gateway import ADMIN_PASS, ADMIN_SECRET
+from bench.servers import Server, gateway, gateway_env, start_store
+from tests.gateway import ADMIN_PASS
 
 CLUSTER = "bench"
 
@@ -150,18 +150,10 @@ def _b64(value: bytes) -> str:
 
 
 def measure(kind: str, writes: int, work: Path) -> dict[str, object]:
-    if kind == "etcd":
-        from tests.servers.etcd import start_etcd
-
-        store = start_etcd(work / "etcd")
-    else:
-        from tests.servers.consul import start_consul
-
-        store = start_consul(work / "consul")
+    store = start_store(kind, work)
     servers: list[Server] = []
     try:
-        env = {**store.env(), "ADMIN_PASS": ADMIN_PASS, "ADMIN_SECRET": ADMIN_SECRET,
-               "LOG_LEVEL": "warning"}
+        env = gateway_env(store)
         servers = [gateway(work, "--store-type", kind, "--cluster", CLUSTER, env=env,
                            node_id=f"{kind}-{name}") for name in "abc"]
         for server in servers:

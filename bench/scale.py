@@ -21,8 +21,7 @@ import httpx
 import orjson
 
 from bench.common import print_table, write_result
-from bench.servers import Server, gateway
-from tests.gateway import ADMIN_PASS, ADMIN_SECRET
+from bench.servers import Server, gateway, gateway_env, start_store
 
 CLUSTER = "scale"
 
@@ -66,18 +65,12 @@ def fill_consul(addr: str, count: int) -> None:
 
 
 def measure(kind: str, count: int, work: Path) -> dict[str, object]:
+    store = start_store(kind, work)
     if kind == "etcd":
-        from tests.servers.etcd import start_etcd
-
-        store = start_etcd(work / "etcd")
         asyncio.run(fill_etcd(store.endpoints, count))
     else:
-        from tests.servers.consul import start_consul
-
-        store = start_consul(work / "consul")
         fill_consul(store.addr, count)
-    env = {**store.env(), "ADMIN_PASS": ADMIN_PASS, "ADMIN_SECRET": ADMIN_SECRET,
-           "LOG_LEVEL": "warning"}
+    env = gateway_env(store)
     servers: list[Server] = []
     try:
         def start(name: str) -> Server:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.gateway import space_cloud_command
+from tests.gateway import ADMIN_PASS, ADMIN_SECRET, space_cloud_command
 from tests.servers.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +68,20 @@ def baseline(workdir: Path) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "bench.baseline_broadcaster", str(port)]
     return Server(command, port, workdir / "baseline.log", ready_path="/healthz")
+
+
+def start_store(kind: str, workdir: Path) -> Any:
+    """A fresh etcd or Consul on free loopback ports (the tests' own server helpers)."""
+    if kind == "etcd":
+        from tests.servers.etcd import start_etcd
+
+        return start_etcd(workdir / "etcd")
+    from tests.servers.consul import start_consul
+
+    return start_consul(workdir / "consul")
+
+
+def gateway_env(store: Any) -> dict[str, str]:
+    """What a benchmark gateway on ``store`` needs: its variables and the admin login."""
+    return {**store.env(), "ADMIN_PASS": ADMIN_PASS, "ADMIN_SECRET": ADMIN_SECRET,
+            "LOG_LEVEL": "warning"}
