@@ -27,7 +27,7 @@ from app.stores.base import (
     WatchReset,
     instances_prefix,
 )
-from app.stores.consul import ConsulStore
+from app.stores.consul import ConsulStore, _Heartbeats
 from tests.servers.consul import ConsulAgent, start_consul
 from tests.servers.process import free_port, wait_until
 
@@ -353,6 +353,42 @@ async def test_watch_instances_sees_joins_and_leaves(
     assert await next_batch(watch) == {"n1": b"one", "n2": b"two-b"}
     await second.deregister()
     assert await next_batch(watch) == {"n1": b"one"}
+
+
+async def test_an_instance_that_stops_heartbeating_leaves_within_the_ttl(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    watcher = await open_store(consul_server.settings(), cluster)
+    doomed = await open_store(consul_server.settings(), cluster)
+    await watcher.register("alive", b"a")
+    await doomed.register("doomed", b"d")
+    watch = watcher.watch_instances()
+    assert await next_batch(watch) == {"alive": b"a", "doomed": b"d"}
+    # As kill -9 would: the keeper stops, the session is left for Consul to expire.
+    registration = doomed._registration
+    assert registration is not None and registration.keeper is not None
+    registration.keeper.cancel()
+    # Gone from the peers within the TTL (plus a query's wait), where Consul alone may
+    # keep the key for up to twice the TTL.
+    assert await next_batch(watch, timeout=watcher.instance_ttl + 3) == {"alive": b"a"}
+
+
+async def test_heartbeats_leave_out_keys_that_stopped_moving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    now = [100.0]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    heartbeats = _Heartbeats(silence=7.5)
+    assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 2)}, "a") == {"a": b"a", "b": b"b"}
+    now[0] = 107.0
+    assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 3)}, "a") == {"a": b"a", "b": b"b"}
+    now[0] = 114.0  # b moved at 107: alive; a never moved but is this node
+    assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 3)}, "a") == {"a": b"a", "b": b"b"}
+    now[0] = 115.0  # b silent for 8 s
+    assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 3)}, "a") == {"a": b"a"}
+    assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 4)}, "a") == {"a": b"a", "b": b"b"}
 
 
 # --- TLS, ACLs and the CONSUL_* variables -----------------------------------------

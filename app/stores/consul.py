@@ -5,11 +5,13 @@ raft indexes, cluster-wide and only growing. Watches are blocking queries on a p
 Consul answers with the whole prefix, so each answer is diffed against the previous one.
 
 Instances: each registers ``sc/instances/<cluster>/<node>`` by acquiring it with a
-session (``Behavior=delete``, ``LockDelay=0s``), renewed every TTL/3. Consul's sessions
-have a **minimum TTL of 10 s** (shorter TTLs are raised to it), and Consul may take up
-to **twice the TTL** to invalidate an expired session, so a killed instance leaves the
-peer list 10-20 s after it died; a clean stop destroys the session and the key goes at
-once.
+session (``Behavior=delete``, ``LockDelay=0s``), renewed every TTL/3, and rewrites the
+key at each renewal (a heartbeat that moves its ModifyIndex). Consul's sessions have a
+**minimum TTL of 10 s** and Consul may take up to **twice the TTL** to invalidate an
+expired session, so a dead instance's key can linger 10-20 s; the peer list does not
+wait for that: a key whose heartbeat has not moved for 3/4 of the TTL (two missed
+renewals) is left out, so a killed instance leaves the peer lists within the TTL. A clean
+stop destroys the session and the key goes at once.
 
 Deletions: Consul's answers carry no deletion index, so the deleting transaction also
 writes a mark, ``sc/projects/<cluster>/.deleted/<id>`` (ids never start with ``.``, and
@@ -293,15 +295,14 @@ class ConsulStore:
         return None
 
     async def _list(
-        self, prefix: str, index: int | None = None
+        self, prefix: str, index: int | None = None, wait: float | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Every entry under ``prefix`` and the prefix's index (at least 1); blocking
-        until the index passes ``index`` when one is given."""
+        until the index passes ``index`` (at most ``wait`` s) when one is given."""
         params: dict[str, str | int] = {"recurse": ""}
-        wait = None
         if index is not None:
             params["index"] = index
-            wait = self.watch_wait
+            wait = wait or self.watch_wait
         response = await self._http(
             "GET", kv_path(prefix), params=params, wait=wait, expect=(200, 404)
         )
@@ -335,21 +336,59 @@ class ConsulStore:
             await registration.stop()
 
     async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
-        """The full map now and after every change. An index that goes backwards
-        only restarts the blocking queries from 0: each answer is a full map anyway."""
+        """The live instances now and after every change. An index that goes backwards
+        only restarts the blocking queries from 0: each answer is a full map anyway.
+
+        Live means held by a session and heartbeating: a key whose ModifyIndex has not
+        moved for 3/4 of the TTL (two missed heartbeats) belongs to a dead instance whose
+        session Consul has not invalidated yet. The queries wait at most TTL/4, so that is
+        noticed within the TTL even when nothing else changes.
+        """
+        heartbeats = _Heartbeats(silence=0.75 * self.instance_ttl)
         entries, index = await self._list(self._instances)
-        current = _instances(entries, self._instances)
+        current = heartbeats.live(_instance_entries(entries, self._instances), self._own_node)
         yield dict(current)
         while True:
             started = asyncio.get_running_loop().time()
-            entries, new_index = await self._list(self._instances, index=index)
+            entries, new_index = await self._list(
+                self._instances, index=index, wait=min(self.watch_wait, self.instance_ttl / 4)
+            )
             index = new_index if new_index >= index else 0
-            instances = _instances(entries, self._instances)
+            instances = heartbeats.live(
+                _instance_entries(entries, self._instances), self._own_node
+            )
             if instances != current:
                 current = instances
                 yield dict(current)
             else:
                 await _pace(started)
+
+    @property
+    def _own_node(self) -> str | None:
+        return self._registration.node_id if self._registration is not None else None
+
+
+class _Heartbeats:
+    """When each instance key's ModifyIndex last moved, by this process's clock."""
+
+    def __init__(self, silence: float) -> None:
+        self.silence = silence  # longer without a heartbeat: dead
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def live(
+        self, entries: dict[str, tuple[bytes, int]], own_node: str | None
+    ) -> dict[str, bytes]:
+        now = asyncio.get_running_loop().time()
+        seen = {}
+        for node_id, (_, modify_index) in entries.items():
+            known = self._seen.get(node_id)
+            seen[node_id] = known if known and known[0] == modify_index else (modify_index, now)
+        self._seen = seen
+        return {
+            node_id: value
+            for node_id, (value, _) in entries.items()
+            if node_id == own_node or now - seen[node_id][1] <= self.silence
+        }
 
 
 class _Registration:
@@ -421,10 +460,10 @@ class _Registration:
                 self.session, self.stored = None, False
             if self.session is None:
                 self.session = await self.create_session()
-            if not self.stored or not await self.holding():
-                self.stored = await self.acquire()
-                if not self.stored:
-                    log.warning("%s is held by another session; retrying", self.key)
+            # Acquiring again also rewrites the key: the heartbeat peers watch for.
+            self.stored = await self.acquire()
+            if not self.stored:
+                log.warning("%s is held by another session; retrying", self.key)
 
     async def create_session(self) -> str:
         response = await self.store._http("PUT", "/v1/session/create", json={
@@ -442,15 +481,13 @@ class _Registration:
         return response.status == 200
 
     async def acquire(self) -> bool:
+        # A new Flags value makes every write move the ModifyIndex, even with the same record.
         response = await self.store._http(
-            "PUT", kv_path(self.key), params={"acquire": self.session or ""},
+            "PUT", kv_path(self.key),
+            params={"acquire": self.session or "", "flags": _nonce()},
             content=self.record,
         )
         return response.json() is True
-
-    async def holding(self) -> bool:
-        response = await self.store._http("GET", kv_path(self.key), expect=(200, 404))
-        return response.status == 200 and response.json()[0].get("Session") == self.session
 
 
 class _TooLarge(Exception):
@@ -506,13 +543,16 @@ def _deletion_marks(entries: list[dict[str, Any]], prefix: str) -> dict[str, int
     }
 
 
-def _instances(entries: list[dict[str, Any]], prefix: str) -> dict[str, bytes]:
-    """Keys held by a session: a live instance's key never exists without one."""
+def _instance_entries(
+    entries: list[dict[str, Any]], prefix: str
+) -> dict[str, tuple[bytes, int]]:
+    """Keys held by a session (a live instance's key never exists without one), with
+    their ModifyIndex."""
     instances = {}
     for entry in entries:
         node_id = _child(entry["Key"], prefix)
         if node_id is not None and entry.get("Session"):
-            instances[node_id] = _value(entry)
+            instances[node_id] = (_value(entry), int(entry["ModifyIndex"]))
     return instances
 
 
