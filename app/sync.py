@@ -100,6 +100,7 @@ class ClusterState:
         self._history_floor = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
+        self._projects_array: bytes | None = None
         self._list_body: bytes | None = None
         self._snapshot_frame: bytes | None = None
         self._peers_frame: bytes | None = None
@@ -117,7 +118,7 @@ class ClusterState:
             self.projects = dict(listing.projects)
             self._history_floor = listing.revision
             self._advance(listing.revision)
-            self._invalidate()
+            self._invalidate(projects_changed=True)
             self.synced.set()
             return 0
         changes = _difference(self.projects, listing, self.revision)
@@ -131,7 +132,7 @@ class ClusterState:
             if self._apply(change):
                 applied += 1
         if applied:
-            self._invalidate()
+            self._invalidate(projects_changed=True)
             self.metrics.projects.set(len(self.projects))
 
     def _apply(self, change: ProjectChange) -> bool:
@@ -220,19 +221,20 @@ class ClusterState:
     def list_body(self) -> bytes:
         """``{"projects": [...], "revision": R}``, encoded once per change."""
         if self._list_body is None:
-            projects = b",".join(project.value for project in self.projects.values())
-            self._list_body = b'{"projects":[%s],"revision":%d}' % (projects, self.revision)
+            self._list_body = b'{"projects":%s,"revision":%d}' % (
+                self._projects_json(),
+                self.revision,
+            )
         return self._list_body
 
     def snapshot_frame(self) -> bytes:
         if self._snapshot_frame is None:
-            projects = b",".join(project.value for project in self.projects.values())
             # ``revisions`` (id -> revision, the ETags) lets followers and dashboards
             # know each project's own revision, which the documents do not carry.
             revisions = {project.id: project.revision for project in self.projects.values()}
-            data = b'{"revision":%d,"projects":[%s],"revisions":%s,"peers":%s}' % (
+            data = b'{"revision":%d,"projects":%s,"revisions":%s,"peers":%s}' % (
                 self.revision,
-                projects,
+                self._projects_json(),
                 orjson.dumps(revisions),
                 orjson.dumps(self._peers),
             )
@@ -299,7 +301,17 @@ class ClusterState:
             self.metrics.sse_dropped.inc(self.broadcaster.dropped_total - dropped_before)
             self.metrics.sse_subscribers.set(len(self.broadcaster))
 
-    def _invalidate(self) -> None:
+    def _projects_json(self) -> bytes:
+        """The JSON array of every project, joined once per project change (the list and
+        the snapshot share it; a peers change rebuilds only the snapshot around it)."""
+        if self._projects_array is None:
+            joined = b",".join(project.value for project in self.projects.values())
+            self._projects_array = b"[%s]" % joined
+        return self._projects_array
+
+    def _invalidate(self, projects_changed: bool = False) -> None:
+        if projects_changed:
+            self._projects_array = None
         self._list_body = None
         self._snapshot_frame = None
 
