@@ -15,7 +15,8 @@ from app.api.responses import JSONResponse
 from app.auth import Admin
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
-from app.stores.base import ABSENT, ValueTooLarge
+from app.stores.base import ABSENT, Store, ValueTooLarge
+from app.sync import ClusterState
 
 router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
 
@@ -107,11 +108,7 @@ async def put_project(
 ) -> Response:
     expected = _expected_revision(state, project, if_match, if_none_match)
     value = await _project_value(request, store.value_limit, project)
-    metrics: Metrics = request.app.state.metrics
-    async with metrics.store_op("put"):
-        result = await store.put_project(project, value, expected)
-    await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
-    return _written(project, result.revision, created=result.created)
+    return await _put(request, store, state, project, value, expected)
 
 
 @router.post(
@@ -126,11 +123,7 @@ async def put_project(
 async def create_project(request: Request, store: CurrentStore, state: State) -> Response:
     value = await _project_value(request, store.value_limit, None)
     project = orjson.loads(value)["id"]
-    metrics: Metrics = request.app.state.metrics
-    async with metrics.store_op("put"):
-        result = await store.put_project(project, value, ABSENT)
-    await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
-    return _written(project, result.revision, created=True)
+    return await _put(request, store, state, project, value, ABSENT)
 
 
 @router.delete(
@@ -156,11 +149,23 @@ async def delete_project(
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"X-Revision": str(revision)})
 
 
-def _written(project: str, revision: int, *, created: bool) -> Response:
+async def _put(
+    request: Request,
+    store: Store,
+    state: ClusterState,
+    project: str,
+    value: bytes,
+    expected: int | None,
+) -> Response:
+    """Write through the store, wait (briefly) until applied here, answer the revision."""
+    metrics: Metrics = request.app.state.metrics
+    async with metrics.store_op("put"):
+        result = await store.put_project(project, value, expected)
+    await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
     return JSONResponse(
-        {"project": project, "revision": revision},
-        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        headers={"ETag": f'"{revision}"'},
+        {"project": project, "revision": result.revision},
+        status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        headers={"ETag": f'"{result.revision}"'},
     )
 
 
