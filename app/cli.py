@@ -163,8 +163,11 @@ def run(overrides: dict[str, object]) -> None:
     except StoreConfigError as error:
         fail(str(error))
     except StoreUnavailable as error:
-        log.warning("the %s store is not reachable yet (%s); retrying in the background",
-                    settings.store_type, error)
+        log.warning(
+            "the %s store is not reachable yet (%s); retrying in the background",
+            settings.store_type,
+            error,
+        )
 
     from app.main import create_app
 

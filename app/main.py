@@ -62,7 +62,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
             "node %s (%s) serving cluster %r from the %s store",
-            settings.node_id, settings.advertise_addr, settings.cluster_id, store.kind,
+            settings.node_id,
+            settings.advertise_addr,
+            settings.cluster_id,
+            store.kind,
         )
         try:
             yield
@@ -82,7 +85,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.cluster = state
     app.state.tokens = TokenIssuer(
-        settings.admin_user, settings.admin_pass, settings.admin_secret,
+        settings.admin_user,
+        settings.admin_pass,
+        settings.admin_secret,
         settings.token_ttl_seconds,
     )
     install_error_handlers(app)

@@ -15,7 +15,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.applied_revision = Gauge(
-            "sc_applied_revision", "The store revision this instance has applied.",
+            "sc_applied_revision",
+            "The store revision this instance has applied.",
             registry=self.registry,
         )
         self.projects = Gauge(
@@ -41,11 +42,14 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.store_errors = Counter(
-            "sc_store_errors", "Store operations that failed.", ["op", "kind"],
+            "sc_store_errors",
+            "Store operations that failed.",
+            ["op", "kind"],
             registry=self.registry,
         )
         self.resyncs = Counter(
-            "sc_resyncs", "Times the watch was re-established by listing again.",
+            "sc_resyncs",
+            "Times the watch was re-established by listing again.",
             registry=self.registry,
         )
 

@@ -262,7 +262,7 @@ class EtcdSettings(BaseSettings):
 def _strip_scheme(value: str) -> str:
     for scheme in ("http://", "https://"):
         if value.startswith(scheme):
-            return value[len(scheme):]
+            return value[len(scheme) :]
     return value
 
 
@@ -342,4 +342,3 @@ def env_names() -> dict[str, str]:
         variable = field.upper()
         names[field] = f"{flags[field]} / {variable}" if field in flags else variable
     return names
-

@@ -335,8 +335,7 @@ def _difference(
     free = (r for r in range(listing.revision, applied, -1) if r not in taken)
     vanished = sorted(project_id for project_id in current if project_id not in listing.projects)
     deletes = [
-        ProjectChange("delete", project_id, next(free, listing.revision))
-        for project_id in vanished
+        ProjectChange("delete", project_id, next(free, listing.revision)) for project_id in vanished
     ]
     return sorted(puts + deletes, key=lambda change: change.revision)
 

@@ -1,6 +1,6 @@
 """The bare FastAPI endpoint the read figures are compared with: the same bytes, from memory.
 
-    python -m bench.bare_app PORT FILE   (FILE holds the JSON body to serve)
+python -m bench.bare_app PORT FILE   (FILE holds the JSON body to serve)
 """
 
 from __future__ import annotations
@@ -26,5 +26,4 @@ async def healthz() -> Response:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -41,7 +41,7 @@ async def events(request: Request) -> EventSourceResponse:
 async def publish(request: Request) -> Response:
     event_id = int(request.query_params["id"])
     payload = b"x" * int(request.query_params.get("size", "100"))
-    frame = b"event: project.put\nid: %d\ndata: {\"p\":\"%s\"}\n\n" % (event_id, payload)
+    frame = b'event: project.put\nid: %d\ndata: {"p":"%s"}\n\n' % (event_id, payload)
     for queue in queues:
         queue.put_nowait(frame)
     return Response(status_code=204)

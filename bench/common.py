@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: Where results go; BENCH_RESULTS_DIR moves them (the smoke test writes to a temp dir).
-RESULTS = Path(
-    os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
-)
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:
@@ -82,8 +80,12 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
 def write_result(name: str, data: dict[str, object]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    document = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": machine(), **data}
+    document = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path
@@ -91,7 +93,8 @@ def write_result(name: str, data: dict[str, object]) -> Path:
 
 def git_revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

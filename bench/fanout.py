@@ -33,12 +33,22 @@ class Subscribers:
         shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.sse_clients", "127.0.0.1", str(server.port), path,
-                 str(share)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.sse_clients",
+                    "127.0.0.1",
+                    str(server.port),
+                    path,
+                    str(share),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
                 cwd=Path(__file__).resolve().parents[1],
             )
-            for share in shares if share
+            for share in shares
+            if share
         ]
 
     def wait_line(self, prefix: str, timeout: float = 120.0) -> list[str]:
@@ -72,8 +82,9 @@ class Subscribers:
 Publish = Callable[[httpx.Client, int], int]
 
 
-def measure(server: Server, path: str, count: int, writes: int, workers: int,
-            publish: Publish) -> dict[str, object]:
+def measure(
+    server: Server, path: str, count: int, writes: int, workers: int, publish: Publish
+) -> dict[str, object]:
     server.wait_ready()
     time.sleep(0.5)
     rss_before = rss_bytes(server.proc.pid)
@@ -124,26 +135,48 @@ def run(counts: list[int], writes: int, workers: int) -> dict[str, object]:
                 base = measure(base_server, "/events", count, writes, workers, publish_baseline)
             finally:
                 base_server.stop()
-            gw_server = gateway(work, "--dev", env={"LOG_LEVEL": "warning"},
-                                node_id=f"fanout-{count}")
+            gw_server = gateway(
+                work, "--dev", env={"LOG_LEVEL": "warning"}, node_id=f"fanout-{count}"
+            )
             try:
-                ours = measure(gw_server, "/v1/config/events", count, writes, workers,
-                               publish_gateway)
+                ours = measure(
+                    gw_server, "/v1/config/events", count, writes, workers, publish_gateway
+                )
             finally:
                 gw_server.stop()
             ratio = ours["last_delivery"]["p50_ms"] / base["last_delivery"]["p50_ms"]
-            results.append({"subscribers": count, "gateway": ours, "baseline": base,
-                            "ratio_p50": round(ratio, 2)})
-            rows.append([
-                count,
-                ours["last_delivery"]["p50_ms"], ours["last_delivery"]["p99_ms"],
-                base["last_delivery"]["p50_ms"], base["last_delivery"]["p99_ms"],
-                f"{ratio:.2f}", ours["rss_per_subscriber_kib"], base["rss_per_subscriber_kib"],
-            ])
+            results.append(
+                {
+                    "subscribers": count,
+                    "gateway": ours,
+                    "baseline": base,
+                    "ratio_p50": round(ratio, 2),
+                }
+            )
+            rows.append(
+                [
+                    count,
+                    ours["last_delivery"]["p50_ms"],
+                    ours["last_delivery"]["p99_ms"],
+                    base["last_delivery"]["p50_ms"],
+                    base["last_delivery"]["p99_ms"],
+                    f"{ratio:.2f}",
+                    ours["rss_per_subscriber_kib"],
+                    base["rss_per_subscriber_kib"],
+                ]
+            )
     print_table(
         f"Fan-out: write -> last subscriber ({writes} writes each, ms)",
-        ["subscribers", "gw p50", "gw p99", "base p50", "base p99", "ratio p50",
-         "gw KiB/sub", "base KiB/sub"],
+        [
+            "subscribers",
+            "gw p50",
+            "gw p99",
+            "base p50",
+            "base p99",
+            "ratio p50",
+            "gw KiB/sub",
+            "base KiB/sub",
+        ],
         rows,
     )
     return {"writes": writes, "workers": workers, "results": results}

@@ -1,6 +1,6 @@
 """Draws docs/performance.png from bench/results/{propagation,fanout}.json.
 
-    python -m bench.plot
+python -m bench.plot
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ CLUSTER = "bench"
 
 async def gateway_latencies(a: Server, c: Server, writes: int) -> list[float]:
     async with httpx.AsyncClient(base_url=a.url, timeout=30) as writer:
-        token = (await writer.post("/v1/config/login",
-                                   json={"user": "admin", "pass": ADMIN_PASS})).json()["token"]
+        token = (
+            await writer.post("/v1/config/login", json={"user": "admin", "pass": ADMIN_PASS})
+        ).json()["token"]
         writer.headers["Authorization"] = f"Bearer {token}"
         arrivals: dict[int, float] = {}
         got = asyncio.Event()
@@ -50,8 +51,9 @@ async def gateway_latencies(a: Server, c: Server, writes: int) -> list[float]:
         return latencies
 
 
-async def _read_sse(server: Server, token: str, arrivals: dict[int, float],
-                    got: asyncio.Event) -> None:
+async def _read_sse(
+    server: Server, token: str, arrivals: dict[int, float], got: asyncio.Event
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         f"GET /v1/config/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
@@ -66,7 +68,7 @@ async def _read_sse(server: Server, token: str, arrivals: dict[int, float],
         for frame in frames:
             if b"event: project.put" not in frame:
                 continue
-            data = frame[frame.index(b"data: ") + 6:]
+            data = frame[frame.index(b"data: ") + 6 :]
             name = json.loads(data.split(b"\n")[0])["project"]["name"]
             arrivals[int(name)] = now
             got.set()
@@ -115,8 +117,9 @@ async def raw_consul_latencies(addr: str, writes: int) -> list[float]:
         async def read() -> None:
             index = 1
             while True:
-                response = await client.get("/v1/kv/raw-bench/",
-                                            params={"recurse": "", "index": index, "wait": "10s"})
+                response = await client.get(
+                    "/v1/kv/raw-bench/", params={"recurse": "", "index": index, "wait": "10s"}
+                )
                 now = time.monotonic()
                 index = max(1, int(response.headers["X-Consul-Index"]))
                 if response.status_code == 200:
@@ -130,9 +133,18 @@ async def raw_consul_latencies(addr: str, writes: int) -> list[float]:
         for number in range(writes + 10):
             got.clear()
             sent = time.monotonic()
-            result = await client.put("/v1/txn", json=[
-                {"KV": {"Verb": "set", "Key": "raw-bench/key",
-                        "Value": _b64(str(number).encode())}}])
+            result = await client.put(
+                "/v1/txn",
+                json=[
+                    {
+                        "KV": {
+                            "Verb": "set",
+                            "Key": "raw-bench/key",
+                            "Value": _b64(str(number).encode()),
+                        }
+                    }
+                ],
+            )
             index = str(result.json()["Results"][0]["KV"]["ModifyIndex"])
             while index not in arrivals:
                 await asyncio.wait_for(got.wait(), 10)
@@ -154,8 +166,12 @@ def measure(kind: str, writes: int, work: Path) -> dict[str, object]:
     servers: list[Server] = []
     try:
         env = gateway_env(store)
-        servers = [gateway(work, "--store-type", kind, "--cluster", CLUSTER, env=env,
-                           node_id=f"{kind}-{name}") for name in "abc"]
+        servers = [
+            gateway(
+                work, "--store-type", kind, "--cluster", CLUSTER, env=env, node_id=f"{kind}-{name}"
+            )
+            for name in "abc"
+        ]
         for server in servers:
             server.wait_ready()
         ours = asyncio.run(gateway_latencies(servers[0], servers[2], writes))
@@ -182,14 +198,32 @@ def main() -> None:
     rows = []
     for result in results:
         ours, raw = result["gateway"], result["raw"]
-        rows.append([result["store"], ours["p50_ms"], ours["p95_ms"], ours["p99_ms"],
-                     raw["p50_ms"], raw["p95_ms"], raw["p99_ms"],
-                     f"{ours['p99_ms'] - raw['p99_ms']:+.2f}",
-                     f"{ours['p99_ms'] / raw['p99_ms']:.2f}"])
+        rows.append(
+            [
+                result["store"],
+                ours["p50_ms"],
+                ours["p95_ms"],
+                ours["p99_ms"],
+                raw["p50_ms"],
+                raw["p95_ms"],
+                raw["p99_ms"],
+                f"{ours['p99_ms'] - raw['p99_ms']:+.2f}",
+                f"{ours['p99_ms'] / raw['p99_ms']:.2f}",
+            ]
+        )
     print_table(
         f"Propagation: PUT on A -> event on C's stream, {args.writes} sequential writes (ms)",
-        ["store", "gw p50", "gw p95", "gw p99", "raw p50", "raw p95", "raw p99",
-         "p99 diff", "p99 ratio"],
+        [
+            "store",
+            "gw p50",
+            "gw p95",
+            "gw p99",
+            "raw p50",
+            "raw p95",
+            "raw p99",
+            "p99 diff",
+            "p99 ratio",
+        ],
         rows,
     )
     write_result("propagation", {"writes": args.writes, "results": results})

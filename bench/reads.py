@@ -45,16 +45,33 @@ def wrk_binary() -> str:
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
     output = subprocess.run(
-        [wrk_binary(), "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            wrk_binary(),
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
-    return {"requests_per_s": rate, "non_2xx": int(errors.group(1)) if errors else 0,
-            "p50_ms": _ms(p50), "p99_ms": _ms(p99)}
+    return {
+        "requests_per_s": rate,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "p50_ms": _ms(p50),
+        "p99_ms": _ms(p99),
+    }
 
 
 def _ms(match: re.Match[str] | None) -> float:
@@ -65,9 +82,15 @@ def _ms(match: re.Match[str] | None) -> float:
 
 
 def project(number: int) -> dict[str, object]:
-    return {"id": f"p{number:04d}", "name": f"Project {number}", "secret": "s",
-            "modules": {"db": {"postgres": {"enabled": True, "conn": "postgres://db:5432/x"}},
-                        "auth": {"email": {"enabled": True}}}}
+    return {
+        "id": f"p{number:04d}",
+        "name": f"Project {number}",
+        "secret": "s",
+        "modules": {
+            "db": {"postgres": {"enabled": True, "conn": "postgres://db:5432/x"}},
+            "auth": {"email": {"enabled": True}},
+        },
+    }
 
 
 def run(count: int, seconds: int, connections: int) -> dict[str, object]:
@@ -77,13 +100,15 @@ def run(count: int, seconds: int, connections: int) -> dict[str, object]:
         server = gateway(work, env=env, node_id="reads")
         try:
             server.wait_ready()
-            token = httpx.post(f"{server.url}/v1/config/login",
-                               json={"user": "admin", "pass": ADMIN_PASS}).json()["token"]
+            token = httpx.post(
+                f"{server.url}/v1/config/login", json={"user": "admin", "pass": ADMIN_PASS}
+            ).json()["token"]
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
                 for number in range(count):
-                    client.put(f"/v1/config/projects/p{number:04d}",
-                               json=project(number)).raise_for_status()
+                    client.put(
+                        f"/v1/config/projects/p{number:04d}", json=project(number)
+                    ).raise_for_status()
                 body = client.get("/v1/config/projects/p0000").content
             script = work / "reads.lua"
             script.write_text(LUA % {"count": count, "token": token})
@@ -94,8 +119,12 @@ def run(count: int, seconds: int, connections: int) -> dict[str, object]:
 
         (work / "body.json").write_bytes(body)
         port = free_port()
-        bare = Server([sys.executable, "-m", "bench.bare_app", str(port), str(work / "body.json")],
-                      port, work / "bare.log", ready_path="/healthz")
+        bare = Server(
+            [sys.executable, "-m", "bench.bare_app", str(port), str(work / "body.json")],
+            port,
+            work / "bare.log",
+            ready_path="/healthz",
+        )
         try:
             bare.wait_ready()
             run_wrk(bare.url, script, 2, connections)
@@ -106,14 +135,32 @@ def run(count: int, seconds: int, connections: int) -> dict[str, object]:
     print_table(
         f"Reads: GET one project of {count}, {connections} connections, {seconds}s (wrk)",
         ["server", "req/s", "p50 ms", "p99 ms", "non-2xx"],
-        [["gateway (auth on)", ours["requests_per_s"], ours["p50_ms"], ours["p99_ms"],
-          ours["non_2xx"]],
-         ["bare FastAPI", ceiling["requests_per_s"], ceiling["p50_ms"], ceiling["p99_ms"],
-          ceiling["non_2xx"]],
-         ["ratio", f"{ratio:.2f}", "", "", ""]],
+        [
+            [
+                "gateway (auth on)",
+                ours["requests_per_s"],
+                ours["p50_ms"],
+                ours["p99_ms"],
+                ours["non_2xx"],
+            ],
+            [
+                "bare FastAPI",
+                ceiling["requests_per_s"],
+                ceiling["p50_ms"],
+                ceiling["p99_ms"],
+                ceiling["non_2xx"],
+            ],
+            ["ratio", f"{ratio:.2f}", "", "", ""],
+        ],
     )
-    return {"projects": count, "seconds": seconds, "connections": connections,
-            "gateway": ours, "bare_fastapi": ceiling, "ratio": round(ratio, 3)}
+    return {
+        "projects": count,
+        "seconds": seconds,
+        "connections": connections,
+        "gateway": ours,
+        "bare_fastapi": ceiling,
+        "ratio": round(ratio, 3),
+    }
 
 
 def main() -> None:

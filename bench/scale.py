@@ -27,11 +27,17 @@ CLUSTER = "scale"
 
 
 def project(number: int) -> bytes:
-    return orjson.dumps({
-        "id": f"p{number:05d}", "name": f"Project {number}", "secret": "s",
-        "modules": {"db": {"postgres": {"enabled": True, "conn": "postgres://db:5432/x"}},
-                    "auth": {"email": {"enabled": True}}},
-    })
+    return orjson.dumps(
+        {
+            "id": f"p{number:05d}",
+            "name": f"Project {number}",
+            "secret": "s",
+            "modules": {
+                "db": {"postgres": {"enabled": True, "conn": "postgres://db:5432/x"}},
+                "auth": {"email": {"enabled": True}},
+            },
+        }
+    )
 
 
 async def fill_etcd(endpoint: str, count: int) -> None:
@@ -45,8 +51,7 @@ async def fill_etcd(endpoint: str, count: int) -> None:
 
         async def put(number: int) -> None:
             async with semaphore:
-                await client.put(f"sc/projects/{CLUSTER}/p{number:05d}".encode(),
-                                 project(number))
+                await client.put(f"sc/projects/{CLUSTER}/p{number:05d}".encode(), project(number))
 
         await asyncio.gather(*(put(number) for number in range(count)))
     finally:
@@ -57,8 +62,13 @@ def fill_consul(addr: str, count: int) -> None:
     with httpx.Client(base_url=f"http://{addr}", timeout=60) as client:
         for start in range(0, count, 64):
             operations = [
-                {"KV": {"Verb": "set", "Key": f"sc/projects/{CLUSTER}/p{number:05d}",
-                        "Value": base64.b64encode(project(number)).decode()}}
+                {
+                    "KV": {
+                        "Verb": "set",
+                        "Key": f"sc/projects/{CLUSTER}/p{number:05d}",
+                        "Value": base64.b64encode(project(number)).decode(),
+                    }
+                }
                 for number in range(start, min(count, start + 64))
             ]
             client.put("/v1/txn", json=operations).raise_for_status()
@@ -73,9 +83,18 @@ def measure(kind: str, count: int, work: Path) -> dict[str, object]:
     env = gateway_env(store)
     servers: list[Server] = []
     try:
+
         def start(name: str) -> Server:
-            server = gateway(work, "--store-type", kind, "--cluster", CLUSTER, "--dev",
-                             env=env, node_id=f"{kind}-{name}")
+            server = gateway(
+                work,
+                "--store-type",
+                kind,
+                "--cluster",
+                CLUSTER,
+                "--dev",
+                env=env,
+                node_id=f"{kind}-{name}",
+            )
             servers.append(server)
             return server
 
@@ -92,8 +111,12 @@ def measure(kind: str, count: int, work: Path) -> dict[str, object]:
         for server in servers:
             server.stop()
         store.stop()
-    return {"store": kind, "projects": count, "startup_to_ready_s": round(startup, 3),
-            "join_to_all_peer_lists_s": round(joined, 3)}
+    return {
+        "store": kind,
+        "projects": count,
+        "startup_to_ready_s": round(startup, 3),
+        "join_to_all_peer_lists_s": round(joined, 3),
+    }
 
 
 def _wait_joined(others: list[Server], newcomer: Server, started: float) -> float:

@@ -20,16 +20,26 @@ ROOT = Path(__file__).resolve().parents[1]
 class Server:
     """A server process on a free loopback port, logging to a file."""
 
-    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-                 ready_path: str = "/readyz") -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        ready_path: str = "/readyz",
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = log.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                                     cwd=log.parent)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            cwd=log.parent,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Seconds until the ready path answered 200."""
@@ -56,11 +66,23 @@ class Server:
         self._log.close()
 
 
-def gateway(workdir: Path, *args: str, env: dict[str, str] | None = None,
-            node_id: str = "bench") -> Server:
+def gateway(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, node_id: str = "bench"
+) -> Server:
     port = free_port()
-    command = [*space_cloud_command(), "run", "--host", "127.0.0.1", "--port", str(port),
-               "--id", node_id, "--advertise-addr", f"127.0.0.1:{port}", *args]
+    command = [
+        *space_cloud_command(),
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--id",
+        node_id,
+        "--advertise-addr",
+        f"127.0.0.1:{port}",
+        *args,
+    ]
     return Server(command, port, workdir / f"{node_id}.log", env)
 
 
@@ -83,5 +105,9 @@ def start_store(kind: str, workdir: Path) -> Any:
 
 def gateway_env(store: Any) -> dict[str, str]:
     """What a benchmark gateway on ``store`` needs: its variables and the admin login."""
-    return {**store.env(), "ADMIN_PASS": ADMIN_PASS, "ADMIN_SECRET": ADMIN_SECRET,
-            "LOG_LEVEL": "warning"}
+    return {
+        **store.env(),
+        "ADMIN_PASS": ADMIN_PASS,
+        "ADMIN_SECRET": ADMIN_SECRET,
+        "LOG_LEVEL": "warning",
+    }

@@ -47,10 +47,14 @@ class Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.args = [
             "run",
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--id", self.node_id,
-            "--advertise-addr", f"127.0.0.1:{self.port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--id",
+            self.node_id,
+            "--advertise-addr",
+            f"127.0.0.1:{self.port}",
             *(args or []),
         ]
         self.env = {
@@ -141,8 +145,19 @@ class Gateway:
 
 def _clean_environ() -> dict[str, str]:
     """The test's environment without any gateway or store setting leaking in."""
-    prefixes = ("ETCD_", "CONSUL_", "STORE_TYPE", "ADVERTISE_ADDR", "NODE_ID", "CLUSTER_ID",
-                "ADMIN_", "DEV", "CONFIG", "PORT", "HOST")
+    prefixes = (
+        "ETCD_",
+        "CONSUL_",
+        "STORE_TYPE",
+        "ADVERTISE_ADDR",
+        "NODE_ID",
+        "CLUSTER_ID",
+        "ADMIN_",
+        "DEV",
+        "CONFIG",
+        "PORT",
+        "HOST",
+    )
     return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
 
 
@@ -201,8 +216,9 @@ class SSEStream:
             if line == "":
                 if "data" in fields:
                     event_id = int(fields["id"]) if "id" in fields else None
-                    return Event(fields.get("event", "message"), json.loads(fields["data"]),
-                                 event_id, raw)
+                    return Event(
+                        fields.get("event", "message"), json.loads(fields["data"]), event_id, raw
+                    )
                 fields, raw = {}, []
                 continue
             raw.append(line)

@@ -176,8 +176,12 @@ def test_login_with_a_bad_pair(client: TestClient, credentials: dict) -> None:
 
 def test_login_validation(client: TestClient) -> None:
     assert_error(client.post("/v1/config/login", json={"user": "admin"}), 422)
-    assert_error(client.post("/v1/config/login", content=b"[1]",
-                             headers={"Content-Type": "application/json"}), 422)
+    assert_error(
+        client.post(
+            "/v1/config/login", content=b"[1]", headers={"Content-Type": "application/json"}
+        ),
+        422,
+    )
 
 
 @pytest.mark.parametrize(
@@ -231,22 +235,26 @@ def test_unknown_route(client: TestClient, auth: dict[str, str], path: str) -> N
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("DELETE", "/v1/config/projects"), ("POST", "/healthz"), ("PUT", "/v1/config/peers"),
-     ("GET", "/v1/config/login")],
+    [
+        ("DELETE", "/v1/config/projects"),
+        ("POST", "/healthz"),
+        ("PUT", "/v1/config/peers"),
+        ("GET", "/v1/config/login"),
+    ],
 )
 def test_wrong_method(client: TestClient, auth: dict[str, str], method: str, path: str) -> None:
     assert_error(client.request(method, path, headers=auth), 405)
 
 
 def test_validation_errors(client: TestClient, auth: dict[str, str]) -> None:
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth),
-                 422)
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": "x"}, headers=auth),
-                 422)
-    assert_error(client.put("/v1/config/projects/Bad_Id", json=project("Bad_Id"), headers=auth),
-                 422)
-    assert_error(client.put("/v1/config/projects/a", json=project("a", modules="x"),
-                            headers=auth), 422)
+    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth), 422)
+    assert_error(client.get("/v1/config/projects", params={"waitRevision": "x"}, headers=auth), 422)
+    assert_error(
+        client.put("/v1/config/projects/Bad_Id", json=project("Bad_Id"), headers=auth), 422
+    )
+    assert_error(
+        client.put("/v1/config/projects/a", json=project("a", modules="x"), headers=auth), 422
+    )
     assert_error(client.post("/v1/config/projects", json={"name": "no id"}, headers=auth), 422)
     assert_error(client.post("/v1/config/projects", json=project("UPPER"), headers=auth), 422)
 
@@ -276,8 +284,11 @@ def test_too_large(client: TestClient, auth: dict[str, str]) -> None:
     fits = project("a", modules={"pad": "x" * (VALUE_LIMIT - 200)})
     pretty = orjson.dumps(fits, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 40)
     assert len(pretty) > VALUE_LIMIT
-    response = client.put("/v1/config/projects/a", content=pretty,
-                          headers={**auth, "Content-Type": "application/json"})
+    response = client.put(
+        "/v1/config/projects/a",
+        content=pretty,
+        headers={**auth, "Content-Type": "application/json"},
+    )
     assert response.status_code == 201, response.text
     assert client.get("/v1/config/projects", headers=auth).json()["revision"] == 1
 
@@ -296,8 +307,9 @@ def test_project_life_cycle(client: TestClient, auth: dict[str, str]) -> None:
     assert got.json() == project("todo")
     assert got.headers["etag"] == '"1"'
 
-    replaced = client.put("/v1/config/projects/todo", json=project("todo", name="Two"),
-                          headers=auth)
+    replaced = client.put(
+        "/v1/config/projects/todo", json=project("todo", name="Two"), headers=auth
+    )
     assert replaced.status_code == 200
     assert replaced.json() == {"project": "todo", "revision": 2}
 
@@ -310,7 +322,8 @@ def test_project_life_cycle(client: TestClient, auth: dict[str, str]) -> None:
     assert_error(client.get("/v1/config/projects/todo", headers=auth), 404)
     assert_error(client.delete("/v1/config/projects/todo", headers=auth), 404)
     assert client.get("/v1/config/projects", headers=auth).json() == {
-        "projects": [], "revision": 3,
+        "projects": [],
+        "revision": 3,
     }
 
 
@@ -332,23 +345,30 @@ def test_post_creates_and_conflicts(client: TestClient, auth: dict[str, str]) ->
 def test_if_match(client: TestClient, auth: dict[str, str]) -> None:
     client.put("/v1/config/projects/a", json=project("a"), headers=auth)  # 1
     client.put("/v1/config/projects/b", json=project("b"), headers=auth)  # 2
-    stale = client.put("/v1/config/projects/a", json=project("a", name="x"),
-                       headers={**auth, "If-Match": '"2"'})
+    stale = client.put(
+        "/v1/config/projects/a", json=project("a", name="x"), headers={**auth, "If-Match": '"2"'}
+    )
     assert_error(stale, 412)
-    ok = client.put("/v1/config/projects/a", json=project("a", name="y"),
-                    headers={**auth, "If-Match": '"1"'})
+    ok = client.put(
+        "/v1/config/projects/a", json=project("a", name="y"), headers={**auth, "If-Match": '"1"'}
+    )
     assert ok.status_code == 200
     assert ok.json()["revision"] == 3
-    star = client.put("/v1/config/projects/a", json=project("a", name="z"),
-                      headers={**auth, "If-Match": "*"})
+    star = client.put(
+        "/v1/config/projects/a", json=project("a", name="z"), headers={**auth, "If-Match": "*"}
+    )
     assert star.status_code == 200
-    missing = client.put("/v1/config/projects/zz", json=project("zz"),
-                         headers={**auth, "If-Match": "*"})
+    missing = client.put(
+        "/v1/config/projects/zz", json=project("zz"), headers={**auth, "If-Match": "*"}
+    )
     assert_error(missing, 412)
-    assert_error(client.delete("/v1/config/projects/a", headers={**auth, "If-Match": '"1"'}),
-                 412)
-    assert_error(client.put("/v1/config/projects/a", json=project("a"),
-                            headers={**auth, "If-Match": "yesterday"}), 400)
+    assert_error(client.delete("/v1/config/projects/a", headers={**auth, "If-Match": '"1"'}), 412)
+    assert_error(
+        client.put(
+            "/v1/config/projects/a", json=project("a"), headers={**auth, "If-Match": "yesterday"}
+        ),
+        400,
+    )
     current = client.get("/v1/config/projects/a", headers=auth).headers["etag"]
     deleted = client.delete("/v1/config/projects/a", headers={**auth, "If-Match": current})
     assert deleted.status_code == 204
@@ -356,11 +376,16 @@ def test_if_match(client: TestClient, auth: dict[str, str]) -> None:
 
 def test_if_none_match(client: TestClient, auth: dict[str, str]) -> None:
     headers = {**auth, "If-None-Match": "*"}
-    assert client.put("/v1/config/projects/a", json=project("a"), headers=headers).status_code \
-        == 201
+    assert (
+        client.put("/v1/config/projects/a", json=project("a"), headers=headers).status_code == 201
+    )
     assert_error(client.put("/v1/config/projects/a", json=project("a"), headers=headers), 412)
-    assert_error(client.put("/v1/config/projects/a", json=project("a"),
-                            headers={**headers, "If-Match": '"1"'}), 400)
+    assert_error(
+        client.put(
+            "/v1/config/projects/a", json=project("a"), headers={**headers, "If-Match": '"1"'}
+        ),
+        400,
+    )
 
 
 def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
@@ -370,12 +395,17 @@ def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
     served with an ETag that If-Match then accepts."""
     (tmp_path / "c.yaml").write_text("projects:\n  - id: todo\n    name: Todo\n")
     client = start()
-    headers = {"Authorization": "Bearer " + client.post(
-        "/v1/config/login", json={"user": "admin", "pass": PASSWORD}).json()["token"]}
+    headers = {
+        "Authorization": "Bearer "
+        + client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD}).json()["token"]
+    }
     got = client.get("/v1/config/projects/todo", headers=headers)
     assert got.status_code == 200
-    response = client.put("/v1/config/projects/todo", json=project("todo"),
-                          headers={**headers, "If-Match": got.headers["etag"]})
+    response = client.put(
+        "/v1/config/projects/todo",
+        json=project("todo"),
+        headers={**headers, "If-Match": got.headers["etag"]},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -480,17 +510,33 @@ def test_openapi_response_schemas_are_real(openapi: dict) -> None:
     )
     assert_real_schema(openapi, listing["properties"]["projects"]["items"], "id", "modules")
     assert_real_schema(
-        openapi, json_schema(paths["/v1/config/projects/{project}"]["get"]),
-        "id", "name", "secret", "modules",
+        openapi,
+        json_schema(paths["/v1/config/projects/{project}"]["get"]),
+        "id",
+        "name",
+        "secret",
+        "modules",
     )
     peers = assert_real_schema(openapi, json_schema(paths["/v1/config/peers"]["get"]), "peers")
     assert_real_schema(
-        openapi, peers["properties"]["peers"]["items"],
-        "id", "addr", "version", "startedAt", "appliedRevision", "self",
+        openapi,
+        peers["properties"]["peers"]["items"],
+        "id",
+        "addr",
+        "version",
+        "startedAt",
+        "appliedRevision",
+        "self",
     )
     assert_real_schema(
-        openapi, json_schema(paths["/v1/config/env"]["get"]),
-        "version", "storeType", "clusterId", "nodeId", "advertiseAddr", "dev",
+        openapi,
+        json_schema(paths["/v1/config/env"]["get"]),
+        "version",
+        "storeType",
+        "clusterId",
+        "nodeId",
+        "advertiseAddr",
+        "dev",
     )
     assert_real_schema(openapi, json_schema(paths["/v1/config/login"]["post"]), "token")
     for method in ("put", "post"):
@@ -504,8 +550,7 @@ def test_openapi_request_bodies_are_real(openapi: dict) -> None:
     paths = openapi["paths"]
     login = paths["/v1/config/login"]["post"]["requestBody"]["content"]["application/json"]
     assert_real_schema(openapi, login["schema"], "user", "pass")
-    for path, method in (("/v1/config/projects/{project}", "put"),
-                         ("/v1/config/projects", "post")):
+    for path, method in (("/v1/config/projects/{project}", "put"), ("/v1/config/projects", "post")):
         body = paths[path][method]["requestBody"]["content"]["application/json"]
         assert_real_schema(openapi, body["schema"], "id", "modules")
 

@@ -28,8 +28,7 @@ def clean_environ() -> dict[str, str]:
     return {
         name: value
         for name, value in os.environ.items()
-        if not name.upper().startswith(("ETCD_", "CONSUL_", "ADMIN_"))
-        and name.upper() not in ours
+        if not name.upper().startswith(("ETCD_", "CONSUL_", "ADMIN_")) and name.upper() not in ours
     }
 
 
@@ -50,11 +49,13 @@ class Case:
 
 CASES: dict[str, Case] = {
     "unknown store type flag": Case(
-        ["--store-type", "redis"], ADMIN,
+        ["--store-type", "redis"],
+        ADMIN,
         ("--store-type", "STORE_TYPE", "'redis'", "local", "etcd", "consul"),
     ),
     "unknown store type variable": Case(
-        [], {**ADMIN, "STORE_TYPE": "zookeeper"},
+        [],
+        {**ADMIN, "STORE_TYPE": "zookeeper"},
         ("STORE_TYPE", "'zookeeper'", "local", "etcd", "consul"),
     ),
     "advertise addr without port": Case(
@@ -70,30 +71,33 @@ CASES: dict[str, Case] = {
     "unparsable DEV from .env": Case([], {}, ("DEV", "'perhaps'"), dotenv="DEV=perhaps\n"),
     "unparsable PORT": Case([], {**ADMIN, "PORT": "http"}, ("PORT", "'http'")),
     "unparsable ETCD_HTTP_SSL": Case(
-        ["--store-type", "etcd"], {**DISTRIBUTED, "ETCD_HTTP_SSL": "maybe"},
+        ["--store-type", "etcd"],
+        {**DISTRIBUTED, "ETCD_HTTP_SSL": "maybe"},
         ("ETCD_HTTP_SSL", "'maybe'"),
     ),
     "unparsable CONSUL_HTTP_SSL_VERIFY": Case(
-        ["--store-type", "consul"], {**DISTRIBUTED, "CONSUL_HTTP_SSL_VERIFY": "sometimes"},
+        ["--store-type", "consul"],
+        {**DISTRIBUTED, "CONSUL_HTTP_SSL_VERIFY": "sometimes"},
         ("CONSUL_HTTP_SSL_VERIFY", "'sometimes'"),
     ),
     "missing ETCD_CACERT": Case(
-        ["--store-type", "etcd"], {**DISTRIBUTED, "ETCD_CACERT": "/nonexistent/ca.pem"},
+        ["--store-type", "etcd"],
+        {**DISTRIBUTED, "ETCD_CACERT": "/nonexistent/ca.pem"},
         ("ETCD_CACERT", "/nonexistent/ca.pem"),
     ),
     "ETCD endpoint without port": Case(
-        [], {**DISTRIBUTED, "STORE_TYPE": "etcd", "ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2"},
+        [],
+        {**DISTRIBUTED, "STORE_TYPE": "etcd", "ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2"},
         ("ETCD_ENDPOINTS", "10.0.0.2"),
     ),
     "CONSUL_HTTP_AUTH without colon": Case(
-        ["--store-type", "consul"], {**DISTRIBUTED, "CONSUL_HTTP_AUTH": "onlyuser"},
+        ["--store-type", "consul"],
+        {**DISTRIBUTED, "CONSUL_HTTP_AUTH": "onlyuser"},
         ("CONSUL_HTTP_AUTH",),
     ),
     "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag",)),
     "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
-    "distributed without secret": Case(
-        ["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)
-    ),
+    "distributed without secret": Case(["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)),
 }
 
 
@@ -179,8 +183,19 @@ def test_flags_beat_variables(
     monkeypatch.setenv("ADMIN_PASS", "pw")
     monkeypatch.setenv("NODE_ID", "env-node")
     cli.main(
-        ["run", "--store-type", "none", "--port", "3333", "--host", "127.0.0.1",
-         "--id", "flag-node", "--config", str(tmp_path / "c.yaml")]
+        [
+            "run",
+            "--store-type",
+            "none",
+            "--port",
+            "3333",
+            "--host",
+            "127.0.0.1",
+            "--id",
+            "flag-node",
+            "--config",
+            str(tmp_path / "c.yaml"),
+        ]
     )
     assert captured_run["port"] == 3333
     assert captured_run["host"] == "127.0.0.1"

@@ -36,8 +36,14 @@ class Cluster:
     cluster_id: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:10]}")
     gateways: list[Gateway] = field(default_factory=list)
 
-    def gateway(self, name: str, *, env: dict[str, str] | None = None, ttl: int | None = None,
-                start: bool = True) -> Gateway:
+    def gateway(
+        self,
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        ttl: int | None = None,
+        start: bool = True,
+    ) -> Gateway:
         gateway = Gateway(
             self.workdir / name,
             node_id=name,
@@ -88,8 +94,11 @@ def peer_addrs(gateway: Gateway) -> dict[str, str]:
 
 
 def wait_for_peers(gateway: Gateway, expected: set[str], timeout: float = 20) -> None:
-    wait_for(lambda: set(peer_addrs(gateway)) == expected, timeout,
-             f"{gateway.node_id} to see peers {sorted(expected)}")
+    wait_for(
+        lambda: set(peer_addrs(gateway)) == expected,
+        timeout,
+        f"{gateway.node_id} to see peers {sorted(expected)}",
+    )
 
 
 def next_change(stream: SSEStream) -> Event:
@@ -122,8 +131,11 @@ def test_a_write_on_one_instance_reaches_the_others(cluster: Cluster) -> None:
     with c.client() as client:
         assert client.delete("/v1/config/projects/shop").status_code == 204
     for gateway in (a, b):
-        wait_for(lambda g=gateway: g.get("/v1/config/projects/shop").status_code == 404, 10,
-                 "the delete to arrive")
+        wait_for(
+            lambda g=gateway: g.get("/v1/config/projects/shop").status_code == 404,
+            10,
+            "the delete to arrive",
+        )
     env = httpx.get(f"{a.url}/v1/config/env").json()
     assert env["storeType"] == cluster.kind and env["clusterId"] == cluster.cluster_id
     assert not any(path.name == "config.yaml" for path in cluster.workdir.rglob("*"))
@@ -142,7 +154,6 @@ def test_dead_instance_leaves_the_peer_lists(cluster: Cluster) -> None:
         while {peer["id"] for peer in event.data["peers"]} != {"a", "b"}:
             event = stream.next_of("peers")
         print(f"{cluster.kind}: a kill -9'd instance left the peer list after {left_after:.1f}s")
-
 
 
 def test_sigterm_leaves_at_once(cluster: Cluster) -> None:
@@ -227,7 +238,9 @@ def test_sse_resumes_on_another_instance_with_exactly_the_missed_events(cluster:
         ("project.delete", deleted),
     ]
     assert [e.data.get("id") or e.data["project"]["id"] for e in events] == [
-        "second", "third", "first",
+        "second",
+        "third",
+        "first",
     ]
 
 
@@ -238,8 +251,11 @@ def test_store_outage_serves_last_configs_refuses_writes_and_recovers(cluster: C
         assert stream.next().event == "snapshot"
         cluster.server.kill()
         try:
-            wait_for(lambda: httpx.get(f"{a.url}/readyz").status_code == 503, 30,
-                     "readyz to report the outage")
+            wait_for(
+                lambda: httpx.get(f"{a.url}/readyz").status_code == 503,
+                30,
+                "readyz to report the outage",
+            )
             assert "error" in httpx.get(f"{a.url}/readyz").json()
             assert a.get("/v1/config/projects/kept").json()["name"] == "before"
             refused = a.put("kept", {"id": "kept", "name": "during", "modules": {}})
@@ -267,8 +283,11 @@ def test_frozen_store_gives_503_and_recovers(cluster: Cluster) -> None:
         refused = a.put("kept", {"id": "kept", "name": "frozen", "modules": {}})
         assert refused.status_code == 503
         assert a.get("/v1/config/projects/kept").status_code == 200
-        wait_for(lambda: httpx.get(f"{a.url}/readyz").status_code == 503, 40,
-                 "readyz to notice the frozen store")
+        wait_for(
+            lambda: httpx.get(f"{a.url}/readyz").status_code == 503,
+            40,
+            "readyz to notice the frozen store",
+        )
     finally:
         cluster.server.resume()
     a.wait_ready(60)
@@ -311,8 +330,9 @@ def test_instance_cut_off_from_the_store_resyncs_exactly(cluster: Cluster) -> No
 
 def test_clusters_with_a_common_prefix_do_not_mix(cluster: Cluster) -> None:
     a = cluster.gateway("a")
-    other = Cluster(cluster.kind, cluster.server, cluster.workdir / "other",
-                    cluster_id=cluster.cluster_id + "b")
+    other = Cluster(
+        cluster.kind, cluster.server, cluster.workdir / "other", cluster_id=cluster.cluster_id + "b"
+    )
     try:
         b = other.gateway("b")
         a.put("mine")

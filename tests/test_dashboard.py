@@ -28,8 +28,14 @@ from tests.servers.process import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 #: "Within a second" is the target; the assertion is generous so a loaded CI box passes.
 LIVE_WITHIN_MS = 5_000
@@ -39,8 +45,10 @@ RESTART_WITHIN_MS = 45_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser.sh (Debian's chromium)",
-                    pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/install-browser.sh (Debian's chromium)",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -165,8 +173,10 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     )
     shown = time.monotonic()
     expect(row(page, "projects", "shop").locator(".name")).to_have_text("Shop v2")
-    print(f"\nB's write shown on A's page {1000 * (shown - started):.0f} ms after the PUT "
-          f"was sent ({1000 * (shown - acknowledged):.0f} ms after B acknowledged it)")
+    print(
+        f"\nB's write shown on A's page {1000 * (shown - started):.0f} ms after the PUT "
+        f"was sent ({1000 * (shown - acknowledged):.0f} ms after B acknowledged it)"
+    )
     created = b.put("tmp", project("tmp", "Temporary")).json()
     expect(row(page, "projects", "tmp").locator(".rev")).to_have_text(str(created["revision"]))
     with b.client() as client:
@@ -216,14 +226,18 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     delete.click()
     delete.click()  # confirm
     expect(row(page, "projects", "fresh")).to_have_count(0)
-    wait_for(lambda: b.get("/v1/config/projects/fresh").status_code == 404, 10,
-             "the page's delete to reach B")
+    wait_for(
+        lambda: b.get("/v1/config/projects/fresh").status_code == 404,
+        10,
+        "the page's delete to reach B",
+    )
 
     # Pause the stream, write meanwhile, resume: the missed changes are replayed.
     page.click("#pause")
     expect(page.locator("#conn")).to_have_attribute("data-state", "paused")
-    missed = [b.put(name, project(name, name.title())).json()["revision"]
-              for name in ("docs", "wiki")]
+    missed = [
+        b.put(name, project(name, name.title())).json()["revision"] for name in ("docs", "wiki")
+    ]
     a.get("/v1/config/projects", waitRevision=missed[-1])
     page.click("#pause")
     expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
@@ -235,8 +249,9 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     # kill -9 A: the page shows it reconnecting, then catches up on what B wrote meanwhile.
     a.kill()
     expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
-    down = b.put("shop", project("shop", "Changed while A was down",
-                                 db={"postgres": {"enabled": True}})).json()["revision"]
+    down = b.put(
+        "shop", project("shop", "Changed while A was down", db={"postgres": {"enabled": True}})
+    ).json()["revision"]
     # First A comes back without its store: it answers, but refuses the stream (503) until
     # it has synced. The browser gives up on such an answer; the page keeps trying.
     stuck = etcd_gateways("a", port=a.port, etcd=f"127.0.0.1:{free_port()}")
@@ -269,8 +284,11 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     # The README's screenshot: the page with data and the editor open.
     row(page, "projects", "shop").locator("button.edit").click()
     expect(page.locator("#editor-title")).to_have_text("Edit shop")
-    wait_for(lambda: page.locator("#peers .badge.lag").count() == 0, 10,
-             "every instance to report the newest revision")
+    wait_for(
+        lambda: page.locator("#peers .badge.lag").count() == 0,
+        10,
+        "every instance to report the newest revision",
+    )
     expect(page.locator("#notice")).to_be_hidden()
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
     target.parent.mkdir(parents=True, exist_ok=True)

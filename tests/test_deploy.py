@@ -460,8 +460,9 @@ def test_compose_gateways_are_distinct_instances(name: str, clean_env: None) -> 
         env = environment(svc)
         assert env["ADVERTISE_ADDR"] == f"{svc_name}:{GATEWAY_PORT}"
         values = {k.lower(): v for k, v in interpolate(env).items()}
-        settings = Settings(**{k: v for k, v in values.items() if k in Settings.model_fields},
-                            _env_file=None)
+        settings = Settings(
+            **{k: v for k, v in values.items() if k in Settings.model_fields}, _env_file=None
+        )
         assert settings.auth_problem() is None
         ids.add(settings.node_id)
         (published,) = published_ports(svc)
@@ -522,8 +523,11 @@ def test_etcd_compose_is_a_three_member_cluster(clean_env: None) -> None:
 
 def test_consul_compose_is_a_server_and_three_gateways(clean_env: None) -> None:
     data = compose("consul.yml")
-    servers = {n: s for n, s in data["services"].items() if s.get("image", "").startswith(
-        "hashicorp/consul")}
+    servers = {
+        n: s
+        for n, s in data["services"].items()
+        if s.get("image", "").startswith("hashicorp/consul")
+    }
     assert len(servers) == 1
     ((server_name, server),) = servers.items()
     command = server["command"]
@@ -555,9 +559,10 @@ def test_dockerfile_runs_as_a_non_root_user_with_a_healthcheck() -> None:
     assert users, "the Dockerfile has no USER"
     user = users[-1].partition(":")[0]
     assert user not in ("root", "0"), f"runs as {user}"
-    assert re.search(rf"useradd\b.*\b{re.escape(user)}\b", " ".join(
-        args for keyword, args in instructions if keyword == "RUN"
-    )), f"the image never creates user {user}"
+    assert re.search(
+        rf"useradd\b.*\b{re.escape(user)}\b",
+        " ".join(args for keyword, args in instructions if keyword == "RUN"),
+    ), f"the image never creates user {user}"
     checks = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
     assert len(checks) == 1
     _, _, command = checks[0].partition("CMD ")

@@ -142,8 +142,12 @@ def test_sse_snapshot_then_ordered_events_and_exact_resume(gateway: Gateway) -> 
     with gateway.events(last_event_id=seen) as resumed:
         replayed = resumed.take(4, "project.put", "project.delete", "snapshot")
     assert [e.id for e in replayed] == [revisions[1], revisions[1] + 1, *missed]
-    assert [e.event for e in replayed] == ["project.put", "project.delete", "project.put",
-                                           "project.put"]
+    assert [e.event for e in replayed] == [
+        "project.put",
+        "project.delete",
+        "project.put",
+        "project.put",
+    ]
 
     with gateway.events(last_event_id=missed[-1]) as current:
         assert current.next().event == "peers"  # nothing missed: no replay, no snapshot
@@ -302,8 +306,11 @@ def test_a_stuck_subscriber_is_dropped_without_delaying_the_others(tmp_path: Pat
             collector.join(30)
             assert received == revisions  # the reading subscriber got all, in order
         # The stuck one never read a byte after its headers: it has been dropped.
-        wait_for(lambda: _metric(gw, "sc_sse_subscribers") == 0, 15,
-                 f"the stuck subscriber to be dropped ({_metric(gw, 'sc_sse_subscribers')})")
+        wait_for(
+            lambda: _metric(gw, "sc_sse_subscribers") == 0,
+            15,
+            f"the stuck subscriber to be dropped ({_metric(gw, 'sc_sse_subscribers')})",
+        )
         assert _metric(gw, "sc_sse_subscribers_dropped_total") == 1
     finally:
         stuck.close()

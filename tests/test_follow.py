@@ -40,9 +40,18 @@ async def _lines(*lines: str) -> AsyncIterator[str]:
 
 async def test_parse_events_reads_frames_and_skips_comments() -> None:
     lines = _lines(
-        "retry: 3000", "", ": ping", "",
-        "event: project.put", "id: 7", 'data: {"a":', "data: 1}", "",
-        "event: peers", 'data: {"peers":[]}', "",
+        "retry: 3000",
+        "",
+        ": ping",
+        "",
+        "event: project.put",
+        "id: 7",
+        'data: {"a":',
+        "data: 1}",
+        "",
+        "event: peers",
+        'data: {"peers":[]}',
+        "",
     )
     events = [event async for event in parse_events(lines)]
     assert events == [
@@ -55,13 +64,28 @@ def _event(kind: str, data: dict, event_id: int | None = None) -> SSEEvent:
     return SSEEvent(kind, orjson.dumps(data).decode(), None if event_id is None else str(event_id))
 
 
-def _snapshot(revision: int, projects: dict[str, int], *, peers: list[str] = (),
-              name: str = "", with_revisions: bool = True) -> SSEEvent:
+def _snapshot(
+    revision: int,
+    projects: dict[str, int],
+    *,
+    peers: list[str] = (),
+    name: str = "",
+    with_revisions: bool = True,
+) -> SSEEvent:
     data: dict = {
         "revision": revision,
         "projects": [{"id": pid, "name": name or pid} for pid in projects],
-        "peers": [{"id": p, "addr": f"{p}:1", "version": "1", "startedAt": "t",
-                   "appliedRevision": revision, "self": p == "a"} for p in peers],
+        "peers": [
+            {
+                "id": p,
+                "addr": f"{p}:1",
+                "version": "1",
+                "startedAt": "t",
+                "appliedRevision": revision,
+                "self": p == "a",
+            }
+            for p in peers
+        ],
     }
     if with_revisions:
         data["revisions"] = projects
@@ -197,7 +221,9 @@ def test_upstream_urls_are_validated_and_split() -> None:
     from app.settings import Settings
 
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, store_type="follow", admin_pass="x",
+        _env_file=None,
+        store_type="follow",
+        admin_pass="x",
         upstream=["http://a:1, https://[::1]:4122/", "http://b.example.com:80"],
     )
     assert settings.upstream == ["http://a:1", "https://[::1]:4122", "http://b.example.com:80"]
@@ -207,14 +233,20 @@ def test_upstream_urls_are_validated_and_split() -> None:
 # --- real processes --------------------------------------------------------------------
 
 
-def follower(workdir: Path, *upstreams: Gateway, env: dict[str, str] | None = None,
-             start: bool = True, name: str = "f") -> Gateway:
+def follower(
+    workdir: Path,
+    *upstreams: Gateway,
+    env: dict[str, str] | None = None,
+    start: bool = True,
+    name: str = "f",
+) -> Gateway:
     """A ``--store-type follow`` instance; tests.gateway strips every ETCD_* variable."""
     args = ["--store-type", "follow"]
     for upstream in upstreams:
         args += ["--upstream", upstream.url]
-    gateway = Gateway(workdir / name, node_id=name, args=args,
-                      env={"STORE_TIMEOUT_SECONDS": "2", **(env or {})})
+    gateway = Gateway(
+        workdir / name, node_id=name, args=args, env={"STORE_TIMEOUT_SECONDS": "2", **(env or {})}
+    )
     assert not any(key.startswith("ETCD_") for key in gateway.env)
     return gateway.start() if start else gateway
 
@@ -261,8 +293,9 @@ def etcd_cluster(etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def trio(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[Gateway, Gateway, Gateway]]:
+def trio(
+    etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, Gateway, Gateway]]:
     """A and B on etcd, F following them; shared by the tests that kill nobody."""
     if not etcd_server.running:
         etcd_server.start()
@@ -347,7 +380,8 @@ def test_sse_clients_resume_across_the_follower_and_its_upstreams(
     second, third = put(a, "r2"), delete(b, "r1")
     with b.events(last_event_id=first) as on_b:
         assert [change_id(next_change(on_b)) for _ in range(2)] == [
-            ("project.put", "r2", second), ("project.delete", "r1", third),
+            ("project.put", "r2", second),
+            ("project.delete", "r1", third),
         ]
     # Upstream -> follower: read on A, resume on F.
     with a.events() as on_a:
@@ -362,7 +396,8 @@ def test_sse_clients_resume_across_the_follower_and_its_upstreams(
 
 
 def test_a_follower_with_an_upstream_token_and_no_secret(
-    trio: tuple[Gateway, Gateway, Gateway], tmp_path: Path,
+    trio: tuple[Gateway, Gateway, Gateway],
+    tmp_path: Path,
 ) -> None:
     a, _, _ = trio
     revision = put(a, "tok")
@@ -377,16 +412,20 @@ def test_a_follower_with_an_upstream_token_and_no_secret(
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"UPSTREAM_TOKEN": "not-a-token", "ADMIN_SECRET": ""},
-         "the upstream refused the token"),
-        ({"ADMIN_SECRET": "another-cluster-secret-0123456789abcdef"},
-         "the upstream refused the token"),
+        ({"UPSTREAM_TOKEN": "not-a-token", "ADMIN_SECRET": ""}, "the upstream refused the token"),
+        (
+            {"ADMIN_SECRET": "another-cluster-secret-0123456789abcdef"},
+            "the upstream refused the token",
+        ),
         ({"ADMIN_SECRET": ""}, "the upstream requires a token"),
     ],
     ids=["bad token", "wrong secret", "no token"],
 )
 def test_a_refused_token_stops_the_start_with_one_line(
-    trio: tuple[Gateway, Gateway, Gateway], tmp_path: Path, env: dict[str, str], message: str,
+    trio: tuple[Gateway, Gateway, Gateway],
+    tmp_path: Path,
+    env: dict[str, str],
+    message: str,
 ) -> None:
     a, _, _ = trio
     f = follower(tmp_path, a, env=env, start=False)
@@ -416,7 +455,11 @@ def test_bad_upstream_exits_2_with_one_line(
     env = {**Gateway(tmp_path, port=1).env, "PORT": str(free_port()), "HOST": "127.0.0.1"}
     result = subprocess.run(
         [*space_cloud_command(), "run", "--store-type", "follow", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
@@ -429,7 +472,11 @@ def test_upstream_without_follow_exits_2(tmp_path: Path) -> None:
     env = {**Gateway(tmp_path, port=1).env, "UPSTREAM": "http://a:4122"}
     result = subprocess.run(
         [*space_cloud_command(), "run", "--config", str(tmp_path / "c.yaml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "only for --store-type follow" in result.stderr
@@ -510,8 +557,11 @@ def test_with_no_upstream_the_follower_serves_the_last_configs_then_catches_up(
         # The store changes while no gateway runs: A's history starts after F's last id,
         # so F gets a fresh snapshot and must turn it into exactly the difference.
         prefix = f"sc/projects/{etcd_cluster.cluster_id}/"
-        etcd_cluster.server.etcdctl("put", prefix + "new", json.dumps(
-            {"id": "new", "name": "new", "secret": "", "modules": {}}))
+        etcd_cluster.server.etcdctl(
+            "put",
+            prefix + "new",
+            json.dumps({"id": "new", "name": "new", "secret": "", "modules": {}}),
+        )
         etcd_cluster.server.etcdctl("del", prefix + "gone")
         a.start()
         wait_for(lambda: httpx.get(f"{f.url}/readyz").status_code == 200, 20, "F to recover")

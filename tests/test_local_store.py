@@ -241,7 +241,9 @@ async def test_project_added_by_hand_is_loaded(path: Path) -> None:
         assert listing.revision == 7
         assert revisions(listing) == {"old": 4, "handmade": 7}
         assert orjson.loads(listing.projects["handmade"].value) == {
-            "id": "handmade", "name": "By hand", "modules": {"db": {"enabled": True}},
+            "id": "handmade",
+            "name": "By hand",
+            "modules": {"db": {"enabled": True}},
         }
         assert (await store.put_project("handmade", value("handmade"), 7)).revision == 8
     finally:
@@ -335,9 +337,7 @@ async def test_lock_file_in_a_missing_folder(tmp_path: Path) -> None:
 # --- watches ----------------------------------------------------------------------------
 
 
-async def collect(
-    store: LocalStore, since: ProjectListing, count: int
-) -> list[ProjectChange]:
+async def collect(store: LocalStore, since: ProjectListing, count: int) -> list[ProjectChange]:
     changes: list[ProjectChange] = []
     async for batch in store.watch_projects(since):
         changes.extend(batch)
@@ -358,7 +358,10 @@ async def test_watch_yields_later_changes_in_order(store: LocalStore) -> None:
     await store.put_project("c", value("c"))  # 5
     changes = await asyncio.wait_for(watch, 2)
     assert [(c.kind, c.id, c.revision) for c in changes] == [
-        ("put", "b", 2), ("put", "a", 3), ("delete", "b", 4), ("put", "c", 5),
+        ("put", "b", 2),
+        ("put", "a", 3),
+        ("delete", "b", 4),
+        ("put", "c", 5),
     ]
     assert orjson.loads(changes[1].value or b"")["name"] == "A2"
     assert changes[2].value is None

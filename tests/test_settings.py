@@ -94,8 +94,13 @@ def test_dev_from_environment(monkeypatch: pytest.MonkeyPatch, text: str) -> Non
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("none", "local"), ("NONE", "local"), ("local", "local"), ("etcd", "etcd"),
-     (" Consul ", "consul")],
+    [
+        ("none", "local"),
+        ("NONE", "local"),
+        ("local", "local"),
+        ("etcd", "etcd"),
+        (" Consul ", "consul"),
+    ],
 )
 def test_store_type_values(given: str, expected: str) -> None:
     assert Settings(store_type=given).store_type == expected

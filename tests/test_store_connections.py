@@ -74,8 +74,13 @@ def test_etcd_with_user_and_password(etcd_factory, tmp_path: Path) -> None:
 def test_consul_with_tls_and_acl_tokens(consul_factory, tmp_path: Path) -> None:
     consul = consul_factory(tls=True, acl=True)
     env = consul.env()
-    assert {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-            "CONSUL_TLS_SERVER_NAME", "CONSUL_HTTP_TOKEN"} <= set(env)
+    assert {
+        "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT",
+        "CONSUL_CLIENT_KEY",
+        "CONSUL_TLS_SERVER_NAME",
+        "CONSUL_HTTP_TOKEN",
+    } <= set(env)
     assert env["CONSUL_HTTP_ADDR"].startswith("https://")
     gw = gateway(tmp_path, "consul", env).start()
     try:

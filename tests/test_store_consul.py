@@ -124,7 +124,8 @@ async def test_put_and_conditional_put(store: ConsulStore) -> None:
     assert created.created and created.revision > matching.revision
     listing = await store.list_projects()
     assert {p.id: p.revision for p in listing.projects.values()} == {
-        "alpha": matching.revision, "beta": created.revision,
+        "alpha": matching.revision,
+        "beta": created.revision,
     }
     assert listing.projects["alpha"].value == b'{"v":3}'
 
@@ -230,8 +231,9 @@ async def test_deletes_carry_their_own_revision_between_puts(
         ProjectChange("delete", "app-staging", await writer.delete_project("app-staging")),
         ProjectChange("put", "web", (await writer.put_project("web", b"1")).revision, b"1"),
         ProjectChange("delete", "app", await writer.delete_project("app")),
-        ProjectChange("put", "app-staging-2",
-                      (await writer.put_project("app-staging-2", b"2")).revision, b"2"),
+        ProjectChange(
+            "put", "app-staging-2", (await writer.put_project("app-staging-2", b"2")).revision, b"2"
+        ),
     ]
     assert [c.revision for c in expected] == sorted(c.revision for c in expected)
     changes = await collect(store.watch_projects(since), 4)
@@ -399,8 +401,13 @@ async def test_tls_and_acl_from_the_environment(
 ) -> None:
     env = secure_consul.env()
     assert env["CONSUL_HTTP_ADDR"].startswith("https://")
-    assert {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-            "CONSUL_TLS_SERVER_NAME", "CONSUL_HTTP_TOKEN"} <= env.keys()
+    assert {
+        "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT",
+        "CONSUL_CLIENT_KEY",
+        "CONSUL_TLS_SERVER_NAME",
+        "CONSUL_HTTP_TOKEN",
+    } <= env.keys()
     for name in ("CONSUL_HTTP_AUTH", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -417,21 +424,31 @@ async def test_tls_and_acl_from_the_environment(
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"tls_server_name": "wrong.dc1.consul"}, ["TLS verification", "wrong.dc1.consul",
-                                                   "CONSUL_TLS_SERVER_NAME"]),
+        (
+            {"tls_server_name": "wrong.dc1.consul"},
+            ["TLS verification", "wrong.dc1.consul", "CONSUL_TLS_SERVER_NAME"],
+        ),
         ({"tls_server_name": None}, ["TLS verification", "127.0.0.1"]),
         ({"cacert": None}, ["TLS verification", "CONSUL_CACERT"]),
         ({"http_token": None}, ["403", "without an ACL token", "CONSUL_HTTP_TOKEN"]),
         ({"http_token": str(uuid.UUID(int=1))}, ["403", "ACL not found", "CONSUL_HTTP_TOKEN"]),
-        ({"client_cert": None, "client_key": None}, ["TLS handshake",
-                                                      "CONSUL_CLIENT_CERT"]),
+        ({"client_cert": None, "client_key": None}, ["TLS handshake", "CONSUL_CLIENT_CERT"]),
         ({"http_addr": "http://127.0.0.1:{port}"}, ["https"]),
     ],
-    ids=["wrong-server-name", "no-server-name", "no-ca", "no-token", "unknown-token",
-         "no-client-cert", "plain-http"],
+    ids=[
+        "wrong-server-name",
+        "no-server-name",
+        "no-ca",
+        "no-token",
+        "unknown-token",
+        "no-client-cert",
+        "plain-http",
+    ],
 )
 async def test_a_setting_that_cannot_work_is_a_config_error(
-    secure_consul: ConsulAgent, open_store: OpenStore, overrides: dict[str, Any],
+    secure_consul: ConsulAgent,
+    open_store: OpenStore,
+    overrides: dict[str, Any],
     words: list[str],
 ) -> None:
     if "http_addr" in overrides:
@@ -450,12 +467,22 @@ async def test_a_read_only_token_passes_the_check_but_cannot_write(
 ) -> None:
     read_only = str(uuid.uuid4())
     name = f"read-only-{read_only[:8]}"
-    secure_consul.api("PUT", "/v1/acl/policy", json={
-        "Name": name, "Rules": 'key_prefix "sc/" { policy = "read" }',
-    }).raise_for_status()
-    secure_consul.api("PUT", "/v1/acl/token", json={
-        "SecretID": read_only, "Policies": [{"Name": name}],
-    }).raise_for_status()
+    secure_consul.api(
+        "PUT",
+        "/v1/acl/policy",
+        json={
+            "Name": name,
+            "Rules": 'key_prefix "sc/" { policy = "read" }',
+        },
+    ).raise_for_status()
+    secure_consul.api(
+        "PUT",
+        "/v1/acl/token",
+        json={
+            "SecretID": read_only,
+            "Policies": [{"Name": name}],
+        },
+    ).raise_for_status()
     store = await open_store(secure_consul.settings(http_token=read_only))
     await store.check()
     with pytest.raises(StoreConfigError, match=r"refused the ACL token .*Permission denied"):
@@ -521,21 +548,31 @@ class BasicAuthProxy:
         finally:
             writer.close()
 
-    async def _answer(self, method: str, target: str, headers: dict[str, str],
-                      body: bytes) -> bytes:
+    async def _answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> bytes:
         if headers.get("authorization") != self.expected:
             status, reason, content = 401, "Unauthorized", b"bad credentials"
             extra = {"WWW-Authenticate": 'Basic realm="consul"'}
         else:
             forwarded = {k: v for k, v in headers.items() if k.startswith("x-consul")}
-            upstream = await self._client.request(method, target, content=body,
-                                                  headers=forwarded)
-            status, reason, content = (upstream.status_code, upstream.reason_phrase,
-                                       upstream.content)
-            extra = {k: upstream.headers[k] for k in ("X-Consul-Index", "Content-Type")
-                     if k in upstream.headers}
-        lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(content)}",
-                 "Connection: close", *(f"{k}: {v}" for k, v in extra.items())]
+            upstream = await self._client.request(method, target, content=body, headers=forwarded)
+            status, reason, content = (
+                upstream.status_code,
+                upstream.reason_phrase,
+                upstream.content,
+            )
+            extra = {
+                k: upstream.headers[k]
+                for k in ("X-Consul-Index", "Content-Type")
+                if k in upstream.headers
+            }
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            f"Content-Length: {len(content)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in extra.items()),
+        ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
 
 
@@ -617,8 +654,13 @@ async def test_stop_and_start_consul_keeps_data_and_registration(
     assert listing.projects["survivor"].revision == put.revision
     later = await store.put_project("after", b"{}")
     assert later.revision > put.revision
-    await asyncio.to_thread(wait_until, lambda: held_by(consul_server, key) is not None, 8,
-                            "the instance key to be held again", 0.1)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: held_by(consul_server, key) is not None,
+        8,
+        "the instance key to be held again",
+        0.1,
+    )
     await store.deregister()
     assert held_by(consul_server, key) is None
 

@@ -49,8 +49,9 @@ async def opened(
     server: EtcdServer, cluster: str, timeout: float = TIMEOUT, **settings: object
 ) -> AsyncIterator[EtcdStore]:
     """An open store on ``server`` (``settings`` override its ETCD_* values), closed after."""
-    store = EtcdStore(server.settings(**settings), cluster,
-                      instance_ttl=INSTANCE_TTL, timeout=timeout)
+    store = EtcdStore(
+        server.settings(**settings), cluster, instance_ttl=INSTANCE_TTL, timeout=timeout
+    )
     await store.open()
     try:
         yield store
@@ -243,8 +244,11 @@ async def test_lost_lease_is_registered_again(
     etcd_server.etcdctl("lease", "revoke", format(int(key["lease"]), "x"))  # as if expired
     assert instance_key(etcd_server, cluster, "node-1") is None
 
-    await eventually(lambda: instance_key(etcd_server, cluster, "node-1") is not None,
-                     "the keepalive to register again", timeout=INSTANCE_TTL + 2)
+    await eventually(
+        lambda: instance_key(etcd_server, cluster, "node-1") is not None,
+        "the keepalive to register again",
+        timeout=INSTANCE_TTL + 2,
+    )
     again = instance_key(etcd_server, cluster, "node-1")
     assert again is not None and again["lease"] != key["lease"]
 
@@ -263,9 +267,7 @@ async def test_registration_survives_etcd_restart(etcd_factory: EtcdFactory) -> 
         assert instance_key(server, "c", "node-1") is not None
 
 
-async def test_watch_instances_sees_joins_and_leaves(
-    etcd_server: EtcdServer, cluster: str
-) -> None:
+async def test_watch_instances_sees_joins_and_leaves(etcd_server: EtcdServer, cluster: str) -> None:
     async with opened(etcd_server, cluster) as watcher, opened(etcd_server, cluster) as other:
         await watcher.register("a", b"A")
         async with asyncio.timeout(5), aclosing(watcher.watch_instances()) as maps:

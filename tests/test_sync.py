@@ -116,7 +116,10 @@ def test_later_listing_emits_exactly_the_difference_in_revision_order() -> None:
     assert emitted == 3
     assert summary(queued(sub)) == [("put", 5, "d"), ("put", 7, "b"), ("delete", 8, "c")]
     assert {pid: p.revision for pid, p in state.projects.items()} == {
-        "a": 1, "b": 7, "d": 5, "e": 4,
+        "a": 1,
+        "b": 7,
+        "d": 5,
+        "e": 4,
     }
     assert state.revision == 8
 
@@ -278,8 +281,13 @@ async def test_wait_for_times_out() -> None:
 
 def record(node_id: str, applied: int = 0, addr: str = "10.0.0.1:4122") -> bytes:
     return orjson.dumps(
-        {"id": node_id, "addr": addr, "version": "1.0", "startedAt": "2024-01-01T00:00:00Z",
-         "appliedRevision": applied}
+        {
+            "id": node_id,
+            "addr": addr,
+            "version": "1.0",
+            "startedAt": "2024-01-01T00:00:00Z",
+            "appliedRevision": applied,
+        }
     )
 
 
@@ -295,10 +303,22 @@ async def test_set_peers_publishes_only_when_the_list_changes(
     assert event["event"] == "peers"
     assert "id" not in event
     assert event["data"]["peers"] == [
-        {"id": "other", "addr": "10.0.0.1:4122", "version": "1.0",
-         "startedAt": "2024-01-01T00:00:00Z", "appliedRevision": 3, "self": False},
-        {"id": "self-node", "addr": "10.0.0.1:4122", "version": "1.0",
-         "startedAt": "2024-01-01T00:00:00Z", "appliedRevision": 0, "self": True},
+        {
+            "id": "other",
+            "addr": "10.0.0.1:4122",
+            "version": "1.0",
+            "startedAt": "2024-01-01T00:00:00Z",
+            "appliedRevision": 3,
+            "self": False,
+        },
+        {
+            "id": "self-node",
+            "addr": "10.0.0.1:4122",
+            "version": "1.0",
+            "startedAt": "2024-01-01T00:00:00Z",
+            "appliedRevision": 0,
+            "self": True,
+        },
     ]
     # The same instances in another order: no event.
     state.set_peers({"other": record("other", 3), "self-node": record("self-node")})
@@ -358,7 +378,8 @@ def test_ping_reaches_every_subscriber() -> None:
 def test_list_body_and_snapshot_reflect_changes() -> None:
     state = synced_state(1, project("a", 1))
     assert json.loads(state.list_body()) == {
-        "projects": [{"id": "a", "name": "a@1"}], "revision": 1,
+        "projects": [{"id": "a", "name": "a@1"}],
+        "revision": 1,
     }
     [snapshot] = parse(state.snapshot_frame())
     assert snapshot["id"] == 1
@@ -366,13 +387,16 @@ def test_list_body_and_snapshot_reflect_changes() -> None:
 
     state.apply_changes([put("b", 2), delete("a", 3)])
     assert json.loads(state.list_body()) == {
-        "projects": [{"id": "b", "name": "b@2"}], "revision": 3,
+        "projects": [{"id": "b", "name": "b@2"}],
+        "revision": 3,
     }
     [snapshot] = parse(state.snapshot_frame())
     assert snapshot["event"] == "snapshot"
     assert snapshot["id"] == 3
     assert snapshot["data"] == {
-        "revision": 3, "projects": [{"id": "b", "name": "b@2"}], "revisions": {"b": 2},
+        "revision": 3,
+        "projects": [{"id": "b", "name": "b@2"}],
+        "revisions": {"b": 2},
         "peers": [],
     }
 
@@ -408,7 +432,8 @@ def test_resync_events_can_each_be_resumed_from() -> None:
     state.apply_listing(listing(4, project("b", 4)))
     events = queued(sub)
     assert sorted((kind, pid) for kind, _, pid in summary(events)) == [
-        ("delete", "a"), ("put", "b"),
+        ("delete", "a"),
+        ("put", "b"),
     ]
     for received in range(len(events) + 1):
         client = {"a": 1, "b": 2}  # what the client had: the snapshot at 2
@@ -613,8 +638,11 @@ async def test_syncer_retries_registration_until_it_succeeds() -> None:
         node_id, value = store.registered  # type: ignore[misc]
         assert node_id == "self-node"
         assert orjson.loads(value) == {
-            "id": "self-node", "addr": "127.0.0.1:4122", "version": "test",
-            "startedAt": "2024-01-01T00:00:00Z", "appliedRevision": 0,
+            "id": "self-node",
+            "addr": "127.0.0.1:4122",
+            "version": "test",
+            "startedAt": "2024-01-01T00:00:00Z",
+            "appliedRevision": 0,
         }
         # The registration feeds the peer list.
         await wait_until(lambda: len(state.peers) == 1)

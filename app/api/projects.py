@@ -174,9 +174,7 @@ def _expected_revision(
 ) -> int | None:
     """The store condition that ``If-Match`` / ``If-None-Match`` ask for."""
     if if_match is not None and if_none_match is not None:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, "send If-Match or If-None-Match, not both"
-        )
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "send If-Match or If-None-Match, not both")
     if if_none_match is not None:
         if if_none_match.strip() != "*":
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "If-None-Match takes only '*'")

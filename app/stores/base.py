@@ -51,9 +51,7 @@ class RevisionMismatch(StoreError):
         elif actual is None:
             message = f"project {project_id!r} does not exist"
         else:
-            message = (
-                f"project {project_id!r} is at revision {actual}, not {expected}"
-            )
+            message = f"project {project_id!r} is at revision {actual}, not {expected}"
         super().__init__(message)
 
 
@@ -146,9 +144,7 @@ class Store(Protocol):
         :class:`RevisionMismatch`; the check and the write are one atomic step.
         """
 
-    async def delete_project(
-        self, project_id: str, expected_revision: int | None = None
-    ) -> int:
+    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
         """Delete a project, optionally only at ``expected_revision``; returns the
         revision of the deletion. Raises :class:`ProjectNotFound` / :class:`RevisionMismatch`.
         """

@@ -135,9 +135,7 @@ class ConsulStore:
                 return result
         return await self._put_plain(project_id, value, expected_revision)
 
-    async def delete_project(
-        self, project_id: str, expected_revision: int | None = None
-    ) -> int:
+    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
         key = self._projects + project_id
         cas = expected_revision
         for _ in range(CAS_ATTEMPTS):
@@ -238,9 +236,7 @@ class ConsulStore:
         entry = _entry(results, key)
         return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
 
-    async def _put_plain(
-        self, project_id: str, value: bytes, expected: int | None
-    ) -> PutResult:
+    async def _put_plain(self, project_id: str, value: bytes, expected: int | None) -> PutResult:
         """A KV PUT with ``cas``, then a read: the PUT answers only ``true``. A random
         ``flags`` value tells whether the entry read back is still this write."""
         key = self._projects + project_id
@@ -248,8 +244,11 @@ class ConsulStore:
         for _ in range(CAS_ATTEMPTS):
             cas = expected if expected is not None else await self._current(project_id)
             response = await self._http(
-                "PUT", kv_path(key), params={"cas": cas or ABSENT, "flags": nonce},
-                content=value, expect=(200, 413),
+                "PUT",
+                kv_path(key),
+                params={"cas": cas or ABSENT, "flags": nonce},
+                content=value,
+                expect=(200, 413),
             )
             if response.status == 413:
                 raise ValueTooLarge(len(value), _limit_in(response) or self.value_limit)
@@ -277,8 +276,7 @@ class ConsulStore:
 
     async def _current(self, project_id: str) -> int | None:
         """The project's ModifyIndex, None when it does not exist."""
-        response = await self._http("GET", kv_path(self._projects + project_id),
-                                    expect=(200, 404))
+        response = await self._http("GET", kv_path(self._projects + project_id), expect=(200, 404))
         return response.json()[0]["ModifyIndex"] if response.status == 200 else None
 
     async def _txn(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -354,9 +352,7 @@ class ConsulStore:
                 self._instances, index=index, wait=min(self.watch_wait, self.instance_ttl / 4)
             )
             index = new_index if new_index >= index else 0
-            instances = heartbeats.live(
-                _instance_entries(entries, self._instances), self._own_node
-            )
+            instances = heartbeats.live(_instance_entries(entries, self._instances), self._own_node)
             if instances != current:
                 current = instances
                 yield dict(current)
@@ -375,9 +371,7 @@ class _Heartbeats:
         self.silence = silence  # longer without a heartbeat: dead
         self._seen: dict[str, tuple[int, float]] = {}
 
-    def live(
-        self, entries: dict[str, tuple[bytes, int]], own_node: str | None
-    ) -> dict[str, bytes]:
+    def live(self, entries: dict[str, tuple[bytes, int]], own_node: str | None) -> dict[str, bytes]:
         now = asyncio.get_running_loop().time()
         seen = {}
         for node_id, (_, modify_index) in entries.items():
@@ -440,8 +434,11 @@ class _Registration:
     async def keep_alive(self) -> None:
         failures = 0
         while True:
-            delay = self.ttl / 3 if failures == 0 else RETRY_DELAYS[
-                min(failures, len(RETRY_DELAYS)) - 1]
+            delay = (
+                self.ttl / 3
+                if failures == 0
+                else RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
             self.wake.clear()
@@ -466,12 +463,16 @@ class _Registration:
                 log.warning("%s is held by another session; retrying", self.key)
 
     async def create_session(self) -> str:
-        response = await self.store._http("PUT", "/v1/session/create", json={
-            "Name": f"space-cloud {self.store.cluster_id}/{self.node_id}",
-            "Behavior": "delete",
-            "TTL": f"{self.ttl}s",
-            "LockDelay": "0s",
-        })
+        response = await self.store._http(
+            "PUT",
+            "/v1/session/create",
+            json={
+                "Name": f"space-cloud {self.store.cluster_id}/{self.node_id}",
+                "Behavior": "delete",
+                "TTL": f"{self.ttl}s",
+                "LockDelay": "0s",
+            },
+        )
         return response.json()["ID"]
 
     async def renew(self) -> bool:
@@ -483,7 +484,8 @@ class _Registration:
     async def acquire(self) -> bool:
         # A new Flags value makes every write move the ModifyIndex, even with the same record.
         response = await self.store._http(
-            "PUT", kv_path(self.key),
+            "PUT",
+            kv_path(self.key),
             params={"acquire": self.session or "", "flags": _nonce()},
             content=self.record,
         )
@@ -543,9 +545,7 @@ def _deletion_marks(entries: list[dict[str, Any]], prefix: str) -> dict[str, int
     }
 
 
-def _instance_entries(
-    entries: list[dict[str, Any]], prefix: str
-) -> dict[str, tuple[bytes, int]]:
+def _instance_entries(entries: list[dict[str, Any]], prefix: str) -> dict[str, tuple[bytes, int]]:
     """Keys held by a session (a live instance's key never exists without one), with
     their ModifyIndex."""
     instances = {}

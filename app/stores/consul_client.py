@@ -53,8 +53,12 @@ def ssl_context(settings: ConsulSettings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if settings.client_cert is not None:
-        _load(context.load_cert_chain, "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY",
-              settings.client_cert, settings.client_key)
+        _load(
+            context.load_cert_chain,
+            "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY",
+            settings.client_cert,
+            settings.client_key,
+        )
     return context
 
 
@@ -117,7 +121,11 @@ class ConsulClient:
             content = orjson.dumps(json)
         try:
             response = await self._http.request(
-                method, path, params=params, content=content, timeout=timeout,
+                method,
+                path,
+                params=params,
+                content=content,
+                timeout=timeout,
                 extensions=self._extensions,
             )
         except httpx.TimeoutException as exc:

@@ -94,7 +94,7 @@ class EtcdStore:
         response = await self._client.range(self._projects, prefix_range_end(self._projects))
         projects = {}
         for kv in response.kvs:
-            project_id = kv.key[len(self._projects):].decode()
+            project_id = kv.key[len(self._projects) :].decode()
             projects[project_id] = StoredProject(project_id, kv.value, kv.mod_revision)
         return ProjectListing(projects=projects, revision=response.header.revision)
 
@@ -117,9 +117,7 @@ class EtcdStore:
         created = not response.responses[0].response_put.HasField("prev_kv")
         return PutResult(revision=response.header.revision, created=created)
 
-    async def delete_project(
-        self, project_id: str, expected_revision: int | None = None
-    ) -> int:
+    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
         key = self._project_key(project_id)
         compare = [rpc.Compare(result=_GREATER, target=_CREATE, key=key, create_revision=0)]
         if expected_revision is not None:
@@ -140,7 +138,7 @@ class EtcdStore:
             yield [self._change(event) for event in response.events]
 
     def _change(self, event: rpc.Event) -> ProjectChange:
-        project_id = event.kv.key[len(self._projects):].decode()
+        project_id = event.kv.key[len(self._projects) :].decode()
         if event.type == _DELETE:
             # etcd sets a tombstone's mod_revision to the revision of the deletion.
             return ProjectChange("delete", project_id, event.kv.mod_revision)
@@ -210,7 +208,7 @@ class EtcdStore:
             yield dict(instances)
 
     def _node_id(self, key: bytes) -> str:
-        return key[len(self._instances):].decode()
+        return key[len(self._instances) :].decode()
 
     async def _grant_and_put(self, registration: _Registration) -> None:
         lease = await self._client.lease_grant(self._instance_ttl)

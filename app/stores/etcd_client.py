@@ -62,8 +62,11 @@ REQUIRE_LEADER: Metadata = (("hasleader", "true"),)
 # member, then wait and retry), or maybe applied (retry only what may be applied twice).
 _UNREACHABLE, _TRANSIENT, _AMBIGUOUS = "unreachable", "transient", "ambiguous"
 _NOT_SENT = ("failed to connect to all addresses", "dns resolution failed", "errors resolving")
-_REJECTED_UNAPPLIED = ("etcdserver: no leader", "etcdserver: not capable",
-                       "etcdserver: too many requests")
+_REJECTED_UNAPPLIED = (
+    "etcdserver: no leader",
+    "etcdserver: not capable",
+    "etcdserver: too many requests",
+)
 # "user name is empty": the call went out without a token although auth is on.
 _TOKEN_EXPIRED = ("invalid auth token", "revision of auth store is old", "user name is empty")
 # "handshake read failed": the server hung up on our ClientHello (it does not serve TLS).
@@ -97,8 +100,14 @@ class Member:
             channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
             channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        return cls(target, channel, rpc.KVStub(channel), rpc.WatchStub(channel),
-                   rpc.LeaseStub(channel), rpc.AuthStub(channel))
+        return cls(
+            target,
+            channel,
+            rpc.KVStub(channel),
+            rpc.WatchStub(channel),
+            rpc.LeaseStub(channel),
+            rpc.AuthStub(channel),
+        )
 
 
 # gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:2379: "
@@ -261,9 +270,7 @@ class EtcdClient:
     def _rotation(self, count: int) -> list[int]:
         return [(self._preferred + step) % count for step in range(count)]
 
-    def _classify(
-        self, error: grpc.aio.AioRpcError, member: Member, authenticating: bool
-    ) -> str:
+    def _classify(self, error: grpc.aio.AioRpcError, member: Member, authenticating: bool) -> str:
         """How an attempt failed; raises for errors another attempt cannot fix."""
         code = error.code()
         if _matches(error, _TLS):
@@ -310,10 +317,10 @@ class EtcdClient:
 
     # --- the calls the store makes ------------------------------------------------
 
-    async def range(self, key: bytes, range_end: bytes = b"", *, limit: int = 0,
-                    keys_only: bool = False) -> rpc.RangeResponse:
-        request = rpc.RangeRequest(key=key, range_end=range_end, limit=limit,
-                                   keys_only=keys_only)
+    async def range(
+        self, key: bytes, range_end: bytes = b"", *, limit: int = 0, keys_only: bool = False
+    ) -> rpc.RangeResponse:
+        request = rpc.RangeRequest(key=key, range_end=range_end, limit=limit, keys_only=keys_only)
 
         async def invoke(member: Member, budget: float, metadata: Metadata) -> rpc.RangeResponse:
             return await member.kv.Range(request, timeout=budget, metadata=metadata)
@@ -379,9 +386,13 @@ class EtcdClient:
         Raises ``WatchReset`` when etcd no longer has that revision and
         ``StoreUnavailable`` when the stream breaks; never ends otherwise.
         """
-        request = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
-            key=prefix, range_end=prefix_range_end(prefix), start_revision=start_revision,
-        ))
+        request = rpc.WatchRequest(
+            create_request=rpc.WatchCreateRequest(
+                key=prefix,
+                range_end=prefix_range_end(prefix),
+                start_revision=start_revision,
+            )
+        )
         stream, address = await self._open_watch(request)
         try:
             while True:
@@ -391,9 +402,7 @@ class EtcdClient:
         finally:
             stream.cancel()
 
-    async def _open_watch(
-        self, request: rpc.WatchRequest
-    ) -> tuple[grpc.aio.StreamStreamCall, str]:
+    async def _open_watch(self, request: rpc.WatchRequest) -> tuple[grpc.aio.StreamStreamCall, str]:
         async def invoke(
             member: Member, budget: float, metadata: Metadata
         ) -> tuple[grpc.aio.StreamStreamCall, str, rpc.WatchResponse]:
@@ -404,7 +413,9 @@ class EtcdClient:
             except TimeoutError:
                 stream.cancel()
                 raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(),
                     "the watch was not created in time",
                 ) from None
             except BaseException:
@@ -431,8 +442,9 @@ class EtcdClient:
             response = await stream.read()
         except grpc.aio.AioRpcError as error:
             self._avoid(address)
-            raise StoreUnavailable(f"the watch on etcd at {address} broke: "
-                                   f"{_details(error)}") from None
+            raise StoreUnavailable(
+                f"the watch on etcd at {address} broke: {_details(error)}"
+            ) from None
         if response is grpc.aio.EOF:
             raise StoreUnavailable(f"etcd at {address} ended the watch stream")
         _check_watch_response(response, address)
@@ -463,9 +475,7 @@ def _refused_for_auth(response: rpc.WatchResponse) -> bool:
 
 def _check_watch_response(response: rpc.WatchResponse, address: str) -> None:
     if response.compact_revision:
-        raise WatchReset(
-            f"etcd compacted its history up to revision {response.compact_revision}"
-        )
+        raise WatchReset(f"etcd compacted its history up to revision {response.compact_revision}")
     if response.canceled:
         reason = response.cancel_reason or "no reason given"
         raise StoreUnavailable(f"etcd at {address} cancelled the watch: {reason}")

@@ -251,9 +251,9 @@ class FollowStore:
         while True:
             async with self._changed:
                 await self._changed.wait_for(
-                    lambda after=after: self._epoch != epoch
-                    or self._seq > after
-                    or self._error is not None
+                    lambda after=after: (
+                        self._epoch != epoch or self._seq > after or self._error is not None
+                    )
                 )
                 if self._epoch != epoch:
                     raise WatchReset(f"{self._upstream} sent a fresh snapshot")
@@ -330,8 +330,13 @@ class FollowStore:
             was_live = self._live
             await self.lost(f"cannot follow {url}: {cause}")
             if was_live:
-                log.warning("lost the upstream %s (%s); resuming after revision %d on %s",
-                            url, cause, self._revision, self.upstreams[index])
+                log.warning(
+                    "lost the upstream %s (%s); resuming after revision %d on %s",
+                    url,
+                    cause,
+                    self._revision,
+                    self.upstreams[index],
+                )
                 if time.monotonic() - started >= STABLE_SECONDS:
                     backoff.reset()
             elif cause != last_cause:
@@ -347,23 +352,23 @@ class FollowStore:
         if self._resumed_after is not None:
             headers["Last-Event-ID"] = str(self._resumed_after)
         timeout = httpx.Timeout(self._timeout, read=self._read_timeout)
-        request = self._client.stream("GET", f"{url}{EVENTS_PATH}", headers=headers,
-                                      timeout=timeout)
+        request = self._client.stream(
+            "GET", f"{url}{EVENTS_PATH}", headers=headers, timeout=timeout
+        )
         async with contextlib.AsyncExitStack() as stack:
             # The answer's head must come within the store timeout; only the stream
             # itself may stay silent up to the read timeout (the upstream pings).
             try:
-                response = await asyncio.wait_for(
-                    stack.enter_async_context(request), self._timeout
-                )
+                response = await asyncio.wait_for(stack.enter_async_context(request), self._timeout)
             except TimeoutError:
                 raise UpstreamError(f"no answer within {self._timeout:g}s") from None
             if response.status_code != 200:
                 await asyncio.wait_for(response.aread(), self._timeout)
                 if response.status_code in (401, 403):
                     raise UpstreamRefused(self._refused(url, response))
-                raise UpstreamError(f"GET {EVENTS_PATH} answered HTTP {response.status_code}"
-                                    f"{_error_text(response)}")
+                raise UpstreamError(
+                    f"GET {EVENTS_PATH} answered HTTP {response.status_code}{_error_text(response)}"
+                )
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
                 raise UpstreamError(f"GET {EVENTS_PATH} is not an event stream ({content_type})")
@@ -376,8 +381,10 @@ class FollowStore:
 
     def _refused(self, url: str, response: httpx.Response) -> str:
         if self._token() is None:
-            return (f"the upstream requires a token: set UPSTREAM_TOKEN, or ADMIN_SECRET to "
-                    f"the cluster's secret ({url}{_error_text(response, ': ')})")
+            return (
+                f"the upstream requires a token: set UPSTREAM_TOKEN, or ADMIN_SECRET to "
+                f"the cluster's secret ({url}{_error_text(response, ': ')})"
+            )
         hint = f"; {self._token_hint}" if self._token_hint else ""
         return f"the upstream refused the token ({url}{_error_text(response, ': ')}){hint}"
 
@@ -416,8 +423,9 @@ class FollowStore:
             data = orjson.loads(event.data)
             document = data["project"]
             self._on_change(
-                ProjectChange("put", str(document["id"]), int(data["revision"]),
-                              orjson.dumps(document))
+                ProjectChange(
+                    "put", str(document["id"]), int(data["revision"]), orjson.dumps(document)
+                )
             )
         elif event.event == "project.delete":
             data = orjson.loads(event.data)

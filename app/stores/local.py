@@ -96,9 +96,7 @@ class LocalStore:
     async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
         return await asyncio.shield(self._delete(project_id, expected_revision))
 
-    async def _put(
-        self, project_id: str, value: bytes, expected_revision: int | None
-    ) -> PutResult:
+    async def _put(self, project_id: str, value: bytes, expected_revision: int | None) -> PutResult:
         async with self._write_lock:
             current = self._projects.get(project_id)
             _check_expected(project_id, current, expected_revision)

@@ -57,13 +57,29 @@ class ConsulCertificates:
     def make(cls, directory: Path) -> ConsulCertificates:
         directory.mkdir(parents=True, exist_ok=True)
         ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-        _openssl("req", "-x509", *_new_key(ca_key), "-out", ca_cert, "-days", "2",
-                 "-subj", "/CN=consul-test-ca")
-        server = _signed(directory, "server", SERVER_NAME, ca_cert, ca_key,
-                         f"subjectAltName=DNS:{SERVER_NAME},DNS:localhost\n"
-                         "extendedKeyUsage=serverAuth,clientAuth\n")
-        client = _signed(directory, "client", "space-cloud", ca_cert, ca_key,
-                         "extendedKeyUsage=clientAuth\n")
+        _openssl(
+            "req",
+            "-x509",
+            *_new_key(ca_key),
+            "-out",
+            ca_cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=consul-test-ca",
+        )
+        server = _signed(
+            directory,
+            "server",
+            SERVER_NAME,
+            ca_cert,
+            ca_key,
+            f"subjectAltName=DNS:{SERVER_NAME},DNS:localhost\n"
+            "extendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        client = _signed(
+            directory, "client", "space-cloud", ca_cert, ca_key, "extendedKeyUsage=clientAuth\n"
+        )
         return cls(ca_cert, *server, *client)
 
 
@@ -72,8 +88,7 @@ def _openssl(*args: str | Path) -> None:
 
 
 def _new_key(key: Path) -> list[str | Path]:
-    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key]
+    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
 
 
 def _signed(
@@ -83,8 +98,23 @@ def _signed(
     csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
     ext.write_text(extensions)
     _openssl("req", "-new", *_new_key(key), "-out", csr, "-subj", f"/CN={cn}")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca_cert,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+    )
     return cert, key
 
 
@@ -99,7 +129,9 @@ class ConsulAgent:
         self.persistent = persistent
         self.port = free_port()
         self.server_port, self.serf_lan_port, self.serf_wan_port = (
-            free_port(), free_port(), free_port()
+            free_port(),
+            free_port(),
+            free_port(),
         )
         self.certs = ConsulCertificates.make(base_dir / "certs") if tls else None
         self.acl = acl
@@ -151,9 +183,15 @@ class ConsulAgent:
         from app.settings import ConsulSettings
 
         values: dict[str, object] = {
-            "http_addr": self.addr, "http_token": None, "http_auth": None,
-            "http_ssl": None, "cacert": None, "client_cert": None, "client_key": None,
-            "tls_server_name": None, "http_ssl_verify": None,
+            "http_addr": self.addr,
+            "http_token": None,
+            "http_auth": None,
+            "http_ssl": None,
+            "cacert": None,
+            "client_cert": None,
+            "client_key": None,
+            "tls_server_name": None,
+            "http_ssl_verify": None,
         }
         for name, value in self.env().items():
             values[name.removeprefix("CONSUL_").lower()] = value
@@ -167,10 +205,14 @@ class ConsulAgent:
         if not self.running:
             self.process = ChildProcess(self._args(), self.base_dir / "consul.log").start()
         try:
-            wait_until(lambda: port_open(self.port) or not self.running, START_TIMEOUT,
-                       f"Consul's port {self.port}")
-            wait_until(self._writable, START_TIMEOUT, f"Consul at {self.url} to take writes",
-                       interval=0.1)
+            wait_until(
+                lambda: port_open(self.port) or not self.running,
+                START_TIMEOUT,
+                f"Consul's port {self.port}",
+            )
+            wait_until(
+                self._writable, START_TIMEOUT, f"Consul at {self.url} to take writes", interval=0.1
+            )
         except BaseException as error:
             log = self.process.log()[-3000:]
             self.stop()
@@ -204,20 +246,34 @@ class ConsulAgent:
 
     def setup_acl(self) -> None:
         """A policy for ``sc/`` and sessions, and the client token that carries it."""
-        policy = self.api("PUT", "/v1/acl/policy", json={
-            "Name": "space-cloud", "Rules": CLIENT_POLICY,
-        })
+        policy = self.api(
+            "PUT",
+            "/v1/acl/policy",
+            json={
+                "Name": "space-cloud",
+                "Rules": CLIENT_POLICY,
+            },
+        )
         policy.raise_for_status()
-        token = self.api("PUT", "/v1/acl/token", json={
-            "Description": "space-cloud gateway", "SecretID": self.client_token,
-            "Policies": [{"Name": "space-cloud"}],
-        })
+        token = self.api(
+            "PUT",
+            "/v1/acl/token",
+            json={
+                "Description": "space-cloud gateway",
+                "SecretID": self.client_token,
+                "Policies": [{"Name": "space-cloud"}],
+            },
+        )
         token.raise_for_status()
 
     # --- talking to it directly (with the master token) ---------------------------
 
     def api(
-        self, method: str, path: str, token: str | None = None, timeout: float = 5.0,
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        timeout: float = 5.0,
         **kwargs: Any,
     ) -> httpx.Response:
         """One request to the agent, with the master token unless ``token`` is given."""
@@ -225,10 +281,10 @@ class ConsulAgent:
         if token or self.master_token:
             headers["X-Consul-Token"] = token or self.master_token or ""
         extensions = {"sni_hostname": SERVER_NAME} if self.certs else {}
-        with httpx.Client(verify=self._ssl_context(), timeout=timeout,
-                          trust_env=False) as client:
-            return client.request(method, f"{self.url}{path}", headers=headers,
-                                  extensions=extensions, **kwargs)
+        with httpx.Client(verify=self._ssl_context(), timeout=timeout, trust_env=False) as client:
+            return client.request(
+                method, f"{self.url}{path}", headers=headers, extensions=extensions, **kwargs
+            )
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
         if self.certs is None:
@@ -258,8 +314,11 @@ class ConsulAgent:
             f" serf_wan = {self.serf_wan_port} }}",
         ]
         if self.persistent:
-            lines += ["server = true", "bootstrap_expect = 1",
-                      f'data_dir = "{self.base_dir / "data"}"']
+            lines += [
+                "server = true",
+                "bootstrap_expect = 1",
+                f'data_dir = "{self.base_dir / "data"}"',
+            ]
         if self.certs:
             lines += [
                 f'ca_file = "{self.certs.ca}"',
@@ -308,8 +367,9 @@ def consul_factory(tmp_path: Path) -> Iterator[ConsulFactory]:
     started: list[ConsulAgent] = []
 
     def factory(tls: bool = False, acl: bool = False, persistent: bool = False) -> ConsulAgent:
-        agent = start_consul(tmp_path / f"consul-{len(started)}", tls=tls, acl=acl,
-                             persistent=persistent)
+        agent = start_consul(
+            tmp_path / f"consul-{len(started)}", tls=tls, acl=acl, persistent=persistent
+        )
         started.append(agent)
         return agent
 

@@ -46,9 +46,12 @@ class Certificates:
         ca_cert, ca_key = _self_signed(directory, "ca", "etcd-test-ca")
         other_ca, _ = _self_signed(directory, "other-ca", "some-other-ca")
         server_cert, server_key = _signed(
-            directory, "server", "etcd", ca_cert, ca_key,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-            "extendedKeyUsage=serverAuth,clientAuth\n",
+            directory,
+            "server",
+            "etcd",
+            ca_cert,
+            ca_key,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         client_cert, client_key = _signed(
             directory, "client", USER, ca_cert, ca_key, "extendedKeyUsage=clientAuth\n"
@@ -61,14 +64,12 @@ def _openssl(*args: str | Path) -> None:
 
 
 def _new_key_args(key: Path) -> list[str | Path]:
-    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key]
+    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
 
 
 def _self_signed(directory: Path, name: str, cn: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", *_new_key_args(key), "-out", cert, "-days", "2",
-             "-subj", f"/CN={cn}")
+    _openssl("req", "-x509", *_new_key_args(key), "-out", cert, "-days", "2", "-subj", f"/CN={cn}")
     return cert, key
 
 
@@ -79,8 +80,23 @@ def _signed(
     csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
     ext.write_text(extensions)
     _openssl("req", "-new", *_new_key_args(key), "-out", csr, "-subj", f"/CN={cn}")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca_cert,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+    )
     return cert, key
 
 
@@ -161,8 +177,13 @@ class EtcdServer:
     def settings(self, **overrides: object) -> EtcdSettings:
         """EtcdSettings for this server, ignoring the test process's own ETCD_* variables."""
         values: dict[str, object] = {
-            "endpoints": self.endpoints, "user": None, "password": None,
-            "http_ssl": None, "cacert": None, "client_cert": None, "client_key": None,
+            "endpoints": self.endpoints,
+            "user": None,
+            "password": None,
+            "http_ssl": None,
+            "cacert": None,
+            "client_cert": None,
+            "client_key": None,
         }
         for name, value in self.env().items():
             values[name.removeprefix("ETCD_").lower()] = value
@@ -179,8 +200,9 @@ class EtcdServer:
                     self._args(member), self.base_dir / f"{member.name}.log"
                 ).start()
         wait_until(self._ports_open, START_TIMEOUT, f"etcd ports {self.endpoints}")
-        wait_until(self.healthy, START_TIMEOUT, f"etcd {self.endpoints} to be healthy",
-                   interval=0.1)
+        wait_until(
+            self.healthy, START_TIMEOUT, f"etcd {self.endpoints} to be healthy", interval=0.1
+        )
         return self
 
     def stop(self) -> None:
@@ -213,29 +235,41 @@ class EtcdServer:
     def _args(self, member: EtcdMember) -> list[str]:
         client_url = f"{self.scheme}://{member.endpoint}"
         peer_url = f"http://127.0.0.1:{member.peer_port}"
-        cluster = ",".join(
-            f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members
-        )
+        cluster = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
         args = [
             binary("etcd"),
-            "--name", member.name,
-            "--data-dir", str(member.data_dir),
-            "--listen-client-urls", client_url,
-            "--advertise-client-urls", client_url,
-            "--listen-peer-urls", peer_url,
-            "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", cluster,
-            "--initial-cluster-token", self.token,
-            "--initial-cluster-state", "new",
-            "--log-level", "warn",
+            "--name",
+            member.name,
+            "--data-dir",
+            str(member.data_dir),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-token",
+            self.token,
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
             # Only matters once auth is enabled: a short TTL exercises re-authentication.
-            "--auth-token-ttl", str(AUTH_TOKEN_TTL),
+            "--auth-token-ttl",
+            str(AUTH_TOKEN_TTL),
         ]
         if self.certs:
             args += [
-                "--cert-file", str(self.certs.server_cert),
-                "--key-file", str(self.certs.server_key),
-                "--trusted-ca-file", str(self.certs.ca),
+                "--cert-file",
+                str(self.certs.server_cert),
+                "--key-file",
+                str(self.certs.server_key),
+                "--trusted-ca-file",
+                str(self.certs.ca),
                 "--client-cert-auth",
             ]
         return args
@@ -244,17 +278,21 @@ class EtcdServer:
 
     def etcdctl(self, *args: str, user: str | None = None, timeout: float = 10.0) -> str:
         """Run etcdctl against the running members; return its stdout."""
-        endpoints = ",".join(
-            f"{self.scheme}://{m.endpoint}" for m in self.members if m.running
-        )
+        endpoints = ",".join(f"{self.scheme}://{m.endpoint}" for m in self.members if m.running)
         command = [binary("etcdctl"), f"--endpoints={endpoints}", "--command-timeout=5s"]
         if self.certs:
-            command += [f"--cacert={self.certs.ca}", f"--cert={self.certs.client_cert}",
-                        f"--key={self.certs.client_key}"]
+            command += [
+                f"--cacert={self.certs.ca}",
+                f"--cert={self.certs.client_cert}",
+                f"--key={self.certs.client_key}",
+            ]
         if user:
             command.append(f"--user={user}")
         result = subprocess.run(
-            [*command, *args], capture_output=True, text=True, timeout=timeout,
+            [*command, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
         )
         if result.returncode != 0:
@@ -273,14 +311,12 @@ class EtcdServer:
         return True
 
     def revision(self) -> int:
-        out = self.etcdctl("get", "sc/", "--limit=1", "--keys-only", "-w", "json",
-                           user=self._admin)
+        out = self.etcdctl("get", "sc/", "--limit=1", "--keys-only", "-w", "json", user=self._admin)
         return int(json.loads(out)["header"]["revision"])
 
     def leader(self) -> int:
         """The index in ``members`` of the current raft leader."""
-        statuses = json.loads(self.etcdctl("endpoint", "status", "-w", "json",
-                                           user=self._admin))
+        statuses = json.loads(self.etcdctl("endpoint", "status", "-w", "json", user=self._admin))
         leader_ids = {status["Status"]["leader"] for status in statuses}
         for index, member in enumerate(self.members):
             for status in statuses:
@@ -298,8 +334,7 @@ class EtcdServer:
     def enable_auth(self) -> None:
         """A root user, a user limited to ``sc/`` with a password, then ``auth enable``."""
         steps = [
-            ["user", "add", "root", f"--new-user-password={ROOT_PASSWORD}",
-             "--interactive=false"],
+            ["user", "add", "root", f"--new-user-password={ROOT_PASSWORD}", "--interactive=false"],
             ["user", "grant-role", "root", "root"],
             ["user", "add", USER, f"--new-user-password={PASSWORD}", "--interactive=false"],
             ["role", "add", USER],
@@ -351,4 +386,3 @@ def etcd_factory(tmp_path: Path) -> Iterator[EtcdFactory]:
     yield factory
     for server in started:
         server.stop()
-

@@ -67,7 +67,8 @@ class CuttableProxy:
             return
         self._writers.update((writer, upstream_writer))
         await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer),
+            _pipe(reader, upstream_writer),
+            _pipe(upstream_reader, writer),
             return_exceptions=True,
         )
         self._writers.difference_update((writer, upstream_writer))
