@@ -59,7 +59,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         gc.freeze()
         gc.set_threshold(20_000, 20, 50)
         syncer.start()
-        pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
+        pinger = asyncio.create_task(events.keep_streams(state, settings.sse_ping_seconds))
         log.info(
             "node %s (%s) serving cluster %r from the %s store",
             settings.node_id,
