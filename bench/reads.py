@@ -20,9 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import print_table, write_result
-from bench.servers import Server, gateway
-from tests.gateway import ADMIN_PASS, ADMIN_SECRET
-from tests.servers.process import free_port
+from bench.servers import ADMIN_PASS, ADMIN_SECRET, Server, free_port, gateway
 
 LUA = """
 local ids = {}
