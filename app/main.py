@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import dashboard, events, health, login, peers, projects
 from app.api.errors import install_error_handlers
+from app.api.event_stream import StreamingApp
 from app.auth import TokenIssuer
 from app.metrics import Metrics
 from app.settings import Settings
@@ -74,7 +75,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             await syncer.stop()
             await store.close()
 
-    app = FastAPI(
+    app = StreamingApp(
         title="space-cloud gateway",
         version=__version__,
         description=DESCRIPTION,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
@@ -46,6 +45,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
 @router.get(
     "/v1/config/events",
     response_class=EventStream,  # type: ignore[arg-type]
+    status_code=status.HTTP_200_OK,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
         **documented(400, 401, 503),
@@ -62,11 +62,7 @@ async def events(
 ) -> EventStream:
     subscription, first = state.subscribe(_resume_id(last_event_id, last_event_id_query))
     return EventStream(
-        subscription,
-        b"".join(first),
-        send_timeout=settings.sse_send_timeout_seconds,
-        on_stalled=functools.partial(state.drop_stalled, subscription),
-        on_end=functools.partial(state.unsubscribe, subscription),
+        subscription, b"".join(first), state=state, send_timeout=settings.sse_send_timeout_seconds
     )
 
 
