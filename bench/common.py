@@ -19,6 +19,12 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().p
 def raise_fd_limit(wanted: int = 65536) -> int:
     """Raise this process's open-file limit (children inherit it); returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:  # a privileged process may raise its hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass
     target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

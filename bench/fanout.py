@@ -11,7 +11,8 @@ everybody. Per server:
 
 - server CPU per delivered frame: the server process's CPU time from "all streams open"
   to "last event received", divided by writes x subscribers;
-- write -> last subscriber: from sending the write to the last stream receiving it;
+- write -> last subscriber: from sending the write to the last stream receiving it (for
+  the gateway that includes its durable store write), and first -> last subscriber;
 - RSS per open stream: resident memory with the streams open, less before, over N.
 """
 
@@ -56,13 +57,14 @@ class Subscribers:
                     str(server.port),
                     path,
                     str(share),
+                    f"127.0.0.{2 + index}",  # past ~28 000 connections per source address
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,
             )
-            for share in shares
+            for index, share in enumerate(shares)
             if share
         ]
 
@@ -108,7 +110,7 @@ def measure(
         subscribers.wait_line("ready", timeout=600)
         time.sleep(1.0)
         rss_after = rss_bytes(server.proc.pid)
-        latencies = []
+        latencies, spreads = [], []
         with httpx.Client(base_url=server.url, timeout=60) as client:
             cpu_before = cpu_seconds(server.proc.pid)
             for number in range(1, writes + 1):
@@ -116,13 +118,16 @@ def measure(
                 event_id = publish(client, number)
                 lines = subscribers.wait_line(f"got {event_id} ")
                 last = max(float(line.split()[2]) for line in lines)
+                first = min(float(line.split()[3]) for line in lines)
                 latencies.append(last - sent)
+                spreads.append(last - first)
             cpu = cpu_seconds(server.proc.pid) - cpu_before
     finally:
         subscribers.close()
     return {
         "subscribers": count,
         "last_delivery": summary_ms(latencies),
+        "first_to_last": summary_ms(spreads),
         "cpu_us_per_frame": round(cpu / (writes * count) * 1e6, 2),
         "rss_per_subscriber_kib": round((rss_after - rss_before) / count / 1024, 2),
         "rss_mib": round(rss_after / 2**20, 1),
@@ -175,6 +180,9 @@ def run(
                     "p50": _ratio(
                         ours["last_delivery"]["p50_ms"], floor_["last_delivery"]["p50_ms"]
                     ),
+                    "spread_p50": _ratio(
+                        ours["first_to_last"]["p50_ms"], floor_["first_to_last"]["p50_ms"]
+                    ),
                 }
             results.append(result)
     rows = [
@@ -184,6 +192,7 @@ def run(
             result[name]["cpu_us_per_frame"],
             result[name]["last_delivery"]["p50_ms"],
             result[name]["last_delivery"]["p99_ms"],
+            result[name]["first_to_last"]["p50_ms"],
             result[name]["rss_per_subscriber_kib"],
         ]
         for result in results
@@ -191,7 +200,7 @@ def run(
     ]
     print_table(
         f"Fan-out ({writes} writes each): server CPU per frame, write -> last subscriber",
-        ["subscribers", "server", "CPU µs/frame", "p50 ms", "p99 ms", "KiB/stream"],
+        ["subscribers", "server", "CPU µs/frame", "p50 ms", "p99 ms", "spread p50", "KiB/stream"],
         rows,
     )
     return {"writes": writes, "workers": workers, "results": results}
