@@ -166,7 +166,13 @@ def measure_one(
 def run(
     counts: list[int], writes: int, workers: int, series: list[str], source: Path | None = None
 ) -> dict[str, object]:
-    raise_fd_limit(max(counts) * 2 + 1024)
+    needed = max(counts) + 1024  # the server holds one descriptor per stream
+    limit = raise_fd_limit(needed)
+    if limit < needed:
+        raise SystemExit(
+            f"the open-file limit here is {limit} and cannot be raised (ulimit -Hn): a server "
+            f"holding {max(counts)} streams needs {needed}"
+        )
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
         for count in counts:
