@@ -17,17 +17,9 @@ from typing import NoReturn
 
 import uvicorn
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 from app import __version__
-from app.settings import (
-    STORE_TYPE_ALIASES,
-    STORE_TYPES,
-    ConsulSettings,
-    EtcdSettings,
-    Settings,
-    env_names,
-)
+from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, env_names, read_environment
 from app.stores.base import Store, StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
 
@@ -121,21 +113,6 @@ def load_settings(overrides: dict[str, object]) -> Settings:
         fail(describe(error, env_names()))
 
 
-def load_store_settings(settings: Settings) -> EtcdSettings | ConsulSettings | None:
-    kinds: dict[str, tuple[type[BaseSettings], str]] = {
-        "etcd": (EtcdSettings, "ETCD_"),
-        "consul": (ConsulSettings, "CONSUL_"),
-    }
-    if settings.store_type not in kinds:
-        return None
-    model, prefix = kinds[settings.store_type]
-    try:
-        return model()  # type: ignore[return-value]
-    except ValidationError as error:
-        names = {field: prefix + field.upper() for field in model.model_fields}
-        fail(describe(error, names))
-
-
 async def check_store(store: Store) -> None:
     """Open, check and close a throwaway store: bad credentials stop the start here."""
     try:
@@ -149,9 +126,7 @@ def run(overrides: dict[str, object]) -> None:
     settings = load_settings(overrides)
     if problem := settings.auth_problem():
         fail(problem)
-    store_settings = load_store_settings(settings)
-    etcd = store_settings if isinstance(store_settings, EtcdSettings) else None
-    consul = store_settings if isinstance(store_settings, ConsulSettings) else None
+    env = read_environment()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -159,8 +134,8 @@ def run(overrides: dict[str, object]) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Consul request
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     try:
-        asyncio.run(check_store(build_store(settings, etcd, consul)))
-    except StoreConfigError as error:
+        asyncio.run(check_store(build_store(settings, env)))
+    except StoreConfigError as error:  # a bad ETCD_* / CONSUL_* variable among them
         fail(str(error))
     except StoreUnavailable as error:
         log.warning(
@@ -171,7 +146,7 @@ def run(overrides: dict[str, object]) -> None:
 
     from app.main import create_app
 
-    app = create_app(settings, build_store(settings, etcd, consul))
+    app = create_app(settings, build_store(settings, env))
     # uvicorn re-raises the signal that stopped it once it has shut down cleanly; these
     # handlers turn that into a plain exit instead of a death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -25,6 +25,7 @@ import yaml
 from app.stores.base import (
     ABSENT,
     ETCD_VALUE_LIMIT,
+    NotRegistered,
     ProjectChange,
     ProjectListing,
     ProjectNotFound,
@@ -151,8 +152,9 @@ class LocalStore:
         await self._set_instances({node_id: record})
 
     async def update_registration(self, record: bytes) -> None:
-        if self._node_id is not None:
-            await self._set_instances({self._node_id: record})
+        if self._node_id is None:
+            raise NotRegistered
+        await self._set_instances({self._node_id: record})
 
     async def deregister(self) -> None:
         self._node_id = None

@@ -23,16 +23,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
 
+from app.stores.consul import ConsulConfig
 from tests.servers.binaries import binary
 from tests.servers.process import ChildProcess, free_port, port_open, wait_until
-
-if TYPE_CHECKING:
-    from app.settings import ConsulSettings
 
 START_TIMEOUT = 30.0
 SERVER_NAME = "server.dc1.consul"
@@ -178,25 +176,10 @@ class ConsulAgent:
             env["CONSUL_HTTP_TOKEN"] = self.client_token
         return env
 
-    def settings(self, **overrides: object) -> ConsulSettings:
-        """ConsulSettings for this agent, ignoring the test process's own CONSUL_* variables."""
-        from app.settings import ConsulSettings
-
-        values: dict[str, object] = {
-            "http_addr": self.addr,
-            "http_token": None,
-            "http_auth": None,
-            "http_ssl": None,
-            "cacert": None,
-            "client_cert": None,
-            "client_key": None,
-            "tls_server_name": None,
-            "http_ssl_verify": None,
-        }
-        for name, value in self.env().items():
-            values[name.removeprefix("CONSUL_").lower()] = value
-        values |= overrides
-        return ConsulSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    def config(self, **overrides: str) -> ConsulConfig:
+        """The store config for this agent from :meth:`env` plus ``overrides``
+        (``CONSUL_*`` names), whatever the test process's own environment holds."""
+        return ConsulConfig.from_env({**self.env(), **overrides})
 
     # --- lifecycle ----------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""The etcd v3 store (DESIGN §3): projects as keys, instances under a kept-alive lease."""
+"""The etcd v3 store: projects as keys, instances under a kept-alive lease.
+
+The key layout and revisions are described in docs/design.md (store layout).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from dataclasses import dataclass
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from app.settings import EtcdSettings
 from app.stores.base import (
     ABSENT,
     ETCD_VALUE_LIMIT,
+    NotRegistered,
     ProjectChange,
     ProjectListing,
     ProjectNotFound,
@@ -26,9 +29,11 @@ from app.stores.base import (
     instances_prefix,
     projects_prefix,
 )
-from app.stores.etcd_client import EtcdClient, LeaseNotFound, RequestTooLarge
+from app.stores.etcd.client import EtcdClient
+from app.stores.etcd.config import EtcdConfig
+from app.stores.etcd.errors import LeaseNotFound, RequestTooLarge
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("space_cloud.stores.etcd")
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _GREATER = rpc.Compare.CompareResult.GREATER
@@ -53,13 +58,13 @@ class EtcdStore:
 
     def __init__(
         self,
-        settings: EtcdSettings,
+        config: EtcdConfig,
         cluster_id: str,
         *,
         instance_ttl: int = 10,
         timeout: float = 5.0,
     ) -> None:
-        self._client = EtcdClient(settings, timeout)
+        self._client = EtcdClient(config, timeout)
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
         self._instance_ttl = instance_ttl
@@ -164,7 +169,7 @@ class EtcdStore:
     async def update_registration(self, record: bytes) -> None:
         registration = self._registration
         if registration is None:
-            raise RuntimeError("update_registration() before register()")
+            raise NotRegistered
         registration.record = record
         async with self._lock:
             if registration.lease is None:
