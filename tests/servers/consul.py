@@ -30,6 +30,7 @@ import pytest
 
 from app.stores.consul import ConsulConfig
 from tests.servers.binaries import binary
+from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open, wait_until
 
 START_TIMEOUT = 30.0
@@ -120,11 +121,21 @@ class ConsulAgent:
     """One Consul agent (a single server) owned by the test run."""
 
     def __init__(
-        self, base_dir: Path, *, tls: bool = False, acl: bool = False, persistent: bool = False
+        self,
+        base_dir: Path,
+        *,
+        tls: bool = False,
+        acl: bool = False,
+        persistent: bool = False,
+        unix_socket: bool = False,
+        extra_config: str = "",
     ) -> None:
         base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir = base_dir
         self.persistent = persistent
+        # Short: a socket path is limited to ~100 bytes, more than pytest's tmp dirs allow.
+        self.socket = Path(f"/tmp/consul-{uuid.uuid4().hex[:12]}.sock") if unix_socket else None
+        self.extra_config = extra_config
         self.port = free_port()
         self.server_port, self.serf_lan_port, self.serf_wan_port = (
             free_port(),
@@ -205,14 +216,16 @@ class ConsulAgent:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+        if self.socket is not None:
+            self.socket.unlink(missing_ok=True)
 
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
 
     def pause(self) -> None:
-        if self.process is not None:
-            self.process.signal(signal.SIGSTOP)
+        if self.process is not None and self.process.running:
+            freeze(self.process.pid)
 
     def resume(self) -> None:
         if self.process is not None:
@@ -311,21 +324,24 @@ class ConsulAgent:
                 "verify_outgoing = true",
                 "verify_server_hostname = true",
             ]
+        if self.socket:
+            # HTTP on the TCP port (readiness, the api() helper) and on the socket.
+            proto = "https" if self.certs else "http"
+            lines.append(f'addresses {{ {proto} = "127.0.0.1 unix://{self.socket}" }}')
         if self.acl:
             lines += [
                 'primary_datacenter = "dc1"',
                 f'acl {{ enabled = true, default_policy = "deny", down_policy = "extend-cache",'
                 f' tokens {{ master = "{self.master_token}", agent = "{self.master_token}" }} }}',
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, self.extra_config]) + "\n"
 
 
-def start_consul(
-    base_dir: Path, *, tls: bool = False, acl: bool = False, persistent: bool = False
-) -> ConsulAgent:
-    agent = ConsulAgent(base_dir, tls=tls, acl=acl, persistent=persistent).start()
+def start_consul(base_dir: Path, **options: Any) -> ConsulAgent:
+    """Start an agent (``options``: those of :class:`ConsulAgent`) and set up its ACLs."""
+    agent = ConsulAgent(base_dir, **options).start()
     try:
-        if acl:
+        if agent.acl:
             agent.setup_acl()
     except BaseException:
         agent.stop()
@@ -349,10 +365,8 @@ def consul_factory(tmp_path: Path) -> Iterator[ConsulFactory]:
     """Start extra Consul agents for one test; all stopped at teardown."""
     started: list[ConsulAgent] = []
 
-    def factory(tls: bool = False, acl: bool = False, persistent: bool = False) -> ConsulAgent:
-        agent = start_consul(
-            tmp_path / f"consul-{len(started)}", tls=tls, acl=acl, persistent=persistent
-        )
+    def factory(**options: Any) -> ConsulAgent:
+        agent = start_consul(tmp_path / f"consul-{len(started)}", **options)
         started.append(agent)
         return agent
 

@@ -20,6 +20,7 @@ import pytest
 
 from app.stores.etcd import EtcdConfig
 from tests.servers.binaries import binary
+from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open, wait_until
 
 ROOT_PASSWORD = "root-secret"
@@ -207,8 +208,8 @@ class EtcdServer:
 
     def pause(self, index: int | None = None) -> None:
         for member in self._chosen(index):
-            if member.process is not None:
-                member.process.signal(signal.SIGSTOP)
+            if member.process is not None and member.process.running:
+                freeze(member.process.pid)
 
     def resume(self, index: int | None = None) -> None:
         for member in self._chosen(index):
