@@ -64,6 +64,7 @@ class EtcdStore:
         instance_ttl: int = 10,
         timeout: float = 5.0,
     ) -> None:
+        self.config = config
         self._client = EtcdClient(config, timeout)
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
