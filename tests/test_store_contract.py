@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +94,16 @@ def doc(project_id: str, version: int = 1, size: int | None = None) -> bytes:
         return value
     padding = size - len(value) - len(',"pad":""')
     return orjson.dumps({"id": project_id, "v": version, "pad": "x" * padding})
+
+
+@asynccontextmanager
+async def watching(watch: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """The watch, closed when the block ends (every store's watch is an async generator)."""
+    try:
+        yield watch
+    finally:
+        assert isinstance(watch, AsyncGenerator)
+        await watch.aclose()
 
 
 async def within(awaitable: Awaitable[T], timeout: float = TIMEOUT) -> T:
@@ -223,7 +233,7 @@ async def test_a_watch_from_a_listing_yields_every_later_change_once_in_order(
     a = await store.put_project("a", doc("a", 1))
     b = await store.put_project("b", doc("b", 2))
 
-    async with aclosing(store.watch_projects(listing)) as watch:
+    async with watching(store.watch_projects(listing)) as watch:
         # Made after the listing, before the watch started: replayed, once.
         assert await changes_until(watch, "b") == [
             ProjectChange("put", "a", a.revision, doc("a", 1)),
@@ -245,7 +255,7 @@ async def test_a_watch_from_a_listing_yields_every_later_change_once_in_order(
 async def test_concurrent_writes_reach_the_watch_in_revision_order(store: Store) -> None:
     listing = await store.list_projects()
     results = await asyncio.gather(*(store.put_project(f"p{i}", doc(f"p{i}")) for i in range(8)))
-    async with aclosing(store.watch_projects(listing)) as watch:
+    async with watching(store.watch_projects(listing)) as watch:
         seen: list[ProjectChange] = []
         while len(seen) < 8:
             seen += await within(anext(watch))
@@ -261,7 +271,7 @@ async def test_cluster_a_never_sees_cluster_ab(open_store: OpenStore, cluster: s
     await ab.put_project("other", doc("other"))
     mine = await a.put_project("mine", doc("mine"))
 
-    async with aclosing(a.watch_projects(listing)) as watch:
+    async with watching(a.watch_projects(listing)) as watch:
         assert await changes_until(watch, "mine") == [
             ProjectChange("put", "mine", mine.revision, doc("mine"))
         ]
@@ -276,7 +286,7 @@ async def test_changes_by_another_instance_reach_the_watch(
     watcher = await open_store(cluster)
     writer = await open_store(cluster)
     listing = await watcher.list_projects()
-    async with aclosing(watcher.watch_projects(listing)) as watch:
+    async with watching(watcher.watch_projects(listing)) as watch:
         put = await writer.put_project("p", doc("p"))
         assert await within(anext(watch)) == [ProjectChange("put", "p", put.revision, doc("p"))]
         deleted = await writer.delete_project("p", put.revision)
@@ -289,7 +299,7 @@ async def test_changes_by_another_instance_reach_the_watch(
 async def test_registration_is_seen_by_the_instance_watch(store: Store) -> None:
     with pytest.raises(NotRegistered):
         await store.update_registration(b"too early")
-    async with aclosing(store.watch_instances()) as instances:
+    async with watching(store.watch_instances()) as instances:
         assert await within(anext(instances)) == {}
         await store.register("node-1", b'{"id":"node-1"}')
         assert await within(anext(instances)) == {"node-1": b'{"id":"node-1"}'}
@@ -308,7 +318,7 @@ async def test_the_instance_watch_sees_other_instances_join_and_leave(
     outsider = await open_store(cluster + "b")
     await outsider.register("elsewhere", b"x")
     await watcher.register("n1", b"one")
-    async with aclosing(watcher.watch_instances()) as instances:
+    async with watching(watcher.watch_instances()) as instances:
         assert await within(anext(instances)) == {"n1": b"one"}
         await other.register("n2", b"two")
         assert await within(anext(instances)) == {"n1": b"one", "n2": b"two"}

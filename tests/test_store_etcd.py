@@ -198,7 +198,7 @@ async def test_tls_with_client_certificates(etcd_factory: EtcdFactory) -> None:
         "no client certificate": {"ETCD_CLIENT_CERT": "", "ETCD_CLIENT_KEY": ""},
     }
     for overrides in wrong.values():
-        async with opened(server, "c", **overrides) as store:
+        async with opened(server, "c", TIMEOUT, **overrides) as store:
             with pytest.raises(StoreConfigError, match="TLS handshake"):
                 await store.check()
 

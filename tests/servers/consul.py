@@ -208,7 +208,7 @@ class ConsulAgent:
                 self._writable, START_TIMEOUT, f"Consul at {self.url} to take writes", interval=0.1
             )
         except BaseException as error:
-            log = self.process.log()[-3000:]
+            log = self.process.log()[-3000:] if self.process else ""
             self.stop()
             raise RuntimeError(f"Consul did not start ({error}); its log:\n{log}") from error
         return self
@@ -233,7 +233,8 @@ class ConsulAgent:
 
     def _writable(self) -> bool:
         if not self.running:
-            raise RuntimeError(f"consul exited with {self.process and self.process.proc.poll()}")
+            code = self.process.proc.poll() if self.process and self.process.proc else None
+            raise RuntimeError(f"consul exited with {code}")
         try:
             answer = self.api("PUT", "/v1/kv/test/ready", content=b"1", timeout=2)
             return answer.text.strip() == "true"

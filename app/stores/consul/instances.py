@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from app.stores.base import NotRegistered, StoreError, instances_prefix
@@ -67,7 +67,7 @@ class ConsulInstances:
         if registration is not None:
             await registration.stop()
 
-    async def watch(self) -> AsyncIterator[dict[str, bytes]]:
+    async def watch(self) -> AsyncGenerator[dict[str, bytes], None]:
         """The live instances now and after every change. An index that goes backwards
         only restarts the blocking queries from 0: each answer is a full map anyway.
 

@@ -20,7 +20,7 @@ import asyncio
 import base64
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -59,7 +59,7 @@ class ConsulProjects:
         self._client = client
         self.prefix = projects_prefix(cluster_id)
 
-    async def list(self) -> ProjectListing:
+    async def listing(self) -> ProjectListing:
         entries, index = await self._client().list_prefix(self.prefix)
         return ProjectListing(_projects(entries, self.prefix), index)
 
@@ -101,7 +101,7 @@ class ConsulProjects:
             cas = actual
         raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
 
-    async def watch(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+    async def watch(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         known = dict(since.projects)
         index = max(1, since.revision)
         while True:

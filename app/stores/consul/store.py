@@ -8,7 +8,7 @@ over one :class:`ConsulClient` opened with the store.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from app.stores.base import (
     CONSUL_VALUE_LIMIT,
@@ -84,7 +84,7 @@ class ConsulStore:
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing:
-        return await self._projects.list()
+        return await self._projects.listing()
 
     async def put_project(
         self, project_id: str, value: bytes, expected_revision: int | None = None
@@ -94,7 +94,7 @@ class ConsulStore:
     async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
         return await self._projects.delete(project_id, expected_revision)
 
-    def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+    def watch_projects(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         return self._projects.watch(since)
 
     # --- instances ----------------------------------------------------------------
@@ -108,5 +108,5 @@ class ConsulStore:
     async def deregister(self) -> None:
         await self._instances.deregister()
 
-    def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+    def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
         return self._instances.watch()

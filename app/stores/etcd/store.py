@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aetcd import rpc
@@ -139,7 +139,9 @@ class EtcdStore:
             raise RevisionMismatch(project_id, expected_revision, actual)
         return response.header.revision
 
-    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+    async def watch_projects(
+        self, since: ProjectListing
+    ) -> AsyncGenerator[list[ProjectChange], None]:
         async for response in self._client.watch_prefix(self._projects, since.revision + 1):
             yield [self._change(event) for event in response.events]
 
@@ -197,7 +199,7 @@ class EtcdStore:
             except StoreError as error:
                 log.warning("could not revoke the instance lease (it will expire): %s", error)
 
-    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+    async def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
         end = prefix_range_end(self._instances)
         listing = await self._client.range(self._instances, end)
         instances = {self._node_id(kv.key): kv.value for kv in listing.kvs}
