@@ -35,9 +35,8 @@ _CLUSTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOTENV = Path(".env")
 
 
-def _settings_config(env_prefix: str = "") -> SettingsConfigDict:
+def _settings_config() -> SettingsConfigDict:
     return SettingsConfigDict(
-        env_prefix=env_prefix,
         env_file=DOTENV,
         env_file_encoding="utf-8",
         extra="ignore",
