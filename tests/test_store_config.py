@@ -219,10 +219,13 @@ def test_consul_tls_files(files: dict[str, str], tmp_path: Path) -> None:
     assert (config.capath, config.tls_server_name) == (tmp_path, "consul.internal")
 
 
-def test_consul_token(tmp_path: Path) -> None:
-    config = ConsulConfig.from_env({"CONSUL_HTTP_TOKEN": "acl-token"})
+def test_consul_token() -> None:
+    config = ConsulConfig.from_env({"CONSUL_HTTP_TOKEN": " acl-token\n"})
     assert (config.token, config.token_variable) == ("acl-token", "CONSUL_HTTP_TOKEN")
     assert "acl-token" not in repr(config)
+    error = refused(ConsulConfig, {"CONSUL_HTTP_TOKEN": "acl\r\nX-Injected: 1"})
+    assert error.variable == "CONSUL_HTTP_TOKEN"
+    assert "acl" not in str(error).removeprefix("CONSUL_HTTP_TOKEN")
 
 
 def test_consul_token_file_wins_over_the_token(tmp_path: Path) -> None:

@@ -114,7 +114,11 @@ def _token(variables: Variables) -> tuple[str | None, str]:
     name = "CONSUL_HTTP_TOKEN_FILE"
     path = variables.text(name)
     if path is None:
-        return variables.text("CONSUL_HTTP_TOKEN"), "CONSUL_HTTP_TOKEN"
+        token = variables.text("CONSUL_HTTP_TOKEN")
+        if token is not None and not token.strip().isprintable():
+            # Not echoed: it is a secret. It travels in a header, which must be one line.
+            raise StoreVariableError("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN: use one line of text")
+        return token and token.strip(), "CONSUL_HTTP_TOKEN"
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_TOKEN_FILE_BYTES + 1)
