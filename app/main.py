@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.access.limiter import LoginLimiter
 from app.api import dashboard, events, health, login, peers, projects
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
@@ -89,7 +91,27 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         settings.admin_pass,
         settings.admin_secret,
         settings.token_ttl_seconds,
+        cluster_id=settings.cluster_id,
     )
+    app.state.login_limiter = LoginLimiter(
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        max_block_seconds=settings.login_max_block_seconds,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "PUT", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "X-Revision", "Retry-After"],
+        )
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
     for module in (projects, peers, events, login, health, dashboard):
