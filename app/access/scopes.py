@@ -7,7 +7,6 @@ A pattern is an exact project id (``shop``), a prefix ending in ``*`` (``shop-*`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -83,7 +82,7 @@ class ProjectScope:
 
     @classmethod
     def parse(cls, values: object) -> ProjectScope:
-        if isinstance(values, str) or not isinstance(values, Iterable):
+        if not isinstance(values, list | tuple):
             raise InvalidScope("projects must be a list of project patterns")
         patterns = [ProjectPattern.parse(value) for value in values]
         if not patterns:
