@@ -114,8 +114,18 @@ def test_unsigned_token_fails() -> None:
 @pytest.mark.parametrize("missing", ["exp", "iat", "sub", "iss", "aud", "pwf"])
 def test_missing_claim_fails(missing: str) -> None:
     token = jwt.encode(claims(**{missing: None}), SECRET, algorithm=ALGORITHM)
-    with pytest.raises(jwt.MissingRequiredClaimError):
+    expected = jwt.InvalidTokenError if missing == "pwf" else jwt.MissingRequiredClaimError
+    with pytest.raises(expected):
         issuer().verify(token)
+    with pytest.raises(TokenRefused, match="the token is not valid"):
+        issuer().authenticate(token)
+
+
+def test_an_expired_token_of_the_older_format_is_refused_as_expired() -> None:
+    now = int(time.time())
+    older = {"sub": "admin", "iss": ISSUER, "iat": now - 120, "exp": now - 60}
+    with pytest.raises(TokenRefused, match="expired"):
+        issuer().authenticate(jwt.encode(older, SECRET, algorithm=ALGORITHM))
 
 
 def test_wrong_issuer_fails() -> None:

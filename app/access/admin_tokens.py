@@ -80,12 +80,14 @@ class TokenIssuer:
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             audience=self.cluster_id,
-            options={"require": ["exp", "iat", "sub", "aud", "pwf"]},
+            # ``aud`` is required by ``audience=``, checked after ``exp``: a token that is
+            # both expired and of an older format is refused as expired.
+            options={"require": ["exp", "iat", "sub"]},
         )
-        fingerprint = claims["pwf"]
-        if not isinstance(fingerprint, str) or not hmac.compare_digest(
-            fingerprint.encode(), self._fingerprint.encode()
-        ):
+        fingerprint = claims.get("pwf")
+        if not isinstance(fingerprint, str):
+            raise jwt.InvalidTokenError("the token carries no password fingerprint")
+        if not hmac.compare_digest(fingerprint.encode(), self._fingerprint.encode()):
             raise PasswordChanged("the token was issued under another admin password")
         if claims.get("role") != "admin":
             raise jwt.InvalidTokenError("an admin token carries role 'admin'")
