@@ -4,6 +4,7 @@ writes. In process (TestClient) first, then real ``space-cloud run`` processes."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
-from tests.servers.process import free_port
+from tests.servers.process import ROOT, free_port
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -380,5 +381,19 @@ def test_bad_cors_origins_stop_the_start(tmp_path: Path) -> None:
     assert len(lines) == 1 and "CORS_ORIGINS" in lines[0], result.stderr
 
 
-def test_the_test_secret_is_long_enough() -> None:
+def test_the_test_secrets_are_long_enough() -> None:
     assert len(ADMIN_SECRET.encode()) >= 32 and len(SECRET.encode()) >= 32
+
+
+def test_make_env_writes_a_secret_the_gateway_accepts(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+    subprocess.run(["bash", "scripts/make-env.sh"], cwd=tmp_path, check=True, capture_output=True)
+    values = dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert len(values["ADMIN_SECRET"].encode()) >= 32
+    settings = Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    assert settings.admin_secret == values["ADMIN_SECRET"] and settings.auth_problem() is None
