@@ -41,21 +41,19 @@ def _bearer(authorization: str | None) -> str | None:
 
 def _authenticate(request: Request, token: str | None) -> Principal:
     if request.app.state.settings.dev:
-        principal = DEV_PRINCIPAL
-    elif token is None:
+        return DEV_PRINCIPAL
+    if token is None:
         raise _unauthorized("a token is required: log in at POST /v1/config/login")
-    else:
-        try:
-            principal = request.app.state.tokens.authenticate(token)
-        except AccessError as refused:
-            raise _unauthorized(str(refused)) from None
-    request.state.principal = principal
+    try:
+        principal: Principal = request.app.state.tokens.authenticate(token)
+    except AccessError as refused:
+        raise _unauthorized(str(refused)) from None
     return principal
 
 
 class AdminBearer(HTTPBearer):
     """A valid ``Authorization: Bearer`` token (nothing with ``--dev``); returns its
-    principal, also left on ``request.state.principal``.
+    principal.
 
     A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
     lock in Swagger UI), and reading the header directly keeps FastAPI's per-request

@@ -212,6 +212,19 @@ def test_routes_get_the_principal(start: Callable[..., TestClient]) -> None:
     assert_error(client.post("/test/whoami"), 401)
 
 
+def test_the_guard_and_the_route_share_one_authentication(
+    start: Callable[..., TestClient],
+) -> None:
+    client = start()
+    token = login(client).json()["token"]
+    tokens = client.app.state.tokens  # type: ignore[attr-defined]
+    calls = []
+    authenticate = tokens.authenticate
+    tokens.authenticate = lambda text: calls.append(text) or authenticate(text)
+    assert client.post("/test/whoami", headers=bearer(token)).status_code == 200
+    assert calls == [token]
+
+
 def test_dev_mode_principal(start: Callable[..., TestClient]) -> None:
     client = start(dev=True, admin_pass=None)
     assert client.post("/test/whoami").json()["name"] == "dev"

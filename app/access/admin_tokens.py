@@ -54,8 +54,8 @@ class TokenIssuer:
     def credentials_match(self, user: str, password: str) -> bool:
         if self.password is None:
             return False
-        user_ok = hmac.compare_digest(user.encode(), self.user.encode())
-        pass_ok = hmac.compare_digest(password.encode(), self.password.encode())
+        user_ok = _same(user, self.user)
+        pass_ok = _same(password, self.password)
         return user_ok and pass_ok
 
     def issue(self, user: str) -> tuple[str, int]:
@@ -100,8 +100,10 @@ class TokenIssuer:
         so the signature check is paid once per token rather than once per request.
         """
         principal = self._verified.get(token)
-        if principal is not None and not principal.expired():
-            return principal
+        if principal is not None:
+            if not principal.expired():
+                return principal
+            del self._verified[token]
         claims = self._checked_claims(token)
         principal = Principal.admin(str(claims["sub"]), expires_at=claims["exp"])
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
@@ -122,6 +124,12 @@ class TokenIssuer:
             ) from None
         except jwt.InvalidTokenError:
             raise TokenRefused("the token is not valid") from None
+
+
+def _same(given: str, expected: str) -> bool:
+    """Equal strings, in a time that reveals neither their content nor their length."""
+    digest = hashlib.sha256
+    return hmac.compare_digest(digest(given.encode()).digest(), digest(expected.encode()).digest())
 
 
 def password_fingerprint(secret: str, password: str) -> str:
