@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.access.limiter import LoginLimiter
 from app.api import dashboard, events, health, login, peers, projects
+from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.metrics import Metrics
@@ -98,20 +98,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         window_seconds=settings.login_window_seconds,
         max_block_seconds=settings.login_max_block_seconds,
     )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "PUT", "POST", "DELETE"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "If-Match",
-                "If-None-Match",
-                "Last-Event-ID",
-            ],
-            expose_headers=["ETag", "X-Revision", "Retry-After"],
-        )
+    install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
     for module in (projects, peers, events, login, health, dashboard):

@@ -107,10 +107,16 @@ def _origin(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 Origins = Annotated[
     list[Annotated[str, AfterValidator(_origin)]],
     NoDecode,
-    BeforeValidator(_upstream_list),
+    BeforeValidator(_comma_list),
 ]
 
 

@@ -365,6 +365,16 @@ def test_login_limiting_on_real_sockets_and_behind_a_proxy(
     assert_error(_login(direct, **{"X-Forwarded-For": "198.51.100.9"}), 429)
 
 
+def test_cors_on_a_real_gateway(tmp_path: Path, gateways: list[Gateway]) -> None:
+    gateway = Gateway(tmp_path / "c", env={"CORS_ORIGINS": "https://admin.example.com"})
+    gateways.append(gateway.start())
+    url = f"{gateway.url}/v1/config/projects"
+    for origin, allowed in (("https://admin.example.com", True), ("https://evil.example", False)):
+        response = httpx.get(url, headers={"Origin": origin, **gateway.headers()})
+        assert response.status_code == 200
+        assert response.headers.get("access-control-allow-origin") == (origin if allowed else None)
+
+
 def _run(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     return subprocess.run(
