@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import orjson
 import pytest
 
 from app.access import (
@@ -18,6 +19,7 @@ from app.access import (
 )
 from app.access.limiter import LoginLimiter, client_key
 from app.access.scopes import MAX_PATTERNS, ProjectPattern
+from app.access.token_records import InvalidTokenRecord, TokenRecord
 
 # --- roles ------------------------------------------------------------------------------
 
@@ -291,3 +293,85 @@ def test_an_attacker_keeps_its_record_fresh_while_blocked() -> None:
 )
 def test_client_keys(address: str, key: str) -> None:
     assert client_key(address) == key
+
+
+# --- token records ----------------------------------------------------------------------
+
+
+def test_a_minted_record_authenticates_its_token_only() -> None:
+    record, token = TokenRecord.mint("ci deploy", "writer", ["shop-*"], 3600, now=1000)
+    assert record.created_at == 1000 and record.expires_at == 4600
+    principal = record.authenticate(minted.parse(token), now=2000)
+    assert principal == Principal("ci deploy", Role.WRITER, ProjectScope.parse(["shop-*"]), 4600)
+    with pytest.raises(TokenRefused, match="expired"):
+        record.authenticate(minted.parse(token), now=4600)
+    other, other_token = TokenRecord.mint("other", "reader", ["*"])
+    with pytest.raises(TokenRefused, match="not valid"):
+        record.authenticate(minted.parse(other_token))
+    forged = minted.PresentedToken(record.id, minted.parse(other_token).secret)
+    with pytest.raises(TokenRefused, match="not valid"):
+        record.authenticate(forged)
+    assert other.expires_at is None and not other.principal().expired()
+
+
+def test_a_record_round_trips_and_never_shows_its_secret() -> None:
+    record, token = TokenRecord.mint("svc", "reader", ["a", "b-*"], 60)
+    stored = record.to_json()
+    assert TokenRecord.from_json(stored) == record
+    secret = minted.parse(token).secret
+    assert secret not in stored.decode() and token not in stored.decode()
+    public = record.public()
+    assert set(public) == {"id", "name", "role", "projects", "createdAt", "expiresAt"}
+    assert public["projects"] == ["a", "b-*"] and public["role"] == "reader"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": ""}, "a token name is 1-64 characters"),
+        ({"name": "x" * 65}, "a token name is 1-64 characters"),
+        ({"name": "bad\nname"}, "a token name is 1-64 characters"),
+        ({"name": None}, "a token name is 1-64 characters"),
+        ({"role": "root"}, "unknown role 'root'"),
+        ({"projects": []}, "at least one pattern"),
+        ({"projects": ["UPPER"]}, "'UPPER'"),
+        ({"ttl_seconds": 0}, "between 1 and"),
+        ({"ttl_seconds": -5}, "between 1 and"),
+        ({"ttl_seconds": 10**12}, "between 1 and"),
+        ({"ttl_seconds": 1.5}, "whole number"),
+        ({"ttl_seconds": True}, "whole number"),
+        ({"ttl_seconds": "60"}, "whole number"),
+    ],
+)
+def test_bad_mint_requests_are_refused(fields: dict, message: str) -> None:
+    request: dict = {"name": "svc", "role": "reader", "projects": ["*"], "ttl_seconds": None}
+    with pytest.raises(InvalidScope, match=re.escape(message)):
+        TokenRecord.mint(**{**request, **fields})
+
+
+def _stored(**changes: object) -> bytes:
+    record, _ = TokenRecord.mint("svc", "reader", ["*"], 60)
+    data = orjson.loads(record.to_json())
+    data.update(changes)
+    return orjson.dumps({key: value for key, value in data.items() if value != "DROP"})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (_stored(secretHash="DROP"), "field 'secretHash' is missing"),
+        (_stored(secretHash="abc"), "not a SHA-256 hex digest"),
+        (_stored(id="../../etc"), "not a token id"),
+        (_stored(role="root"), "unknown role"),
+        (_stored(role=["admin"]), "damaged"),
+        (_stored(projects="*"), "must be a list"),
+        (_stored(createdAt="yesterday"), "not epoch seconds"),
+        (_stored(expiresAt=-1), "not epoch seconds"),
+        (_stored(name=7), "a token name"),
+    ],
+)
+def test_damaged_stored_records_are_refused(value: bytes, message: str) -> None:
+    with pytest.raises(InvalidTokenRecord, match=re.escape(message)):
+        TokenRecord.from_json(value)

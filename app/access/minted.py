@@ -19,7 +19,7 @@ from app.access.errors import MalformedToken, TokenRefused
 PREFIX = "sct_"
 ID_BYTES = 8
 SECRET_BYTES = 32
-_ID = re.compile(rf"[0-9a-f]{{{2 * ID_BYTES}}}")
+ID_PATTERN = re.compile(rf"[0-9a-f]{{{2 * ID_BYTES}}}")
 # token_urlsafe(32): 43 characters of the URL-safe base64 alphabet, no padding.
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -68,7 +68,7 @@ def parse(token: str) -> PresentedToken:
     token_id, dot, secret = token[len(PREFIX) :].partition(".")
     if not dot:
         raise MalformedToken(f"a minted token is {PREFIX}<id>.<secret>")
-    if not _ID.fullmatch(token_id):
+    if not ID_PATTERN.fullmatch(token_id):
         raise MalformedToken(f"a minted token's id is {2 * ID_BYTES} lower-case hex digits")
     if not _SECRET.fullmatch(secret):
         raise MalformedToken("a minted token's secret part is 43 URL-safe base64 characters")
