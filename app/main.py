@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.access.limiter import LoginLimiter
 from app.api import dashboard, events, health, login, peers, projects
+from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.metrics import Metrics
@@ -89,7 +91,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         settings.admin_pass,
         settings.admin_secret,
         settings.token_ttl_seconds,
+        cluster_id=settings.cluster_id,
     )
+    app.state.login_limiter = LoginLimiter(
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        max_block_seconds=settings.login_max_block_seconds,
+    )
+    install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
     for module in (projects, peers, events, login, health, dashboard):

@@ -244,9 +244,10 @@ def follower(
     args = ["--store-type", "follow"]
     for upstream in upstreams:
         args += ["--upstream", upstream.url]
-    gateway = Gateway(
-        workdir / name, node_id=name, args=args, env={"STORE_TIMEOUT_SECONDS": "2", **(env or {})}
-    )
+    # Tokens are bound to their cluster: one the follower signs names the upstream's.
+    cluster_id = httpx.get(f"{upstreams[0].url}/v1/config/env", timeout=5).json()["clusterId"]
+    defaults = {"STORE_TIMEOUT_SECONDS": "2", "CLUSTER_ID": cluster_id}
+    gateway = Gateway(workdir / name, node_id=name, args=args, env={**defaults, **(env or {})})
     assert not any(key.startswith("ETCD_") for key in gateway.env)
     return gateway.start() if start else gateway
 

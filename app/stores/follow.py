@@ -522,10 +522,14 @@ def upstream_token_source(settings: Settings) -> tuple[TokenSource, str]:
         from app.auth import TokenIssuer
 
         issuer = TokenIssuer(
-            settings.admin_user, None, settings.admin_secret, MINTED_TOKEN_TTL_SECONDS
+            settings.admin_user,
+            settings.admin_pass,
+            settings.admin_secret,
+            MINTED_TOKEN_TTL_SECONDS,
+            cluster_id=settings.cluster_id,
         )
         return (
             lambda: issuer.issue(settings.admin_user)[0],
-            "ADMIN_SECRET must be the upstream cluster's secret",
+            "ADMIN_SECRET, ADMIN_PASS and CLUSTER_ID must be the upstream cluster's",
         )
     return (lambda: None), ""
