@@ -751,7 +751,7 @@ async def test_syncer_clears_the_store_error_once_the_instance_watch_recovers() 
         assert state.store_error is None
         await store.instance_feed.put(StoreUnavailable("instances watch broke"))
         await wait_until(lambda: state.store_error is not None)
-        assert "instances watch broke" in state.store_error
+        assert state.store_error is not None and "instances watch broke" in state.store_error
         # The instances watch works again and delivers a changed peer list.
         await store.instance_feed.put({"self-node": record("self-node", 0), "x": record("x")})
         await wait_until(lambda: len(state.peers) == 2)

@@ -143,7 +143,8 @@ class Follower:
         seen = 0
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda seen=seen: self._state.peers_version > seen)
+                while self._state.peers_version == seen:
+                    await self._changed.wait()
                 seen = self._state.peers_version
                 peers = dict(self._state.peers or {})
             yield peers

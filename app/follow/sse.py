@@ -15,7 +15,8 @@ class SSEEvent:
 
 async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
     """The events of ``lines``; comments, ``retry:`` and events without data are skipped."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     async for line in lines:
         if not line:
             if data:
