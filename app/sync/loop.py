@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,12 +85,8 @@ class Syncer:
             asyncio.create_task(self._forever("instances", self._sync_instances)),
         ]
         if self.registrar is not None:
-            registrar = self.registrar
-            self._tasks.append(
-                asyncio.create_task(
-                    self._forever("registration", lambda b: self._keep_registered(registrar, b))
-                )
-            )
+            keep = functools.partial(self._keep_registered, self.registrar)
+            self._tasks.append(asyncio.create_task(self._forever("registration", keep)))
 
     async def stop(self) -> None:
         for task in self._tasks:
