@@ -1,4 +1,4 @@
-"""``GET /v1/config/events``: the Server-Sent Events stream (see docs/design.md)."""
+"""``GET /v1/config/events``: the Server-Sent Events stream (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``space-cloud run --store-type follow --upstream http://A:4122 [--upstream http://B:4122]``
 reads ``GET /v1/config/events`` of an instance of a cluster. The connection loop here
 feeds a :class:`~app.follow.state.FollowState`; the sync loop takes from it through the
-:class:`~app.sync.source.ChangeSource` methods (see docs/design.md):
+:class:`~app.sync.source.ChangeSource` methods (see docs/design.md §8):
 
 * the upstream's ``snapshot`` is the listing, its ``project.put`` / ``project.delete``
   events the watch, each with the event id (the cluster-wide store revision) as its

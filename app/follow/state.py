@@ -2,7 +2,7 @@
 
 Pure: it is fed the upstream's events and the fate of each connection, and asked for a
 listing, the next batch of changes, and the peers. No I/O, no clock, no locks; the
-connection loop (:mod:`app.follow.follower`) drives it (see docs/design.md).
+connection loop (:mod:`app.follow.follower`) drives it (see docs/design.md §8).
 
 Two views of the projects are kept. The *mirror* is the upstream's state as of
 :attr:`FollowState.revision`, the ``Last-Event-ID`` of the next connection. The *view*

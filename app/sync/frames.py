@@ -4,7 +4,7 @@ Each event's data is a pydantic model. The encoders below build their JSON from 
 models' field names around values that are already JSON bytes (a project is kept as the
 store's bytes, so the hot path never builds a model), and the OpenAPI description of
 ``GET /v1/config/events`` is generated from the same table: the documentation cannot
-say other fields than the stream sends (see docs/design.md).
+say other fields than the stream sends (see docs/design.md §6).
 """
 
 from __future__ import annotations

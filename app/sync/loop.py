@@ -3,7 +3,7 @@
 List, then watch from the listing; on any watch error back off with jitter, list again
 and emit exactly what changed meanwhile. Beside it, one task keeps the peer list and,
 when the source is a store, one keeps this instance registered with its applied
-revision (see docs/design.md).
+revision (see docs/design.md §4).
 """
 
 from __future__ import annotations

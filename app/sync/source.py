@@ -8,7 +8,7 @@ local stores are change sources as they are; so is a follower (:mod:`app.follow`
 reads another instance's event stream and holds no store at all.
 
 A :class:`Registrar` keeps this instance's key in the cluster. Only stores are one: a
-follower is not a member of the cluster it follows (see docs/design.md).
+follower is not a member of the cluster it follows (see docs/design.md §4, §8).
 """
 
 from __future__ import annotations

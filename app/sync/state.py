@@ -3,7 +3,7 @@
 :class:`ClusterState` is changed only by the sync loop (:mod:`app.sync.loop`) and read by
 the API. Projects are kept as the store's JSON bytes, so reads never re-encode; the list
 body and the snapshot frame are encoded once per change. Every change it applies goes
-to its :class:`~app.sync.stream.EventStream` (see docs/design.md).
+to its :class:`~app.sync.stream.EventStream` (see docs/design.md §4).
 """
 
 from __future__ import annotations

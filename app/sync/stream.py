@@ -3,7 +3,7 @@
 Frames come encoded (:mod:`app.sync.frames`) from the applied state; this module keeps
 the newest of them for ``Last-Event-ID`` resumes and hands every frame to the
 :class:`~app.broadcast.Broadcaster`, whose subscribers are the open streams (see
-docs/design.md).
+docs/design.md §6).
 """
 
 from __future__ import annotations
