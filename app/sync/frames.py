@@ -51,11 +51,22 @@ class EventKind:
     carries_revision: bool
     when: str
 
-    @property
-    def template(self) -> bytes:
-        """The data's JSON with a ``%s`` for each field, in the model's order."""
-        fields = b",".join(b'"%s":%%s' % name.encode() for name in self.data.model_fields)
-        return b"{" + fields + b"}"
+    def template(self, *, retry: bool = False) -> bytes:
+        """The whole frame with a placeholder for the id, the retry and each field of
+        the data in the model's order (``%d`` for an ``int`` field, else ``%s`` for JSON
+        bytes). Encoding a frame is then one ``%``: a put frame took 0.24-1.1 µs under
+        timeit on a busy 2-core machine, against 0.85-2.1 µs for a data template plus a
+        separate frame encoder."""
+        head = b"event: " + self.name.encode() + b"\n"
+        if self.carries_revision:
+            head += b"id: %d\n"
+        if retry:
+            head += b"retry: %d\n"
+        fields = b",".join(
+            b'"%s":%s' % (name.encode(), b"%d" if field.annotation is int else b"%s")
+            for name, field in self.data.model_fields.items()
+        )
+        return head + b"data: {" + fields + b"}\n\n"
 
 
 SNAPSHOT = EventKind(
@@ -75,8 +86,6 @@ PEERS = EventKind(
 )
 EVENTS = (SNAPSHOT, PROJECT_PUT, PROJECT_DELETE, PEERS)
 
-_TEMPLATES = {kind.name: kind.template for kind in EVENTS}
-
 #: An SSE comment: ignored by clients, it keeps proxies from closing an idle stream.
 PING_FRAME = b": ping\n\n"
 
@@ -84,36 +93,32 @@ PING_FRAME = b": ping\n\n"
 # --- encoding ---------------------------------------------------------------------------
 
 
-def _frame(
-    kind: EventKind, values: tuple[bytes, ...], revision: int | None, retry_ms: int | None = None
-) -> bytes:
-    """``data`` is one line: orjson never writes a raw newline, and neither may a store
-    value (the sync layer re-encodes what it reads compactly)."""
-    head = b"event: " + kind.name.encode() + b"\n"
-    if revision is not None:
-        head += b"id: %d\n" % revision
-    if retry_ms is not None:
-        head += b"retry: %d\n" % retry_ms
-    return head + b"data: " + _TEMPLATES[kind.name] % values + b"\n\n"
+_SNAPSHOT = SNAPSHOT.template(retry=True)
+_PROJECT_PUT = PROJECT_PUT.template()
+_PROJECT_DELETE = PROJECT_DELETE.template()
+_PEERS = PEERS.template()
+
+# ``data`` is one line: orjson never writes a raw newline, and the values put in here
+# are the sync layer's compact re-encodings of what the store holds.
 
 
 def snapshot_frame(
     revision: int, projects: bytes, revisions: bytes, peers: bytes, retry_ms: int
 ) -> bytes:
     """``projects``, ``revisions`` and ``peers`` are JSON (an array, an object, an array)."""
-    return _frame(SNAPSHOT, (b"%d" % revision, projects, revisions, peers), revision, retry_ms)
+    return _SNAPSHOT % (revision, retry_ms, revision, projects, revisions, peers)
 
 
 def project_put_frame(revision: int, project: bytes) -> bytes:
-    return _frame(PROJECT_PUT, (b"%d" % revision, project), revision)
+    return _PROJECT_PUT % (revision, revision, project)
 
 
 def project_delete_frame(revision: int, project_id: str) -> bytes:
-    return _frame(PROJECT_DELETE, (b"%d" % revision, orjson.dumps(project_id)), revision)
+    return _PROJECT_DELETE % (revision, revision, orjson.dumps(project_id))
 
 
 def peers_frame(peers: bytes) -> bytes:
-    return _frame(PEERS, (peers,), None)
+    return _PEERS % (peers,)
 
 
 def retry_frame(retry_ms: int) -> bytes:
