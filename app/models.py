@@ -71,4 +71,3 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str = Field(examples=["project 'todo' does not exist"])
-
