@@ -1,6 +1,6 @@
 """The protocol every config store implements, and the errors it raises.
 
-A store holds two things per cluster (docs/design.md, store layout):
+A store holds two things per cluster (docs/design.md §3):
 
 * projects, keyed by id, each a JSON document with a *revision*: the store's own
   cluster-wide, ever-growing modification number (etcd ``mod_revision``, Consul
@@ -204,7 +204,7 @@ class Store(Protocol):
         """
 
 
-# --- the store layout (docs/design.md), the same for etcd and Consul ------------------
+# --- the store layout (docs/design.md §3), the same for etcd and Consul ---------------
 
 MiB = 1024 * 1024
 #: etcd refuses requests over 1.5 MiB (``--max-request-bytes``); the key, the compare of

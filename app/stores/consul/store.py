@@ -1,6 +1,6 @@
 """The Consul store: projects in the KV store, instances held by sessions.
 
-The key layout and revisions are described in docs/design.md (store layout); the two
+The key layout and revisions are described in docs/design.md §3; the two
 halves live in :mod:`app.stores.consul.projects` and :mod:`app.stores.consul.instances`,
 over one :class:`ConsulClient` opened with the store.
 """

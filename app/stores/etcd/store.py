@@ -1,6 +1,6 @@
 """The etcd v3 store: projects as keys, instances under a kept-alive lease.
 
-The key layout and revisions are described in docs/design.md (store layout).
+The key layout and revisions are described in docs/design.md §3.
 """
 
 from __future__ import annotations
