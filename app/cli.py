@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app import __version__
-from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, env_names, read_environment
+from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, read_environment
 from app.stores.base import StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
 
@@ -91,6 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
     )
     return parser
+
+
+def env_names() -> dict[str, str]:
+    """Map each Settings field to ``FLAG / VARIABLE`` for error messages (flag names
+    live here, beside the parser, and nowhere else)."""
+    flags = {
+        "store_type": "--store-type",
+        "advertise_addr": "--advertise-addr",
+        "port": "--port",
+        "host": "--host",
+        "node_id": "--id",
+        "cluster_id": "--cluster",
+        "config": "--config",
+        "admin_user": "--admin-user",
+        "admin_pass": "--admin-pass",
+        "admin_secret": "--admin-secret",
+        "dev": "--dev",
+        "upstream": "--upstream",
+        "upstream_token": "--upstream-token",
+    }
+    names = {}
+    for field in Settings.model_fields:
+        variable = field.upper()
+        names[field] = f"{flags[field]} / {variable}" if field in flags else variable
+    return names
 
 
 def describe(error: ValidationError, names: dict[str, str]) -> str:

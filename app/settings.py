@@ -246,27 +246,3 @@ def read_environment(env_file: Path | None = DOTENV) -> dict[str, str]:
     dotenv = dotenv_values(env_file, encoding="utf-8") if env_file is not None else {}
     values = {name: value for name, value in dotenv.items() if value is not None}
     return {**values, **os.environ}
-
-
-def env_names() -> dict[str, str]:
-    """Map each Settings field to ``FLAG / VARIABLE`` for error messages."""
-    flags = {
-        "store_type": "--store-type",
-        "advertise_addr": "--advertise-addr",
-        "port": "--port",
-        "host": "--host",
-        "node_id": "--id",
-        "cluster_id": "--cluster",
-        "config": "--config",
-        "admin_user": "--admin-user",
-        "admin_pass": "--admin-pass",
-        "admin_secret": "--admin-secret",
-        "dev": "--dev",
-        "upstream": "--upstream",
-        "upstream_token": "--upstream-token",
-    }
-    names = {}
-    for field in Settings.model_fields:
-        variable = field.upper()
-        names[field] = f"{flags[field]} / {variable}" if field in flags else variable
-    return names
