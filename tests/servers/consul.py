@@ -11,7 +11,9 @@ off), keeps its files under pytest's tmp dirs and is stopped through its own PID
   ``server.dc1.consul`` and ``localhost`` (no IP), so clients must send
   ``CONSUL_TLS_SERVER_NAME``. ``acl``: ``default_policy = "deny"``, a master token and a
   client token allowed ``key_prefix "sc/"`` and ``session_prefix ""`` write.
-  ``persistent=True`` makes a data-keeping server like ``consul_server``.
+  ``persistent=True`` makes a data-keeping server like ``consul_server``;
+  ``unix_socket=True`` also serves HTTP on a unix socket (``agent.socket``);
+  ``extra_config`` is appended to the agent's HCL (e.g. a ``limits`` block).
 """
 
 from __future__ import annotations
