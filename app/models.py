@@ -97,6 +97,15 @@ class TokenList(BaseModel):
     tokens: list[TokenInfo]
 
 
+class Credential(BaseModel):
+    """Who a token stands for: what a page needs to know to show only what it may do."""
+
+    name: str
+    role: str
+    projects: list[str]
+    expiresAt: int | None = Field(description="Seconds since the epoch; null: never.")
+
+
 class Health(BaseModel):
     status: str
     revision: int | None = None

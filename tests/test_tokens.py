@@ -374,3 +374,19 @@ def test_a_follower_holds_no_tokens(tmp_path: Path) -> None:
             assert_error(answer, 405, "holds no tokens")
         forged = bearer("sct_0123456789abcdef." + "A" * 43)
         assert_error(follower.get("/v1/config/peers", headers=forged), 401, "follows another")
+
+
+def test_a_token_tells_who_it_stands_for(client: TestClient, admin: dict[str, str]) -> None:
+    me = client.get("/v1/config/tokens/self", headers=admin).json()
+    assert (me["name"], me["role"], me["projects"]) == ("admin", "admin", ["*"])
+    assert me["expiresAt"] > time.time()
+    reader = mint(client, admin, "reader", ["shop", "blog-*"], ttlSeconds=60)
+    answer = client.get("/v1/config/tokens/self", headers=bearer(reader["token"]))
+    assert answer.json() == {
+        "name": "reader-token",
+        "role": "reader",
+        "projects": ["shop", "blog-*"],
+        "expiresAt": reader["expiresAt"],
+    }
+    assert_error(client.get("/v1/config/tokens/self"), 401)
+    assert_error(client.delete("/v1/config/tokens/self", headers=admin), 404)

@@ -20,7 +20,7 @@ from app.api.permissions import require_admin
 from app.api.responses import JSONResponse
 from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
-from app.models import ErrorBody, MintedToken, TokenList, TokenRequest
+from app.models import Credential, ErrorBody, MintedToken, TokenList, TokenRequest
 from app.sync import AppliedTokens
 
 router = APIRouter(prefix="/v1/config/tokens", tags=["tokens"], dependencies=[Admin])
@@ -104,6 +104,24 @@ async def list_tokens(request: Request, principal: CurrentPrincipal) -> Response
     require_admin(principal)
     records = _applied(request).records()
     return JSONResponse({"tokens": [record.public() for record in records]})
+
+
+@router.get(
+    "/self",
+    response_model=Credential,
+    responses=documented(401, 503),
+    summary="The credential this request carries: its name, role, projects and expiry",
+)
+async def current_credential(principal: CurrentPrincipal) -> Response:
+    expires_at = None if principal.expires_at is None else int(principal.expires_at)
+    return JSONResponse(
+        {
+            "name": principal.name,
+            "role": principal.role.value,
+            "projects": principal.scope.texts(),
+            "expiresAt": expires_at,
+        }
+    )
 
 
 @router.delete(
