@@ -131,7 +131,7 @@ def test_a_revocation_on_a_is_refused_on_b(cluster: Cluster) -> None:
 def assert_no_token_in_logs(gateways: list[Gateway], tokens: list[str]) -> None:
     for gateway in gateways:
         log = gateway.process.log()
-        assert "HTTP/1.1\" 20" in log  # the access log was on
+        assert 'HTTP/1.1" 20' in log  # the access log was on
         for token in tokens:
             secret = token.partition(".")[2]
             assert secret not in log, f"a token's secret in {gateway.node_id}'s log"
