@@ -1,4 +1,6 @@
 """``space-cloud run``: flags -> Settings -> a start-up check of the store -> uvicorn.
+The client commands (``login``, ``list``, ``watch``, ...) are dispatched to
+:mod:`app.client.commands`.
 
 Bad flags, variables or store credentials end the start with one line on stderr and
 exit code 2; nothing else parses the command line.
@@ -8,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
-import re
 import signal
+import socket
 import sys
 from typing import NoReturn
 
@@ -20,6 +23,8 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from app import __version__
+from app.client.commands import add_commands, run_command
+from app.logs import configure_logging
 from app.settings import (
     STORE_TYPE_ALIASES,
     STORE_TYPES,
@@ -42,18 +47,21 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{message} (see '{self.prog} --help')")
 
 
-class RedactTokens(logging.Filter):
-    """Keeps ``?token=`` (the event stream's query token) out of the access log."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        return True
+RUN_EPILOG = """\
+Variables, besides the ones named above (docs/design.md §2; .env.example lists them all):
+  LOG_LEVEL, LOG_FORMAT (text or json), ACCESS_LOG
+  ETCD_*     with --store-type etcd: ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD,
+             ETCD_HTTP_SSL, ETCD_CACERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY
+  CONSUL_*   with --store-type consul: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
+             CONSUL_HTTP_AUTH, CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT,
+             CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY
+  tuning     TOKEN_TTL_SECONDS, HISTORY_SIZE, SSE_PING_SECONDS, SSE_RETRY_MS,
+             SSE_SEND_TIMEOUT_SECONDS, SSE_QUEUE_SIZE, WAIT_REVISION_TIMEOUT_SECONDS,
+             STORE_TIMEOUT_SECONDS, INSTANCE_TTL_SECONDS, LOCAL_VALUE_LIMIT,
+             UPSTREAM_READ_TIMEOUT_SECONDS
+A flag wins over a variable, a variable over the file .env, which is read from the
+working directory (where space-cloud is started), and that over the default.
+"""
 
 
 def fail(message: str) -> NoReturn:
@@ -69,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the gateway",
         description="Run the gateway. Every flag also has an environment variable.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     valid = ", ".join([*STORE_TYPES, *STORE_TYPE_ALIASES])
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-token",
         help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
     )
+    add_commands(commands)
     return parser
 
 
@@ -152,12 +163,8 @@ def run(overrides: dict[str, object]) -> None:
     store_settings = load_store_settings(settings)
     etcd = store_settings if isinstance(store_settings, EtcdSettings) else None
     consul = store_settings if isinstance(store_settings, ConsulSettings) else None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Consul request
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    configure_logging(settings.log_format, settings.log_level)
+    check_port_free(settings.host, settings.port)
     try:
         asyncio.run(check_store(build_store(settings, etcd, consul)))
     except StoreConfigError as error:
@@ -182,19 +189,35 @@ def run(overrides: dict[str, object]) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        log_config=None,  # configure_logging above covers uvicorn's loggers too
         timeout_graceful_shutdown=5,
         server_header=False,
     )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A busy port stops the start here, in one line, before the store is touched."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(f"port {port} is already in use on {host} (choose another with --port)")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 def main(argv: list[str] | None = None) -> None:
     # gRPC's C core writes its own lines to stderr (TLS failures among them); the etcd
     # store reports every failure itself, in one line. GRPC_VERBOSITY=debug brings them back.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        overrides = {key: value for key, value in vars(args).items() if key != "command"}
-        run(overrides)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        fail(f"unrecognized arguments: {' '.join(unknown)} (see '{PROG} {args.command} --help')")
+    if args.command != "run":
+        raise SystemExit(run_command(args))
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    run(overrides)
 
 
 if __name__ == "__main__":

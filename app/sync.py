@@ -35,6 +35,7 @@ from app.stores.base import (
     StoredProject,
     StoreError,
 )
+from app.sync_log import OutageLog, log_membership
 
 log = logging.getLogger("space_cloud.sync")
 
@@ -93,6 +94,7 @@ class ClusterState:
         self.revision = 0
         self.synced = asyncio.Event()
         self.store_error: str | None = NOT_SYNCED
+        self.outage_log = OutageLog(log)
         self.broadcaster = Broadcaster(queue_limit)
         self._peers: list[dict] = []
         self._history: deque[tuple[int, bytes]] = deque(maxlen=history_size)
@@ -183,6 +185,8 @@ class ClusterState:
         if peers == self._peers:
             return
         joined_or_left = _membership(peers) != _membership(self._peers)
+        if joined_or_left:
+            log_membership(log, self._peers, peers)
         self._peers = peers
         self._snapshot_frame = None
         self._peers_frame = None
@@ -205,11 +209,7 @@ class ClusterState:
         self._publish(self.peers_frame(), 0)
 
     def set_store_error(self, error: str | None) -> None:
-        if error != self.store_error:
-            if error:
-                log.warning("store unavailable: %s", error)
-            elif self.store_error != NOT_SYNCED:
-                log.info("store reachable again")
+        self.outage_log.update(error)
         self.store_error = error
 
     # --- reading --------------------------------------------------------------------
@@ -395,8 +395,8 @@ class Syncer:
                 await run(backoff)
             except StoreError as exc:
                 if name != "registration":
-                    self._report(name, f"{type(exc).__name__}: {exc}")
-                log.info("%s sync interrupted: %s", name, exc)
+                    self._report(name, str(exc) or "the store failed")
+                log.debug("%s sync interrupted: %s", name, exc)
             except Exception:
                 log.exception("%s sync failed", name)
             await backoff.sleep()
