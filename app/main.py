@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dashboard, events, health, login, peers, projects
+from app.api import dashboard, docs, events, health, login, peers, projects
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.metrics import Metrics
@@ -61,11 +61,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         syncer.start()
         pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
-            "node %s (%s) serving cluster %r from the %s store",
+            "node %s serving cluster %r from the %s store, listening on %s:%d, advertised as %s",
             settings.node_id,
-            settings.advertise_addr,
             settings.cluster_id,
             store.kind,
+            settings.host,
+            settings.port,
+            settings.advertise_addr,
         )
         try:
             yield
@@ -79,6 +81,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves Swagger UI without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -92,6 +96,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard):
+    for module in (projects, peers, events, login, health, dashboard, docs):
         app.include_router(module.router)
     return app
