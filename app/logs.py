@@ -61,6 +61,40 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class RepeatedLines(logging.Filter):
+    """Drops a line identical to one printed less than ``window`` seconds ago, and counts
+    it; the next time that line is printed it says how many were dropped. A store outage
+    makes every retry loop (lease renewal, watches, registration) say the same thing
+    several times a second; the sync layer reports the outage itself (app/sync_log.py)."""
+
+    def __init__(self, window: float = 30.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        #: (logger, level, line) -> (printed at, dropped since)
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" or record.levelno >= logging.ERROR:
+            return True
+        now = self._clock()
+        key = (record.name, record.levelno, record.getMessage())
+        printed_at, dropped = self._seen.get(key, (0.0, 0))
+        if key in self._seen and now - printed_at < self._window:
+            self._seen[key] = (printed_at, dropped + 1)
+            return False
+        if len(self._seen) >= 1024:
+            self._forget(now)
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.msg = f"{key[2]} (and {dropped} times more in the last {self._window:g}s)"
+            record.args = None
+        return True
+
+    def _forget(self, now: float) -> None:
+        self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` (and
     ``client``, ``method``, ``path``, ``status`` for an access-log line, ``exception``
@@ -103,14 +137,17 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact_tokens": {"()": RedactTokens}},
+        "filters": {
+            "redact_tokens": {"()": RedactTokens},
+            "repeated_lines": {"()": RepeatedLines},
+        },
         "formatters": {"line": formatter},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "line",
-                "filters": ["redact_tokens"],
+                "filters": ["redact_tokens", "repeated_lines"],
             }
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from app.client.api import DEFAULT_ADDR, ApiError, ClientError, GatewayClient
 from app.client.watch import Watch
 
@@ -97,10 +99,10 @@ def _add_token_commands(
     revoke.set_defaults(handler=_revoke_token)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed client command; the exit code."""
+def run_command(args: argparse.Namespace, transport: httpx.BaseTransport | None = None) -> int:
+    """Run a parsed client command; the exit code. ``transport``: for tests."""
     try:
-        code = _run(args)
+        code = _run(args, transport)
         sys.stdout.flush()
         return code
     except BrokenPipeError:  # ``space-cloud list | head``: the reader went away
@@ -108,11 +110,11 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_BROKEN_PIPE
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, transport: httpx.BaseTransport | None) -> int:
     addr = args.addr or os.environ.get("SPACE_CLOUD_ADDR") or DEFAULT_ADDR
     token = args.token or os.environ.get("SPACE_CLOUD_TOKEN") or None
     try:
-        with GatewayClient(addr, token) as client:
+        with GatewayClient(addr, token, transport=transport) as client:
             answer = args.handler(client, args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)

@@ -58,7 +58,10 @@ class Watch:
             except ValueError:
                 message = f"the gateway sent a {event.event!r} event that is not JSON"
                 raise ClientError(message) from None
-            event_id = int(event.id) if event.id else None
+            # httpx-sse repeats the last id on events that carry none (as the SSE spec
+            # says a browser does); only the revision events have one of their own.
+            has_revision = isinstance(data, dict) and "revision" in data
+            event_id = int(event.id) if event.id and has_revision else None
             data = self._narrow(event.event, data)
             if data is not None:
                 line: dict[str, Any] = {"event": event.event}
