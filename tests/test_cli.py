@@ -294,7 +294,7 @@ def test_run_help_lists_the_variable_groups_and_where_env_is_read(
 
 def test_env_example_names_every_variable_and_store_type() -> None:
     example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
-    for name in Settings.model_names:
+    for name in Settings.model_fields:
         assert f"# {name.upper()}=" in example, name
     store_line = next(line for line in example.splitlines() if line.startswith("# Store:"))
     for store_type in ("local", "none", "etcd", "consul", "follow"):
