@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.stores.base import ETCD_VALUE_LIMIT
 
+#: HS256 keys shorter than its hash output are refused (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+
 StoreType = Literal["local", "etcd", "consul", "follow"]
 STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
 STORE_TYPE_ALIASES = {"none": "local"}
@@ -94,6 +97,29 @@ Upstreams = Annotated[
 ]
 
 
+def _origin(value: str) -> str:
+    """A browser origin, ``scheme://host[:port]``, as the ``Origin`` header carries it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("list origins as http(s)://host[:port], separated by commas")
+    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError("an origin is only scheme://host[:port] (no user, path or query)")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Origins = Annotated[
+    list[Annotated[str, AfterValidator(_origin)]],
+    NoDecode,
+    BeforeValidator(_comma_list),
+]
+
+
 def _random_node_id() -> str:
     return f"auto-{secrets.token_hex(4)}"
 
@@ -135,6 +161,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     #: ``follow`` only: a silent upstream stream is given up after this (it pings every 15 s).
     upstream_read_timeout_seconds: float = Field(45.0, gt=0)
+    #: Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: Origins = Field(default_factory=list)
+    #: Failed logins from one address within the window before it is blocked; each failure
+    #: after a block doubles the next one, up to the maximum.
+    login_max_failures: int = Field(5, ge=1)
+    login_window_seconds: float = Field(60.0, gt=0)
+    login_max_block_seconds: float = Field(300.0, ge=1)
 
     @field_validator("advertise_addr")
     @classmethod
@@ -185,6 +218,12 @@ class Settings(BaseSettings):
 
     def auth_problem(self) -> str | None:
         """Why this configuration must not start, if it must not (secure by default)."""
+        if self.admin_secret and len(self.admin_secret.encode()) < MIN_SECRET_BYTES:
+            return (
+                f"ADMIN_SECRET (or --admin-secret) is {len(self.admin_secret.encode())} bytes: "
+                f"use at least {MIN_SECRET_BYTES} random bytes, e.g. from "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.dev:
             return None
         if not self.admin_pass:

@@ -19,7 +19,7 @@ from app import cli
 from app.settings import Settings
 
 ADMIN = {"ADMIN_PASS": "pw"}
-DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret"}
+DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
 
 
 def clean_environ() -> dict[str, str]:

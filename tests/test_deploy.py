@@ -157,7 +157,7 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
     def one(match: re.Match[str]) -> str:
         operator, word = match.group(2) or "", match.group(3) or ""
         assert operator in ("", ":-", "-", ":?", "?"), f"unexpected {match.group(0)}"
-        return word if operator in (":-", "-") else "x" * 16
+        return word if operator in (":-", "-") else "x" * 32  # long enough for ADMIN_SECRET
 
     pattern = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}"
     return {key: re.sub(pattern, one, value) for key, value in env.items()}

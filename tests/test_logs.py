@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.logs import JsonFormatter, RepeatedLines, redact
-from app.sync_log import OutageLog
+from app.sync.operator_log import OutageLog
 from tests.gateway import Gateway, wait_for
 from tests.servers.etcd import EtcdFactory
 

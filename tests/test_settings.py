@@ -191,7 +191,10 @@ def test_distributed_needs_a_secret(store_type: str) -> None:
     problem = Settings(store_type=store_type, admin_pass="pw").auth_problem()
     assert problem is not None
     assert "ADMIN_SECRET" in problem
-    assert Settings(store_type=store_type, admin_pass="pw", admin_secret="s").auth_problem() is None
+    secret = "s" * 32
+    assert (
+        Settings(store_type=store_type, admin_pass="pw", admin_secret=secret).auth_problem() is None
+    )
 
 
 # --- etcd -------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies
 
 
 async def _writable(request: Request) -> None:
-    """A follower (``--store-type follow``) serves configs read-only: 405 on every write."""
-    if request.app.state.settings.store_type == "follow":
-        upstream = getattr(request.app.state.store, "upstream", "its upstream")
+    """An instance without a store (a follower) serves configs read-only: 405 on writes."""
+    if request.app.state.store is None:
+        upstream = getattr(request.app.state.source, "upstream", "its upstream")
         raise HTTPException(
             status.HTTP_405_METHOD_NOT_ALLOWED,
             f"this instance follows {upstream} and is read-only: write there",

@@ -30,17 +30,6 @@ def build_store(
             instance_ttl=settings.instance_ttl_seconds,
             timeout=settings.store_timeout_seconds,
         )
-    if settings.store_type == "follow":
-        from app.stores.follow import FollowStore, upstream_token_source
-
-        token, hint = upstream_token_source(settings)
-        return FollowStore(
-            settings.upstream,
-            token,
-            timeout=settings.store_timeout_seconds,
-            read_timeout=settings.upstream_read_timeout_seconds,
-            token_hint=hint,
-        )
     from app.stores.local import LocalStore
 
     return LocalStore(settings.config, value_limit=settings.local_value_limit)

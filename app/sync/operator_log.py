@@ -1,5 +1,5 @@
 """The sync layer's lines for operators: store outages (rate-limited) and peers coming
-and going (docs/design.md, "Logs").
+and going.
 """
 
 from __future__ import annotations
