@@ -23,7 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from app import __version__
+from app import __version__, tracing
 from app.client.commands import add_commands, run_command
 from app.logs import configure_logging
 from app.settings import (
@@ -38,6 +38,8 @@ from app.stores.base import StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from app.sync import ChangeSource
 
 EXIT_USAGE = 2
@@ -170,6 +172,7 @@ def run(overrides: dict[str, object]) -> None:
     consul = store_settings if isinstance(store_settings, ConsulSettings) else None
     configure_logging(settings.log_format, settings.log_level)
     check_port_free(settings.host, settings.port)
+    tracer_provider = tracer_provider_from_env(settings.node_id)
     follows = settings.store_type == "follow"  # no store: another instance's stream
     try:
         if follows:
@@ -189,7 +192,8 @@ def run(overrides: dict[str, object]) -> None:
 
     from app.main import create_app
 
-    app = create_app(settings, None if follows else build_store(settings, etcd, consul))
+    store = None if follows else build_store(settings, etcd, consul)
+    app = create_app(settings, store, tracer_provider)
     # Start-up objects live as long as the process: keep them out of GC scans. With
     # thousands of open streams the default thresholds make full collections often
     # enough to show in fan-out latency (bench/fanout.py: p99 at 10k streams halved).
@@ -209,6 +213,16 @@ def run(overrides: dict[str, object]) -> None:
         timeout_graceful_shutdown=5,
         server_header=False,
     )
+
+
+def tracer_provider_from_env(node_id: str) -> TracerProvider | None:
+    """Tracing when the OTEL_* variables ask for it (the [otel] extra), else None."""
+    if not tracing.requested(os.environ):
+        return None
+    try:
+        return tracing.provider_from_env(os.environ, node_id)
+    except tracing.TracingUnavailable as error:
+        fail(str(error))
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -6,10 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, tracing
 from app.access.limiter import LoginLimiter
 from app.api import dashboard, docs, events, health, login, peers, projects
 from app.api.cors import install_cors
@@ -21,6 +22,9 @@ from app.settings import Settings
 from app.stores.base import Store
 from app.stores.factory import build_store
 from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("space_cloud")
 
@@ -74,14 +78,19 @@ def build_follower(settings: Settings) -> Follower:
     )
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """The app over ``store`` (built from the settings when not given), or, for
-    ``--store-type follow``, over another instance's stream, read-only (no store)."""
+    ``--store-type follow``, over another instance's stream, read-only (no store).
+    With ``tracer_provider`` (the ``[otel]`` extra), requests and store calls are traced."""
     source: ChangeSource
     if settings.store_type == "follow":
         source, store = build_follower(settings), None
     else:
         source = store = store or build_store(settings)
+        if tracer_provider is not None:
+            source = store = tracing.traced_store(store, tracer_provider)
     metrics = Metrics()
     state = ClusterState(
         settings.node_id,
@@ -152,4 +161,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     # The hot read routes first: routing tries routers in this order.
     for module in (projects, peers, events, login, health, dashboard, docs):
         app.include_router(module.router)
+    if tracer_provider is not None:
+        tracing.instrument_app(app, tracer_provider)
     return app
