@@ -54,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 RUN_EPILOG = """\
-Variables, besides the ones named above (docs/design.md §2; .env.example lists them all):
+Variables, besides the ones named above (.env.example lists them all, with comments):
   LOG_LEVEL, LOG_FORMAT (text or json), ACCESS_LOG
   ETCD_*     with --store-type etcd: ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD,
              ETCD_HTTP_SSL, ETCD_CACERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY

@@ -1,5 +1,6 @@
 """Logging for ``space-cloud run``: one format for every line (ours, uvicorn's, the access
-log), plain text or one JSON object per line (``LOG_FORMAT=json``), tokens redacted.
+log), plain text or one JSON object per line (``LOG_FORMAT=json``), tokens redacted
+(docs/design.md §11, "Logs").
 
 uvicorn is started with ``log_config=None`` after :func:`configure_logging`, so its own
 loggers propagate to the same handler instead of getting formatters of their own.

@@ -2,7 +2,8 @@
 event stream included as one span for its whole life (never one per chunk sent), and a
 client span per store call. Off unless the standard ``OTEL_*`` variables ask for it
 (``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); the exporter reads the rest of them itself.
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); the exporter reads the rest of them itself
+(docs/design.md §11, "Tracing").
 """
 
 from __future__ import annotations

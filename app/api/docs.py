@@ -3,7 +3,8 @@ internet access. Its assets come from the ``swagger-ui-py`` package (Swagger UI 
 reads OpenAPI 3.1 as FastAPI writes it; Apache-2.0, the licence file beside the assets);
 the page starts it with one script of ours, under a
 Content-Security-Policy as strict as the dashboard's except where Swagger UI needs more.
-ReDoc, which only a CDN would serve, is switched off (``redoc_url=None`` in app.main).
+ReDoc, which only a CDN would serve, is switched off (``redoc_url=None`` in app.main;
+docs/design.md §5).
 """
 
 from __future__ import annotations

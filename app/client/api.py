@@ -96,7 +96,7 @@ class GatewayClient:
     def peers(self) -> dict[str, Any]:
         return self._call("GET", "/v1/config/peers")
 
-    # --- versions (docs/design.md §9) -----------------------------------------------
+    # --- versions (docs/design.md §11) ----------------------------------------------
 
     def history(
         self, project: str, limit: int | None = None, before: int | None = None
@@ -115,7 +115,7 @@ class GatewayClient:
             headers=_if_match(if_match),
         )
 
-    # --- tokens (docs/design.md §8) ---------------------------------------------------
+    # --- tokens (docs/design.md §9, §11) ---------------------------------------------
 
     def create_token(
         self, name: str, role: str, projects: list[str], ttl_seconds: int | None = None

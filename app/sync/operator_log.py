@@ -1,5 +1,5 @@
 """The sync layer's lines for operators: store outages (rate-limited) and peers coming
-and going.
+and going (docs/design.md §11, "Logs").
 """
 
 from __future__ import annotations
