@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import textwrap
 from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
@@ -53,21 +54,33 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{message} (see '{self.prog} --help')")
 
 
-RUN_EPILOG = """\
-Variables, besides the ones named above (.env.example lists them all, with comments):
-  LOG_LEVEL, LOG_FORMAT (text or json), ACCESS_LOG
-  ETCD_*     with --store-type etcd: ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD,
-             ETCD_HTTP_SSL, ETCD_CACERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY
-  CONSUL_*   with --store-type consul: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
-             CONSUL_HTTP_AUTH, CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT,
-             CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY
-  tuning     TOKEN_TTL_SECONDS, HISTORY_SIZE, SSE_PING_SECONDS, SSE_RETRY_MS,
-             SSE_SEND_TIMEOUT_SECONDS, SSE_QUEUE_SIZE, WAIT_REVISION_TIMEOUT_SECONDS,
-             STORE_TIMEOUT_SECONDS, INSTANCE_TTL_SECONDS, LOCAL_VALUE_LIMIT,
-             UPSTREAM_READ_TIMEOUT_SECONDS
-A flag wins over a variable, a variable over the file .env, which is read from the
-working directory (where space-cloud is started), and that over the default.
-"""
+#: Variables of their own tools, read only with their store type.
+STORE_VARIABLES = {
+    "ETCD_*": "with --store-type etcd: ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD, "
+    "ETCD_HTTP_SSL, ETCD_CACERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY",
+    "CONSUL_*": "with --store-type consul: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, "
+    "CONSUL_HTTP_AUTH, CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT, "
+    "CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY",
+}
+
+
+def run_epilog() -> str:
+    """``run --help``'s variable groups; the settings without a flag are read from the
+    settings model, so a new one is listed without anyone remembering to."""
+    unflagged = [name for name in env_names().values() if " / " not in name]
+    logs = [name for name in unflagged if name.startswith(("LOG_", "ACCESS_LOG"))]
+    tuning = [name for name in unflagged if name not in logs]
+    groups = {**STORE_VARIABLES, "logs": ", ".join(logs), "tuning": ", ".join(tuning)}
+    lines = ["Variables besides the flags' own (.env.example lists them all, with comments):"]
+    for group, names in groups.items():
+        wrapped = textwrap.wrap(names, 76)
+        lines.append(f"  {group:<10} {wrapped[0]}")
+        lines.extend(f"  {'':<10} {line}" for line in wrapped[1:])
+    lines += [
+        "A flag wins over a variable, a variable over the file .env, which is read from the",
+        "working directory (where space-cloud is started), and that over the default.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def fail(message: str) -> NoReturn:
@@ -83,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the gateway",
         description="Run the gateway. Every flag also has an environment variable.",
-        epilog=RUN_EPILOG,
+        epilog=run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
