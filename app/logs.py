@@ -164,3 +164,4 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
 
 def configure_logging(log_format: LogFormat, level: str) -> None:
     logging.config.dictConfig(logging_config(log_format, level))
+    logging.captureWarnings(True)  # Python's warnings become lines of the same format
