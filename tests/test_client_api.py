@@ -229,3 +229,49 @@ def test_watch_stops_on_an_error_that_waiting_cannot_fix() -> None:
     client = GatewayClient("gw:4122", "tok", transport=recorder.transport)
     with pytest.raises(ApiError, match="expired"):
         next(Watch(client).lines())
+
+
+def test_watch_logs_in_again_when_its_token_is_refused() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/config/login":
+            assert json.loads(request.content) == {"user": "admin", "pass": "pw"}
+            return httpx.Response(200, json={"token": "fresh", "expiresAt": 0})
+        if request.headers["Authorization"] != "Bearer fresh":
+            return httpx.Response(401, json={"error": "the token has expired"})
+        return sse(frame("project.put", {"revision": 9, "project": {"id": "a"}}, 9))
+
+    recorder = Recorder(answer)
+    client = GatewayClient("gw:4122", "stale", transport=recorder.transport)
+    breaks: list[str] = []
+    watch = Watch(
+        client,
+        last_event_id=8,
+        on_break=breaks.append,
+        log_in_again=lambda: client.login("admin", "pw"),
+    )
+    assert json.loads(next(watch.lines()))["id"] == 9
+    refused, login, resumed = recorder.requests
+    assert refused.headers["Authorization"] == "Bearer stale"
+    assert login.url.path == "/v1/config/login"
+    assert resumed.headers["Authorization"] == "Bearer fresh"
+    assert resumed.headers["Last-Event-ID"] == "8"
+    assert breaks == ["the token has expired; logged in again"]
+
+
+def test_watch_gives_up_when_a_fresh_token_is_refused_too() -> None:
+    recorder = Recorder(
+        lambda request: (
+            httpx.Response(200, json={"token": "fresh"})
+            if request.url.path == "/v1/config/login"
+            else httpx.Response(401, json={"error": "the token was revoked"})
+        )
+    )
+    client = GatewayClient("gw:4122", "stale", transport=recorder.transport)
+    watch = Watch(client, log_in_again=lambda: client.login("admin", "pw"))
+    with pytest.raises(ApiError, match="revoked"):
+        next(watch.lines())
+    assert [r.url.path for r in recorder.requests] == [
+        "/v1/config/events",
+        "/v1/config/login",
+        "/v1/config/events",
+    ]

@@ -72,6 +72,9 @@ class GatewayClient:
     def close(self) -> None:
         self._http.close()
 
+    def use_token(self, token: str) -> None:
+        self._http.headers["Authorization"] = f"Bearer {token}"
+
     # --- auth and projects ----------------------------------------------------------
 
     def login(self, user: str, password: str) -> str:

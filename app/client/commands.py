@@ -188,6 +188,15 @@ def _watch(client: GatewayClient, args: argparse.Namespace) -> None:
     def report(reason: str) -> None:
         print(f"{PROG}: watch: {reason}; reconnecting", file=sys.stderr, flush=True)
 
-    watch = Watch(client, frozenset(args.project), args.last_event_id, on_break=report)
+    password = os.environ.get("SPACE_CLOUD_PASS")
+    user = os.environ.get("SPACE_CLOUD_USER") or "admin"
+    watch = Watch(
+        client,
+        frozenset(args.project),
+        args.last_event_id,
+        on_break=report,
+        # A stream ends with its token; with the password at hand, carry on.
+        log_in_again=(lambda: client.login(user, password)) if password else None,
+    )
     for line in watch.lines():
         print(line, flush=True)

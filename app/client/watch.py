@@ -23,6 +23,7 @@ log = logging.getLogger("space_cloud.client")
 
 #: Statuses worth waiting out: not ready yet, store unavailable, a proxy between.
 RETRIED_STATUSES = frozenset({502, 503, 504})
+UNAUTHORIZED = 401
 
 
 @dataclass
@@ -32,17 +33,29 @@ class Watch:
     last_event_id: int | None = None
     #: Called with each reason the stream broke, before waiting to reconnect.
     on_break: Callable[[str], None] = lambda reason: None
+    #: A fresh token when the gateway refuses the current one (it expired, or was
+    #: revoked); None: such a refusal ends the watch.
+    log_in_again: Callable[[], str] | None = None
 
     def lines(self) -> Iterator[str]:
         """One JSON object per event, forever (until a non-retryable error)."""
         backoff = Backoff(base=0.2, cap=5.0)
+        logged_in_again = False
         while True:
             try:
                 with self.client.events(self.last_event_id, sorted(self.projects)) as source:
                     backoff.reset()
+                    logged_in_again = False
                     yield from self._lines(source.iter_sse())
                 reason = "the gateway ended the stream"
             except ApiError as exc:
+                # Once per refusal: a fresh token refused as well is not worth a loop.
+                log_in = None if logged_in_again else self.log_in_again
+                if exc.status_code == UNAUTHORIZED and log_in is not None:
+                    self.client.use_token(log_in())
+                    logged_in_again = True
+                    self.on_break(f"{exc}; logged in again")
+                    continue
                 if exc.status_code not in RETRIED_STATUSES:
                     raise
                 reason = str(exc)
