@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app import cli
-from app.settings import Settings, env_names
+from app.settings import Settings
 
 ADMIN = {"ADMIN_PASS": "pw"}
 DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
@@ -290,7 +290,7 @@ def test_run_help_lists_the_variable_groups_and_where_env_is_read(
     ):
         assert group in text, group
     # Every variable without a flag is listed, new ones included.
-    for name, spelled in env_names().items():
+    for name, spelled in cli.env_names().items():
         if " / " not in spelled:
             assert spelled in text, name
     assert ".env" in text and "working directory" in text
