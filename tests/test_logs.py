@@ -186,3 +186,14 @@ def test_peers_and_an_etcd_outage_in_the_log(etcd_factory: EtcdFactory, tmp_path
     # lease's, the watches'), instead of a line per retry: 25 in 8 s before.
     assert len(outage) <= 5, "\n".join(outage)
     assert sum("store unavailable" in line for line in outage) == 1, "\n".join(outage)
+
+
+def test_follower_failures_are_described_without_class_names() -> None:
+    from app.follow.upstream import describe
+
+    assert describe(httpx.ReadTimeout("")) == "no answer in time"
+    assert describe(httpx.ConnectError("")) == "cannot connect"
+    assert describe(httpx.ConnectError("[Errno 111] Connection refused")) == (
+        "[Errno 111] Connection refused"
+    )
+    assert describe(httpx.RemoteProtocolError("")) == "the connection failed"
