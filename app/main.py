@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app import __version__, tracing
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, docs, events, health, login, peers, projects
+from app.api import dashboard, docs, events, health, login, peers, projects, tokens
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
@@ -21,7 +21,14 @@ from app.metrics import Metrics
 from app.settings import Settings
 from app.stores.base import Store
 from app.stores.factory import build_store
-from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+from app.sync import (
+    AppliedTokens,
+    ChangeSource,
+    ClusterState,
+    InstanceInfo,
+    Syncer,
+    utc_now_iso,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -105,7 +112,16 @@ def create_app(
         version=__version__,
         started_at=utc_now_iso(),
     )
-    syncer = Syncer(source, state, instance, metrics, registrar=store)
+    applied_tokens = AppliedTokens(held=store is not None)
+    syncer = Syncer(
+        source,
+        state,
+        instance,
+        metrics,
+        registrar=store,
+        token_source=store,
+        tokens=applied_tokens,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,6 +167,8 @@ def create_app(
         settings.token_ttl_seconds,
         cluster_id=settings.cluster_id,
     )
+    #: The minted tokens' records every request is checked against (docs/design.md §9).
+    app.state.minted_tokens = applied_tokens
     app.state.login_limiter = LoginLimiter(
         max_failures=settings.login_max_failures,
         window_seconds=settings.login_window_seconds,
@@ -159,7 +177,7 @@ def create_app(
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard, docs):
+    for module in (projects, peers, events, login, tokens, health, dashboard, docs):
         app.include_router(module.router)
     if tracer_provider is not None:
         tracing.instrument_app(app, tracer_provider)

@@ -213,6 +213,8 @@ async def test_space_cloud_file_without_revisions_can_be_updated_conditionally(
         "projects: {id: a}\n",  # projects not a list
         "projects:\n  - name: no id\n",
         "projects:\n  - id: 5\n",
+        "tokens: [a, b]\n",  # tokens not a mapping
+        "tokens: {1: {id: x}}\n",  # a token id that is not a string
     ],
 )
 async def test_invalid_file_is_a_config_error(path: Path, text: str) -> None:
@@ -234,6 +236,22 @@ async def test_bad_revision_in_the_file_is_a_config_error(path: Path) -> None:
     path.write_text("revision: seven\nprojects: []\n")
     with pytest.raises(StoreConfigError):
         await LocalStore(path).open()
+
+
+async def test_token_records_live_in_the_file_beside_projects(store: LocalStore) -> None:
+    record = {"id": "0123456789abcdef", "name": "ci", "secretHash": "ab" * 32}
+    await store.put_token("0123456789abcdef", orjson.dumps(record))
+    await store.put_project("p", value("p"))  # a project write keeps the tokens
+    document = yaml.safe_load(store.path.read_text())
+    assert document["tokens"] == {"0123456789abcdef": record}
+    assert [project["id"] for project in document["projects"]] == ["p"]
+    again = await reopen(store)
+    try:
+        assert await again.list_tokens() == {"0123456789abcdef": orjson.dumps(record)}
+        assert await again.delete_token("0123456789abcdef") is True
+        assert "tokens" not in yaml.safe_load(store.path.read_text())
+    finally:
+        await again.close()
 
 
 async def test_empty_file_is_an_empty_store(path: Path) -> None:

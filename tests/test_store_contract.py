@@ -326,3 +326,70 @@ async def test_the_instance_watch_sees_other_instances_join_and_leave(
         assert await within(anext(instances)) == {"n1": b"one", "n2": b"two-b"}
         await other.deregister()
         assert await within(anext(instances)) == {"n1": b"one"}
+
+
+# --- minted tokens' records -----------------------------------------------------------
+
+RECORD_A = b'{"id":"0123456789abcdef","name":"a"}'
+RECORD_B = b'{"id":"fedcba9876543210","name":"b"}'
+
+
+async def test_token_records_are_put_listed_and_deleted(store: Store) -> None:
+    assert await store.list_tokens() == {}
+    await store.put_token("0123456789abcdef", RECORD_A)
+    await store.put_token("fedcba9876543210", RECORD_B)
+    assert await store.list_tokens() == {
+        "0123456789abcdef": RECORD_A,
+        "fedcba9876543210": RECORD_B,
+    }
+    assert await store.delete_token("0123456789abcdef") is True
+    assert await store.delete_token("0123456789abcdef") is False
+    assert await store.delete_token("0000000000000000") is False
+    assert await store.list_tokens() == {"fedcba9876543210": RECORD_B}
+
+
+async def test_token_records_outlive_the_store_object(
+    store: Store, open_store: OpenStore, cluster: str
+) -> None:
+    await store.put_token("0123456789abcdef", RECORD_A)
+    await store.close()  # the local store's file is locked while it is open
+    again = await open_store(cluster)
+    assert await again.list_tokens() == {"0123456789abcdef": RECORD_A}
+
+
+async def test_token_records_stay_apart_from_projects(store: Store) -> None:
+    await store.put_project("p", doc("p"))
+    await store.put_token("0123456789abcdef", RECORD_A)
+    assert set((await store.list_projects()).projects) == {"p"}
+    await store.put_project("p", doc("p", 2))
+    assert await store.list_tokens() == {"0123456789abcdef": RECORD_A}
+
+
+async def test_the_token_watch_yields_the_full_map_after_every_change(store: Store) -> None:
+    await store.put_token("0123456789abcdef", RECORD_A)
+    async with watching(store.watch_tokens()) as tokens:
+        assert await within(anext(tokens)) == {"0123456789abcdef": RECORD_A}
+        await store.put_token("fedcba9876543210", RECORD_B)
+        assert await within(anext(tokens)) == {
+            "0123456789abcdef": RECORD_A,
+            "fedcba9876543210": RECORD_B,
+        }
+        await store.delete_token("0123456789abcdef")
+        assert await within(anext(tokens)) == {"fedcba9876543210": RECORD_B}
+
+
+@distributed
+async def test_another_instances_token_changes_reach_the_watch_and_no_other_cluster(
+    open_store: OpenStore, cluster: str
+) -> None:
+    watcher = await open_store(cluster)
+    other = await open_store(cluster)
+    outsider = await open_store(cluster + "b")
+    async with watching(watcher.watch_tokens()) as tokens:
+        assert await within(anext(tokens)) == {}
+        await outsider.put_token("fedcba9876543210", RECORD_B)
+        await other.put_token("0123456789abcdef", RECORD_A)
+        assert await within(anext(tokens)) == {"0123456789abcdef": RECORD_A}
+        assert await other.delete_token("0123456789abcdef") is True
+        assert await within(anext(tokens)) == {}
+    assert await outsider.list_tokens() == {"fedcba9876543210": RECORD_B}

@@ -23,11 +23,17 @@ async def healthz() -> Response:
     "/readyz",
     response_model=Health,
     responses=documented(503),
-    summary="Ready: first sync done and the store reachable",
+    summary="Ready: first sync (configs and tokens) done and the store reachable",
 )
-async def readyz(state: State) -> Response:
+async def readyz(state: State, request: Request) -> Response:
     if not state.synced.is_set():
         return error(status.HTTP_503_SERVICE_UNAVAILABLE, state.store_error or "not synced yet")
+    minted_tokens = request.app.state.minted_tokens
+    if minted_tokens.held and not minted_tokens.synced.is_set():
+        return error(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            state.store_error or "the minted tokens have not been synced yet",
+        )
     if state.store_error:
         return error(status.HTTP_503_SERVICE_UNAVAILABLE, state.store_error)
     return JSONResponse({"status": "ready", "revision": state.revision})

@@ -3,7 +3,7 @@
 List, then watch from the listing; on any watch error back off with jitter, list again
 and emit exactly what changed meanwhile. Beside it, one task keeps the peer list and,
 when the source is a store, one keeps this instance registered with its applied
-revision (see docs/design.md §4).
+revision and one keeps the applied token records (see docs/design.md §4, §9).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import orjson
 from app.backoff import Backoff
 from app.metrics import Metrics
 from app.stores.base import StoreError
-from app.sync.source import ChangeSource, Registrar
+from app.sync.source import ChangeSource, Registrar, TokenSource
 from app.sync.state import ClusterState
+from app.sync.tokens import AppliedTokens
 
 log = logging.getLogger("space_cloud.sync")
 
@@ -57,7 +58,8 @@ def utc_now_iso() -> str:
 
 class Syncer:
     """Keeps a :class:`ClusterState` in step with ``source``; registers this instance in
-    ``registrar`` (the store; None for a follower, which is no member of the cluster)."""
+    ``registrar`` (the store; None for a follower, which is no member of the cluster);
+    keeps ``tokens`` in step with ``token_source`` (the store; None for a follower)."""
 
     def __init__(
         self,
@@ -67,6 +69,8 @@ class Syncer:
         metrics: Metrics,
         *,
         registrar: Registrar | None = None,
+        token_source: TokenSource | None = None,
+        tokens: AppliedTokens | None = None,
         publish_seconds: float = APPLIED_REVISION_PUBLISH_SECONDS,
     ) -> None:
         self.source = source
@@ -74,6 +78,8 @@ class Syncer:
         self.instance = instance
         self.metrics = metrics
         self.registrar = registrar
+        self.token_source = token_source
+        self.tokens = AppliedTokens(held=token_source is not None) if tokens is None else tokens
         self._publish_seconds = publish_seconds
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
@@ -87,6 +93,9 @@ class Syncer:
         if self.registrar is not None:
             keep = functools.partial(self._keep_registered, self.registrar)
             self._tasks.append(asyncio.create_task(self._forever("registration", keep)))
+        if self.token_source is not None:
+            watch = functools.partial(self._sync_tokens, self.token_source)
+            self._tasks.append(asyncio.create_task(self._forever("tokens", watch)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -131,6 +140,16 @@ class Syncer:
         async for records in self.source.watch_instances():
             self.state.set_peers(records)
             self._report("instances", None)
+            backoff.reset()
+
+    async def _sync_tokens(self, source: TokenSource, backoff: Backoff) -> None:
+        """Its own watch, not beside the instances': a token change then never rebuilds
+        the peer list, and Consul's instance queries wake every TTL/4 for heartbeats,
+        which the token records do not need. Each yield is the full map: a new watch
+        after any error is a complete resync."""
+        async for records in source.watch_tokens():
+            self.tokens.apply(records)
+            self._report("tokens", None)
             backoff.reset()
 
     def _report(self, loop: str, error: str | None) -> None:

@@ -1,4 +1,5 @@
-"""The etcd v3 store: projects as keys, instances under a kept-alive lease.
+"""The etcd v3 store: projects and token records as keys, instances under a kept-alive
+lease.
 
 The key layout and revisions are described in docs/design.md §3.
 """
@@ -28,6 +29,7 @@ from app.stores.base import (
     ValueTooLarge,
     instances_prefix,
     projects_prefix,
+    tokens_prefix,
 )
 from app.stores.etcd.client import EtcdClient
 from app.stores.etcd.config import EtcdConfig
@@ -68,6 +70,7 @@ class EtcdStore:
         self._client = EtcdClient(config, timeout)
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
+        self._tokens = tokens_prefix(cluster_id).encode()
         self._instance_ttl = instance_ttl
         self._registration: _Registration | None = None
         self._lock = asyncio.Lock()  # one change of lease/record at a time
@@ -199,24 +202,41 @@ class EtcdStore:
             except StoreError as error:
                 log.warning("could not revoke the instance lease (it will expire): %s", error)
 
-    async def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
-        end = prefix_range_end(self._instances)
-        listing = await self._client.range(self._instances, end)
-        instances = {self._node_id(kv.key): kv.value for kv in listing.kvs}
-        yield dict(instances)
-        async for response in self._client.watch_prefix(
-            self._instances, listing.header.revision + 1
-        ):
-            for event in response.events:
-                node_id = self._node_id(event.kv.key)
-                if event.type == _DELETE:
-                    instances.pop(node_id, None)
-                else:
-                    instances[node_id] = event.kv.value
-            yield dict(instances)
+    def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._watch_map(self._instances)
 
-    def _node_id(self, key: bytes) -> str:
-        return key[len(self._instances) :].decode()
+    async def _watch_map(self, prefix: bytes) -> AsyncGenerator[dict[str, bytes], None]:
+        """The full map ``name under prefix -> value`` now and after every change."""
+        listing = await self._client.range(prefix, prefix_range_end(prefix))
+        values = {_name(kv.key, prefix): kv.value for kv in listing.kvs}
+        yield dict(values)
+        async for response in self._client.watch_prefix(prefix, listing.header.revision + 1):
+            for event in response.events:
+                name = _name(event.kv.key, prefix)
+                if event.type == _DELETE:
+                    values.pop(name, None)
+                else:
+                    values[name] = event.kv.value
+            yield dict(values)
+
+    # --- minted tokens ----------------------------------------------------------------
+
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        await self._client.put(self._tokens + token_id.encode(), record)
+
+    async def delete_token(self, token_id: str) -> bool:
+        delete = rpc.DeleteRangeRequest(key=self._tokens + token_id.encode())
+        request = rpc.TxnRequest(success=[rpc.RequestOp(request_delete_range=delete)])
+        # Not resent: a resend after a delete that went through would answer "none".
+        response = await self._client.txn(request, idempotent=False)
+        return response.responses[0].response_delete_range.deleted > 0
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        response = await self._client.range(self._tokens, prefix_range_end(self._tokens))
+        return {_name(kv.key, self._tokens): kv.value for kv in response.kvs}
+
+    def watch_tokens(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._watch_map(self._tokens)
 
     async def _grant_and_put(self, registration: _Registration) -> None:
         lease = await self._client.lease_grant(self._instance_ttl)
@@ -251,6 +271,10 @@ def _revision_is(key: bytes, expected_revision: int) -> rpc.Compare:
     if expected_revision == ABSENT:
         return rpc.Compare(result=_EQUAL, target=_CREATE, key=key, create_revision=0)
     return rpc.Compare(result=_EQUAL, target=_MOD, key=key, mod_revision=expected_revision)
+
+
+def _name(key: bytes, prefix: bytes) -> str:
+    return key[len(prefix) :].decode()
 
 
 def _get(key: bytes) -> rpc.RequestOp:
