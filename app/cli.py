@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-token",
         help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
     )
+    run.add_argument(
+        "--cache-file",
+        help="CACHE_FILE: keep the last applied configs here and serve them when the "
+        "store is unreachable at start (default: none)",
+    )
     return parser
 
 

@@ -18,9 +18,10 @@ from app.auth import TokenIssuer
 from app.follow import Follower, TokenSource
 from app.metrics import Metrics
 from app.settings import Settings
-from app.stores.base import Store
+from app.stores.base import ETCD_VALUE_LIMIT, Store
 from app.stores.factory import build_store
 from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+from app.sync.cache import CacheFile
 
 log = logging.getLogger("space_cloud")
 
@@ -74,6 +75,12 @@ def build_follower(settings: Settings) -> Follower:
     )
 
 
+def build_cache_file(settings: Settings) -> CacheFile | None:
+    if settings.cache_file is None:
+        return None
+    return CacheFile(settings.cache_file, settings.cluster_id, settings.store_type)
+
+
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """The app over ``store`` (built from the settings when not given), or, for
     ``--store-type follow``, over another instance's stream, read-only (no store)."""
@@ -96,7 +103,16 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         started_at=utc_now_iso(),
     )
-    syncer = Syncer(source, state, instance, metrics, registrar=store)
+    syncer = Syncer(
+        source,
+        state,
+        instance,
+        metrics,
+        registrar=store,
+        # A follower's upstream checked its values against its own store's limit.
+        value_limit=ETCD_VALUE_LIMIT if store is None else store.value_limit,
+        cache=build_cache_file(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +147,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.source = source
     app.state.metrics = metrics
     app.state.cluster = state
+    app.state.intake = syncer.intake
     app.state.tokens = TokenIssuer(
         settings.admin_user,
         settings.admin_pass,

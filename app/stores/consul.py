@@ -527,10 +527,11 @@ def _child(key: str, prefix: str) -> str | None:
 
 
 def _projects(entries: list[dict[str, Any]], prefix: str) -> dict[str, StoredProject]:
+    """Every key under ``prefix`` but the deletion marks: the sync layer judges them."""
     projects = {}
     for entry in entries:
-        project_id = _child(entry["Key"], prefix)
-        if project_id is not None:
+        project_id = entry["Key"].removeprefix(prefix)
+        if project_id and not project_id.startswith(DELETION_MARKS):
             projects[project_id] = StoredProject(project_id, _value(entry), entry["ModifyIndex"])
     return projects
 
