@@ -137,7 +137,13 @@ class Syncer:
             raise
         resync = self.state.synced.is_set()
         emitted = self.state.apply_listing(self.intake.listing(listing))
-        if resync:
+        if self._serving_cache is not None:
+            log.info(
+                "the store answers at revision %d: %d changes since the cache file",
+                listing.revision,
+                emitted,
+            )
+        elif resync:
             self.metrics.resyncs.inc()
             log.info("resynced at revision %d: %d changes", listing.revision, emitted)
         self._serving_cache = None
