@@ -4,7 +4,7 @@ Two gateways on real etcd and real Consul, an event stream and a follower attach
 foreign-value case is written with the store's own command-line tool. The list stays
 JSON, the stream stays well framed, the follower keeps applying changes and a new one
 becomes ready, the bad values are listed on ``/readyz`` (which stays 200), and a later
-valid write to a skipped key is served (docs/design.md §11).
+valid write to a skipped key is served (docs/design.md §12).
 """
 
 from __future__ import annotations

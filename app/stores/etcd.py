@@ -138,7 +138,7 @@ class EtcdStore:
             yield [self._change(event) for event in response.events]
 
     def _change(self, event: rpc.Event) -> ProjectChange:
-        # Any key goes up (not UTF-8 too): the sync layer judges it (docs/design.md §11).
+        # Any key goes up (not UTF-8 too): the sync layer judges it (docs/design.md §12).
         project_id = event.kv.key[len(self._projects) :].decode(errors="backslashreplace")
         if event.type == _DELETE:
             # etcd sets a tombstone's mod_revision to the revision of the deletion.

@@ -231,7 +231,7 @@ def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
         revision = max(revision, 1)
     projects: dict[str, StoredProject] = {}
     for position, entry in enumerate(entries):
-        # The sync layer judges every entry (docs/design.md §11): one without a string id
+        # The sync layer judges every entry (docs/design.md §12): one without a string id
         # goes up under its position, a key no project id can take, and is not served.
         project_id = entry.get("id") if isinstance(entry, dict) else None
         if not isinstance(project_id, str):

@@ -6,7 +6,7 @@ shutdown. Each write replaces the file atomically (temp file, fsync, rename, fsy
 the folder), so a ``kill -9`` leaves the old file or the new one, never a torn one.
 The file is read only when the first listing fails because the store is unreachable,
 and what it holds goes through the same checks as any store value (see
-docs/design.md §11).
+docs/design.md §12).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ follower, the cache file) passes through :class:`Intake`, which serves only what
 key and revision, counted in ``sc_store_values_skipped_total{reason}`` and listed on
 ``/readyz`` until the key is deleted or written validly. A served project whose key
 receives an invalid value is removed from what is served: its put becomes a delete at
-the same revision (see docs/design.md §11).
+the same revision (see docs/design.md §12).
 """
 
 from __future__ import annotations
