@@ -22,6 +22,7 @@ from app.stores.base import ETCD_VALUE_LIMIT, Store
 from app.stores.factory import build_store
 from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
 from app.sync.cache import CacheFile
+from app.sync.store_revision import StoreRevision
 
 log = logging.getLogger("space_cloud")
 
@@ -148,6 +149,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.cluster = state
     app.state.intake = syncer.intake
+    app.state.store_revision = StoreRevision(source, settings.store_timeout_seconds)
     app.state.tokens = TokenIssuer(
         settings.admin_user,
         settings.admin_pass,

@@ -130,7 +130,12 @@ def test_a_skipped_value_is_logged_and_counted_once_per_key_and_revision(
 def test_an_invalid_put_under_a_project_id_becomes_a_delete() -> None:
     intake = Intake(LIMIT, Metrics())
     passed = intake.changes(
-        [put("shop", PRETTY, 5), put("shop", b"{oops", 6), put("a/b", b"{}", 7), put("ok", b"{}", 8)]
+        [
+            put("shop", PRETTY, 5),
+            put("shop", b"{oops", 6),
+            put("a/b", b"{}", 7),
+            put("ok", b"{}", 8),
+        ]
     )
     assert passed == [
         ProjectChange("put", "shop", 5, check_value("shop", PRETTY, LIMIT)),  # type: ignore[arg-type]

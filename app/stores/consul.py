@@ -109,6 +109,11 @@ class ConsulStore:
         (a recursive list would only filter out what the token may not see)."""
         await self._http("GET", kv_path(self._projects), expect=(200, 404))
 
+    async def current_revision(self) -> int:
+        """Consul's KV index now: a one-key read answers the KV table's highest index,
+        which no ModifyIndex under the prefix can pass."""
+        return (await self._http("GET", kv_path(self._projects), expect=(200, 404))).index
+
     @property
     def client(self) -> ConsulClient:
         if self._client is None:

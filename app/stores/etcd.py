@@ -85,6 +85,12 @@ class EtcdStore:
             self._projects, prefix_range_end(self._projects), limit=1, keys_only=True
         )
 
+    async def current_revision(self) -> int:
+        """The store's revision now: a linearizable one-key read's header."""
+        end = prefix_range_end(self._projects)
+        response = await self._client.range(self._projects, end, limit=1, keys_only=True)
+        return response.header.revision
+
     # --- projects -----------------------------------------------------------------
 
     def _project_key(self, project_id: str) -> bytes:

@@ -80,6 +80,9 @@ class LocalStore:
     async def check(self) -> None:
         """The file is readable and ours: :meth:`open` already proved both."""
 
+    async def current_revision(self) -> int:
+        return self._revision
+
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing:
