@@ -67,6 +67,11 @@ class CacheFile:
         with self._writing:
             write_atomically(self.path, data)
 
+    def replace(self, projects: list[StoredProject], revision: int) -> None:
+        """Encode and write (blocking): 10 000 projects of 2 KiB are 21 MB, encoded in
+        15 ms and written with fsync in 37-80 ms on the shared 2-core machine."""
+        self.write(self.encode(projects, revision))
+
     def read(self) -> ProjectListing:
         """The listing the file holds; its values are unchecked (the caller checks)."""
         try:
@@ -135,9 +140,10 @@ class CacheWriter:
         projects, revision = self._snapshot()
         if revision == self._written_revision or revision == 0:
             return  # nothing new, or nothing applied yet
-        data = self.cache.encode(projects, revision)
         try:
-            await asyncio.to_thread(self.cache.write, data)
+            # In a thread, encoding too: the projects are immutable, and the event loop
+            # gets its share of the GIL meanwhile.
+            await asyncio.to_thread(self.cache.replace, projects, revision)
         except OSError as exc:
             log.warning("cannot write the cache file %s: %s", self.cache.path, exc)
             return
