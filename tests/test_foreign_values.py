@@ -187,3 +187,34 @@ def test_foreign_values_never_break_a_list_a_stream_or_a_follower(
         10,
         "the deleted key to leave /readyz",
     )
+
+
+def test_a_hand_edited_config_file_with_bad_entries_starts_and_reports_them(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "projects:\n"
+        "  - id: shop\n    name: Shop\n"
+        "  - name: no id at all\n"
+        "  - id: UPPER\n"
+        "  - id: 5\n"
+        "  - just a string\n"
+        "  - id: ok\n    modules: {db: {on: true}}\n"
+    )
+    gateway = Gateway(tmp_path / "gw", args=["--config", str(config)]).start()
+    try:
+        assert project_ids(gateway) == {"shop", "ok"}
+        ready = gateway.get("/readyz")
+        assert ready.status_code == 200
+        assert {v["key"]: v["reason"] for v in ready.json()["skipped"]} == {
+            "projects[1]": "bad_key",
+            "UPPER": "bad_key",
+            "projects[3]": "bad_key",
+            "projects[4]": "bad_key",
+        }
+        assert gateway.put("new").status_code == 201
+        assert project_ids(gateway) == {"shop", "ok", "new"}
+        assert "no id at all" in config.read_text()  # the operator's entry is kept
+    finally:
+        gateway.stop()
