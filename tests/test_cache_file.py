@@ -30,15 +30,21 @@ def test_a_written_cache_reads_back_as_the_listing(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]  # no temp file left
 
 
+def cache_document(**fields: object) -> bytes:
+    document = {"format": 1, "cluster": "prod", "storeType": "etcd", "revision": 1}
+    return orjson.dumps({**document, "projects": [], **fields})
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
         (b"{not json", "not JSON"),
         (b"[]", "not a cache file"),
-        (b'{"format": 1, "cluster": "prod", "revision": -1, "projects": []}', "not a cache"),
-        (b'{"format": 1, "cluster": "prod", "revision": 1, "projects": [{"id": "a"}]}', "not a"),
-        (b'{"format": 1, "cluster": "other", "revision": 1, "projects": []}', "'other'"),
-        (b'{"format": 2, "cluster": "prod", "revision": 1, "projects": []}', "format 2"),
+        (cache_document(revision=-1), "not a cache"),
+        (cache_document(projects=[{"id": "a"}]), "not a cache"),
+        (cache_document(cluster="other"), "'other'"),
+        (cache_document(format=2), "format 2"),
+        (cache_document(storeType="consul"), "'consul' store"),
     ],
 )
 def test_an_unusable_cache_file_is_refused_with_one_line(

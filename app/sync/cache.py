@@ -92,6 +92,11 @@ class CacheFile:
             raise CacheFileError(
                 f"{self.path} holds cluster {document['cluster']!r}, not {self.cluster_id!r}"
             )
+        if document["storeType"] != self.store_type:
+            # Revisions of different stores do not compare: no difference could be exact.
+            raise CacheFileError(
+                f"{self.path} comes from a {document['storeType']!r} store, not {self.store_type!r}"
+            )
         projects = {}
         for entry in document["projects"]:
             key, revision = str(entry["id"]), _whole(entry["revision"])
