@@ -18,17 +18,9 @@ from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 from app import __version__
-from app.settings import (
-    STORE_TYPE_ALIASES,
-    STORE_TYPES,
-    ConsulSettings,
-    EtcdSettings,
-    Settings,
-    env_names,
-)
+from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, read_environment
 from app.stores.base import StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
 
@@ -106,6 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def env_names() -> dict[str, str]:
+    """Map each Settings field to ``FLAG / VARIABLE`` for error messages (flag names
+    live here, beside the parser, and nowhere else)."""
+    flags = {
+        "store_type": "--store-type",
+        "advertise_addr": "--advertise-addr",
+        "port": "--port",
+        "host": "--host",
+        "node_id": "--id",
+        "cluster_id": "--cluster",
+        "config": "--config",
+        "admin_user": "--admin-user",
+        "admin_pass": "--admin-pass",
+        "admin_secret": "--admin-secret",
+        "dev": "--dev",
+        "upstream": "--upstream",
+        "upstream_token": "--upstream-token",
+        "cache_file": "--cache-file",
+    }
+    names = {}
+    for field in Settings.model_fields:
+        variable = field.upper()
+        names[field] = f"{flags[field]} / {variable}" if field in flags else variable
+    return names
+
+
 def describe(error: ValidationError, names: dict[str, str]) -> str:
     """One line for the first problem, naming the flag / variable and what is valid."""
     first = error.errors()[0]
@@ -130,21 +148,6 @@ def load_settings(overrides: dict[str, object]) -> Settings:
         fail(describe(error, env_names()))
 
 
-def load_store_settings(settings: Settings) -> EtcdSettings | ConsulSettings | None:
-    kinds: dict[str, tuple[type[BaseSettings], str]] = {
-        "etcd": (EtcdSettings, "ETCD_"),
-        "consul": (ConsulSettings, "CONSUL_"),
-    }
-    if settings.store_type not in kinds:
-        return None
-    model, prefix = kinds[settings.store_type]
-    try:
-        return model()  # type: ignore[return-value]
-    except ValidationError as error:
-        names = {field: prefix + field.upper() for field in model.model_fields}
-        fail(describe(error, names))
-
-
 async def check_store(store: ChangeSource) -> None:
     """Open, check and close a throwaway store (or follower): bad credentials stop the
     start here."""
@@ -159,9 +162,7 @@ def run(overrides: dict[str, object]) -> None:
     settings = load_settings(overrides)
     if problem := settings.auth_problem():
         fail(problem)
-    store_settings = load_store_settings(settings)
-    etcd = store_settings if isinstance(store_settings, EtcdSettings) else None
-    consul = store_settings if isinstance(store_settings, ConsulSettings) else None
+    env = read_environment()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -175,8 +176,8 @@ def run(overrides: dict[str, object]) -> None:
 
             asyncio.run(check_store(build_follower(settings)))
         else:
-            asyncio.run(check_store(build_store(settings, etcd, consul)))
-    except StoreConfigError as error:
+            asyncio.run(check_store(build_store(settings, env)))
+    except StoreConfigError as error:  # a bad ETCD_* / CONSUL_* variable among them
         fail(str(error))
     except StoreUnavailable as error:
         log.warning(
@@ -187,7 +188,7 @@ def run(overrides: dict[str, object]) -> None:
 
     from app.main import create_app
 
-    app = create_app(settings, None if follows else build_store(settings, etcd, consul))
+    app = create_app(settings, None if follows else build_store(settings, env))
     # Start-up objects live as long as the process: keep them out of GC scans. With
     # thousands of open streams the default thresholds make full collections often
     # enough to show in fan-out latency (bench/fanout.py: p99 at 10k streams halved).

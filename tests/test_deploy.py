@@ -23,7 +23,9 @@ import pytest
 import yaml
 from kubernetes_validate import utils as k8s_validate
 
-from app.settings import ConsulSettings, EtcdSettings, Settings, split_host_port
+from app.settings import Settings, split_host_port
+from app.stores.consul import CONSUL_VARIABLES, ConsulConfig
+from app.stores.etcd import ETCD_VARIABLES, EtcdConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -44,11 +46,7 @@ PLACEHOLDER = "REPLACE"
 def gateway_variables() -> frozenset[str]:
     """Every environment variable the gateway reads, derived from its settings models."""
     names = {field.upper() for field in Settings.model_fields}
-    for model in (EtcdSettings, ConsulSettings):
-        prefix = model.model_config["env_prefix"]
-        assert prefix in ("ETCD_", "CONSUL_"), prefix
-        names |= {prefix + field.upper() for field in model.model_fields}
-    return frozenset(names)
+    return frozenset(names | set(ETCD_VARIABLES) | set(CONSUL_VARIABLES))
 
 
 GATEWAY_VARIABLES = gateway_variables()
@@ -331,8 +329,7 @@ def test_store_settings_come_from_the_configmap(clean_env: None) -> None:
     assert set(data) <= GATEWAY_VARIABLES, f"unknown: {set(data) - GATEWAY_VARIABLES}"
     settings = Settings(**{k.lower(): v for k, v in data.items()}, _env_file=None)
     assert settings.store_type == "etcd"
-    etcd = {k.removeprefix("ETCD_").lower(): v for k, v in data.items() if k.startswith("ETCD_")}
-    assert len(EtcdSettings(**etcd, _env_file=None).endpoint_list) >= 1
+    assert len(EtcdConfig.from_env(data).endpoints) >= 1
 
 
 def test_every_variable_set_on_the_pod_is_a_gateway_setting() -> None:
@@ -409,8 +406,7 @@ def test_the_consul_overlay_patches_the_base(clean_env: None) -> None:
     data = patches["ConfigMap"]["data"]
     assert data["STORE_TYPE"] == "consul"
     assert set(data) <= GATEWAY_VARIABLES
-    consul = {k.removeprefix("CONSUL_").lower(): v for k, v in data.items() if "CONSUL_" in k}
-    ConsulSettings(**consul, _env_file=None)
+    ConsulConfig.from_env(data)
 
     (patched,) = patches["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert patched["name"] == container()["name"]
@@ -517,7 +513,7 @@ def test_etcd_compose_is_a_three_member_cluster(clean_env: None) -> None:
     for svc in gateways(data).values():
         env = environment(svc)
         assert env["STORE_TYPE"] == "etcd"
-        endpoints = EtcdSettings(endpoints=env["ETCD_ENDPOINTS"], _env_file=None).endpoint_list
+        endpoints = EtcdConfig.from_env({"ETCD_ENDPOINTS": env["ETCD_ENDPOINTS"]}).endpoints
         assert sorted(endpoints) == sorted((m, 2379) for m in members)
 
 
@@ -537,8 +533,8 @@ def test_consul_compose_is_a_server_and_three_gateways(clean_env: None) -> None:
     for svc in gateways(data).values():
         env = environment(svc)
         assert env["STORE_TYPE"] == "consul"
-        consul = ConsulSettings(http_addr=env["CONSUL_HTTP_ADDR"], _env_file=None)
-        assert split_host_port(consul.http_addr.rpartition("://")[2]) == (server_name, 8500)
+        consul = ConsulConfig.from_env({"CONSUL_HTTP_ADDR": env["CONSUL_HTTP_ADDR"]})
+        assert split_host_port(consul.address) == (server_name, 8500)
 
 
 # --- the image -----------------------------------------------------------------------------
