@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from app.stores.base import StoredProject
 from app.sync.cache import CacheFile, CacheFileError, CacheWriter
-from tests.gateway import Gateway, wait_for
+from tests.gateway import Gateway, space_cloud_command, wait_for
 from tests.servers.etcd import EtcdFactory
 from tests.servers.proxy import CuttableProxy
 from tests.test_cluster import Cluster
@@ -196,3 +197,17 @@ def test_a_bad_cache_file_does_not_stop_the_start(
     etcd.start()
     gateway.wait_ready(30)
     assert cached_revision(cache) == 5  # not written over before anything is applied
+
+
+@pytest.mark.parametrize("where", ["missing-folder/cache.json", "."])
+def test_a_cache_file_that_cannot_be_exits_2_with_one_line(tmp_path: Path, where: str) -> None:
+    result = subprocess.run(
+        [*space_cloud_command(), "run", "--dev", "--cache-file", str(tmp_path / where)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--cache-file / CACHE_FILE" in lines[0], result.stderr
