@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
+import pytest
 
 from app.metrics import Metrics
 from app.stores.base import ProjectChange, StoredProject, StoreUnavailable
@@ -149,3 +150,18 @@ async def test_a_store_that_cannot_answer_refuses_nothing() -> None:
             raise StoreUnavailable("refused")
 
     assert await StoreRevision(Down(), timeout=1).beyond(10**9) is None  # type: ignore[arg-type]
+
+
+async def test_a_store_behind_the_cache_file_is_said_in_one_error_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = CacheFile(tmp_path / "cache.json", "prod", "fake")
+    cache.write(cache.encode([StoredProject("a", b'{"id":"a"}', 9)], 9))
+    store = FakeStore()
+    store.available = False
+    async with running(store, cache) as (state, _):
+        await asyncio.wait_for(state.synced.wait(), 2)
+        store.put_silently("b")  # a store at revision 1, behind the file's 9
+        store.available = True
+        await wait_until(lambda: state.store_error is None)
+    assert any("behind the cache file's 9" in r.getMessage() for r in caplog.records)

@@ -136,6 +136,13 @@ class Syncer:
             self._serve_cache_file()
             raise
         resync = self.state.synced.is_set()
+        if self._serving_cache is not None and listing.revision < self.state.revision:
+            log.error(
+                "the store is at revision %d, behind the cache file's %d (restored, or another "
+                "store): projects cached at newer revisions stay as cached until written again",
+                listing.revision,
+                self.state.revision,
+            )
         emitted = self.state.apply_listing(self.intake.listing(listing))
         if self._serving_cache is not None:
             log.info(
