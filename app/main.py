@@ -6,12 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, tracing
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, events, health, login, peers, projects
+from app.api import dashboard, docs, events, health, login, peers, projects
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
@@ -23,6 +24,9 @@ from app.stores.factory import build_store
 from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
 from app.sync.cache import CacheFile
 from app.sync.store_revision import StoreRevision
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("space_cloud")
 
@@ -82,14 +86,19 @@ def build_cache_file(settings: Settings) -> CacheFile | None:
     return CacheFile(settings.cache_file, settings.cluster_id, settings.store_type)
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """The app over ``store`` (built from the settings when not given), or, for
-    ``--store-type follow``, over another instance's stream, read-only (no store)."""
+    ``--store-type follow``, over another instance's stream, read-only (no store).
+    With ``tracer_provider`` (the ``[otel]`` extra), requests and store calls are traced."""
     source: ChangeSource
     if settings.store_type == "follow":
         source, store = build_follower(settings), None
     else:
         source = store = store or build_store(settings)
+        if tracer_provider is not None:
+            source = store = tracing.traced_store(store, tracer_provider)
     metrics = Metrics()
     state = ClusterState(
         settings.node_id,
@@ -123,11 +132,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         syncer.start()
         pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
-            "node %s (%s) serving cluster %r from the %s store",
+            "node %s serving cluster %r from the %s store, listening on %s:%d, advertised as %s",
             settings.node_id,
-            settings.advertise_addr,
             settings.cluster_id,
             source.kind,
+            settings.host,
+            settings.port,
+            settings.advertise_addr,
         )
         try:
             yield
@@ -141,6 +152,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves Swagger UI without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     #: None on a read-only instance (a follower): the API answers writes with 405.
@@ -165,6 +178,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard):
+    for module in (projects, peers, events, login, health, dashboard, docs):
         app.include_router(module.router)
+    if tracer_provider is not None:
+        tracing.instrument_app(app, tracer_provider)
     return app

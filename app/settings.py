@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     local_value_limit: int | None = Field(None, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    log_format: Literal["text", "json"] = "text"
     #: ``follow`` only: a silent upstream stream is given up after this (it pings every 15 s).
     upstream_read_timeout_seconds: float = Field(45.0, gt=0)
     #: Browser origins allowed to call the API (CORS); none by default.
@@ -185,6 +186,8 @@ class Settings(BaseSettings):
     @field_validator("advertise_addr")
     @classmethod
     def _check_advertise_addr(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("a scheme is not allowed: give host:port, as other instances dial it")
         if value:
             split_host_port(value)
         return value

@@ -122,8 +122,8 @@ class Syncer:
                 await run(backoff)
             except StoreError as exc:
                 if name != "registration":
-                    self._report(name, f"{type(exc).__name__}: {exc}")
-                log.info("%s sync interrupted: %s", name, exc)
+                    self._report(name, str(exc) or "the store failed")
+                log.debug("%s sync interrupted: %s", name, exc)
             except Exception:
                 log.exception("%s sync failed", name)
             await backoff.sleep()
