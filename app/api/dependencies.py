@@ -82,7 +82,8 @@ WAIT_REVISION_PARAMETER = {
     "required": False,
     "schema": {"type": "integer", "minimum": 0},
     "description": "Hold the answer until this instance has applied this revision "
-    "(504 if it has not within the bound; 400 if it is not a revision number).",
+    "(504 if it has not within the bound; 400 if it is not a revision number, or beyond "
+    "the store's current revision, which the message names).",
 }
 #: ``openapi_extra`` for every read that honours ``?waitRevision=``.
 WAITS_FOR_REVISION = {"parameters": [WAIT_REVISION_PARAMETER]}
