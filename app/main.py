@@ -19,7 +19,7 @@ from app.auth import TokenIssuer
 from app.follow import Follower, TokenSource
 from app.metrics import Metrics
 from app.settings import Settings
-from app.stores.base import Store
+from app.stores.base import ETCD_VALUE_LIMIT, Store
 from app.stores.factory import build_store
 from app.sync import (
     AppliedTokens,
@@ -29,6 +29,8 @@ from app.sync import (
     Syncer,
     utc_now_iso,
 )
+from app.sync.cache import CacheFile
+from app.sync.store_revision import StoreRevision
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -85,6 +87,12 @@ def build_follower(settings: Settings) -> Follower:
     )
 
 
+def build_cache_file(settings: Settings) -> CacheFile | None:
+    if settings.cache_file is None:
+        return None
+    return CacheFile(settings.cache_file, settings.cluster_id, settings.store_type)
+
+
 def create_app(
     settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
@@ -121,6 +129,9 @@ def create_app(
         registrar=store,
         token_source=store,
         tokens=applied_tokens,
+        # A follower's upstream checked its values against its own store's limit.
+        value_limit=ETCD_VALUE_LIMIT if store is None else store.value_limit,
+        cache=build_cache_file(settings),
     )
 
     @asynccontextmanager
@@ -160,6 +171,8 @@ def create_app(
     app.state.source = source
     app.state.metrics = metrics
     app.state.cluster = state
+    app.state.intake = syncer.intake
+    app.state.store_revision = StoreRevision(source, settings.store_timeout_seconds)
     app.state.tokens = TokenIssuer(
         settings.admin_user,
         settings.admin_pass,

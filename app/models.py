@@ -106,9 +106,20 @@ class Credential(BaseModel):
     expiresAt: int | None = Field(description="Seconds since the epoch; null: never.")
 
 
+class SkippedStoreValue(BaseModel):
+    key: str = Field(description="The key under the projects prefix (shortened if long).")
+    revision: int = Field(description="The store revision of the value.")
+    reason: str = Field(examples=["not_json"])
+    error: str = Field(examples=["the value is not JSON (unexpected character)"])
+
+
 class Health(BaseModel):
     status: str
     revision: int | None = None
+    skipped: list[SkippedStoreValue] | None = Field(
+        None,
+        description="Store values that are not served (never a reason to be unready).",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -211,8 +211,6 @@ async def test_space_cloud_file_without_revisions_can_be_updated_conditionally(
         "projects: [\n",  # not YAML
         "- a\n- b\n",  # not a mapping
         "projects: {id: a}\n",  # projects not a list
-        "projects:\n  - name: no id\n",
-        "projects:\n  - id: 5\n",
         "tokens: [a, b]\n",  # tokens not a mapping
         "tokens: {1: {id: x}}\n",  # a token id that is not a string
     ],
@@ -228,6 +226,26 @@ async def test_invalid_file_is_a_config_error(path: Path, text: str) -> None:
     path.write_text("projects: []\n")
     await store.open()
     await store.close()
+
+
+async def test_entries_without_a_string_id_go_up_under_their_position(path: Path) -> None:
+    """A hand-edited entry the store cannot key does not stop the instance: it goes up
+    under a key no project id can take, for the sync layer to skip and report, and a
+    later write keeps it in the file as it was."""
+    path.write_text("projects:\n  - id: ok\n  - name: no id\n  - id: 5\n  - just text\n")
+    store = LocalStore(path)
+    await store.open()
+    listing = await store.list_projects()
+    assert {key: p.value for key, p in listing.projects.items()} == {
+        "ok": b'{"id":"ok"}',
+        "projects[1]": b'{"name":"no id"}',
+        "projects[2]": b'{"id":5}',
+        "projects[3]": b'"just text"',
+    }
+    await store.put_project("new", b'{"id":"new"}')
+    await store.close()
+    document = yaml.safe_load(path.read_text())
+    assert {"name": "no id"} in document["projects"] and "just text" in document["projects"]
 
 
 async def test_bad_revision_in_the_file_is_a_config_error(path: Path) -> None:

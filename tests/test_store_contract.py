@@ -130,6 +130,31 @@ async def test_a_new_store_is_empty_and_checks(store: Store, backend: str) -> No
     assert (await store.list_projects()).projects == {}
 
 
+async def test_the_current_revision_reaches_every_write_and_grows_with_them(
+    store: Store,
+) -> None:
+    """What ``?waitRevision=`` is checked against: no write's revision is beyond it."""
+    put = await store.put_project("rev", doc("rev"))
+    assert await store.current_revision() >= put.revision
+    deleted = await store.delete_project("rev")
+    current = await store.current_revision()
+    assert current >= deleted > put.revision
+
+
+@distributed
+async def test_keys_that_are_no_project_id_are_listed_for_the_sync_layer_to_judge(
+    store: Store, backend: str, server: Any, cluster: str
+) -> None:
+    """A store never drops a key under the prefix itself (docs/design.md §12); the local
+    store's keys come from its file (test_local_store.py)."""
+    key = f"sc/projects/{cluster}/a/b"
+    if backend == "etcd":
+        server.etcdctl("put", key, "{}")
+    else:
+        server.api("PUT", f"/v1/kv/{key}", content=b"{}")
+    assert set((await store.list_projects()).projects) == {"a/b"}
+
+
 # --- conditional writes ---------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -12,6 +14,9 @@ from app.api.responses import JSONResponse
 from app.models import Env, Health
 
 router = APIRouter(tags=["health"])
+
+#: /readyz lists at most this many skipped store values (the metric counts them all).
+MAX_SKIPPED_LISTED = 100
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
@@ -36,7 +41,10 @@ async def readyz(state: State, request: Request) -> Response:
         )
     if state.store_error:
         return error(status.HTTP_503_SERVICE_UNAVAILABLE, state.store_error)
-    return JSONResponse({"status": "ready", "revision": state.revision})
+    body: dict[str, object] = {"status": "ready", "revision": state.revision}
+    if skipped := request.app.state.intake.skipped:
+        body["skipped"] = [asdict(value) for value in skipped.values()][:MAX_SKIPPED_LISTED]
+    return JSONResponse(body)
 
 
 @router.get(

@@ -157,6 +157,9 @@ class Store(Protocol):
         Raises :class:`StoreUnavailable` or :class:`StoreConfigError`.
         """
 
+    async def current_revision(self) -> int:
+        """The store's revision now, which no project's revision can pass (one round trip)."""
+
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing: ...

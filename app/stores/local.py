@@ -85,6 +85,9 @@ class LocalStore:
     async def check(self) -> None:
         """The file is readable and ours: :meth:`open` already proved both."""
 
+    async def current_revision(self) -> int:
+        return self._revision
+
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing:
@@ -279,15 +282,17 @@ def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
     if entries:
         revision = max(revision, 1)
     projects: dict[str, StoredProject] = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            raise StoreConfigError(f"{path}: every project needs a string 'id'")
-        project_id = entry["id"]
+    for position, entry in enumerate(entries):
+        # The sync layer judges every entry (docs/design.md §12): one without a string id
+        # goes up under its position, a key no project id can take, and is not served.
+        project_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(project_id, str):
+            project_id = f"projects[{position}]"
         # A project added by hand has no revision yet: it dates from the current one.
         known = _revision(path, f"revisions.{project_id}", revisions.get(project_id))
         project_revision = known or revision
         revision = max(revision, project_revision)
-        projects[project_id] = StoredProject(project_id, orjson.dumps(entry), project_revision)
+        projects[project_id] = StoredProject(project_id, _encode(entry), project_revision)
     return projects, revision
 
 
@@ -302,6 +307,14 @@ def _parse_tokens(path: Path, tokens: Any) -> dict[str, bytes]:
         return {token_id: orjson.dumps(record) for token_id, record in tokens.items()}
     except TypeError as exc:
         raise StoreConfigError(f"{path}: a token record is not plain data ({exc})") from None
+
+
+def _encode(entry: Any) -> bytes:
+    """JSON for a YAML entry; one JSON cannot hold (a set, binary) becomes a string."""
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(repr(entry))
 
 
 def _revision(path: Path, where: str, value: Any) -> int:

@@ -20,7 +20,9 @@ import orjson
 
 from app.backoff import Backoff
 from app.metrics import Metrics
-from app.stores.base import StoreError
+from app.stores.base import ETCD_VALUE_LIMIT, StoredProject, StoreError, StoreUnavailable
+from app.sync.cache import CacheFile, CacheFileError, CacheWriter
+from app.sync.intake import Intake
 from app.sync.source import ChangeSource, Registrar, TokenSource
 from app.sync.state import ClusterState
 from app.sync.tokens import AppliedTokens
@@ -59,7 +61,11 @@ def utc_now_iso() -> str:
 class Syncer:
     """Keeps a :class:`ClusterState` in step with ``source``; registers this instance in
     ``registrar`` (the store; None for a follower, which is no member of the cluster);
-    keeps ``tokens`` in step with ``token_source`` (the store; None for a follower)."""
+    keeps ``tokens`` in step with ``token_source`` (the store; None for a follower).
+
+    Everything the source hands up passes :attr:`intake` (values over ``value_limit``
+    are not served). With a ``cache`` file, the applied state is kept in it, and it is
+    served when the first listing finds the store unreachable."""
 
     def __init__(
         self,
@@ -72,6 +78,8 @@ class Syncer:
         token_source: TokenSource | None = None,
         tokens: AppliedTokens | None = None,
         publish_seconds: float = APPLIED_REVISION_PUBLISH_SECONDS,
+        value_limit: int = ETCD_VALUE_LIMIT,
+        cache: CacheFile | None = None,
     ) -> None:
         self.source = source
         self.state = state
@@ -84,6 +92,11 @@ class Syncer:
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._errors: dict[str, str] = {}
+        self.intake = Intake(value_limit, metrics)
+        self.cache = cache
+        self._cache_writer = None if cache is None else CacheWriter(cache, self._applied)
+        #: Set while the cache file is served: the store has not answered since the start.
+        self._serving_cache: str | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -104,6 +117,8 @@ class Syncer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._cache_writer is not None:
+            await self._cache_writer.flush()
         if self._registered and self.registrar is not None:
             self._registered = False
             with contextlib.suppress(StoreError, TimeoutError):
@@ -123,18 +138,65 @@ class Syncer:
             await backoff.sleep()
 
     async def _sync_projects(self, backoff: Backoff) -> None:
-        async with self.metrics.store_op("list"):
-            listing = await self.source.list_projects()
+        try:
+            async with self.metrics.store_op("list"):
+                listing = await self.source.list_projects()
+        except StoreUnavailable:
+            self._serve_cache_file()
+            raise
         resync = self.state.synced.is_set()
-        emitted = self.state.apply_listing(listing)
-        if resync:
+        if self._serving_cache is not None and listing.revision < self.state.revision:
+            log.error(
+                "the store is at revision %d, behind the cache file's %d (restored, or another "
+                "store): projects cached at newer revisions stay as cached until written again",
+                listing.revision,
+                self.state.revision,
+            )
+        emitted = self.state.apply_listing(self.intake.listing(listing))
+        if self._serving_cache is not None:
+            log.info(
+                "the store answers at revision %d: %d changes since the cache file",
+                listing.revision,
+                emitted,
+            )
+        elif resync:
             self.metrics.resyncs.inc()
             log.info("resynced at revision %d: %d changes", listing.revision, emitted)
+        self._serving_cache = None
         self._report("projects", None)
+        self._cache_changed()
         backoff.reset()
+        # The source gets its own listing back: a Consul watch diffs against what it read.
         async for changes in self.source.watch_projects(listing):
-            self.state.apply_changes(changes)
+            through = changes[-1].revision if changes else 0
+            self.state.apply_changes(self.intake.changes(changes), through)
             self._report("projects", None)
+            self._cache_changed()
+
+    def _serve_cache_file(self) -> None:
+        """The store is unreachable before the first sync: serve the cache file, once."""
+        if self.cache is None or self._cache_writer is None or self.state.synced.is_set():
+            return
+        try:
+            listing = self.cache.read()
+        except CacheFileError as exc:
+            log.warning("the store is unreachable and the cache file is not served: %s", exc)
+            self.cache = None
+            return
+        self.state.apply_listing(self.intake.listing(listing))
+        self._cache_writer.loaded(listing.revision)
+        self._serving_cache = (
+            f"serving the cache file {self.cache.path} (revision {listing.revision}) "
+            "until the store answers"
+        )
+        log.warning("the store is unreachable: %s", self._serving_cache)
+
+    def _cache_changed(self) -> None:
+        if self._cache_writer is not None:
+            self._cache_writer.changed()
+
+    def _applied(self) -> tuple[list[StoredProject], int]:
+        return list(self.state.projects.values()), self.state.revision
 
     async def _sync_instances(self, backoff: Backoff) -> None:
         async for records in self.source.watch_instances():
@@ -158,7 +220,10 @@ class Syncer:
             self._errors.pop(loop, None)
         else:
             self._errors[loop] = error
-        self.state.set_store_error(next(iter(self._errors.values()), None))
+        error = next(iter(self._errors.values()), None)
+        if error is not None and self._serving_cache is not None:
+            error = f"{error}; {self._serving_cache}"
+        self.state.set_store_error(error)
 
     async def _keep_registered(self, registrar: Registrar, backoff: Backoff) -> None:
         published = self.state.revision

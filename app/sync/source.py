@@ -31,6 +31,9 @@ class ChangeSource(Protocol):
     async def check(self) -> None:
         """One cheap round trip; raises ``StoreUnavailable`` or ``StoreConfigError``."""
 
+    async def current_revision(self) -> int | None:
+        """The store's revision now (one cheap round trip); None when unknown."""
+
     async def list_projects(self) -> ProjectListing:
         """Every project, complete as of the listing's revision."""
 

@@ -75,6 +75,12 @@ class ConsulStore:
         prefix = projects_prefix(self.cluster_id)
         await self.client.request("GET", kv_path(prefix), expect=(200, 404))
 
+    async def current_revision(self) -> int:
+        """Consul's KV index now: a one-key read answers the KV table's highest index,
+        which no ModifyIndex under the prefix can pass."""
+        prefix = projects_prefix(self.cluster_id)
+        return (await self.client.request("GET", kv_path(prefix), expect=(200, 404))).index
+
     @property
     def client(self) -> ConsulClient:
         return self._open_client()

@@ -94,6 +94,12 @@ class EtcdStore:
             self._projects, prefix_range_end(self._projects), limit=1, keys_only=True
         )
 
+    async def current_revision(self) -> int:
+        """The store's revision now: a linearizable one-key read's header."""
+        end = prefix_range_end(self._projects)
+        response = await self._client.range(self._projects, end, limit=1, keys_only=True)
+        return response.header.revision
+
     # --- projects -----------------------------------------------------------------
 
     def _project_key(self, project_id: str) -> bytes:
@@ -103,7 +109,7 @@ class EtcdStore:
         response = await self._client.range(self._projects, prefix_range_end(self._projects))
         projects = {}
         for kv in response.kvs:
-            project_id = kv.key[len(self._projects) :].decode()
+            project_id = kv.key[len(self._projects) :].decode(errors="backslashreplace")
             projects[project_id] = StoredProject(project_id, kv.value, kv.mod_revision)
         return ProjectListing(projects=projects, revision=response.header.revision)
 
@@ -149,7 +155,8 @@ class EtcdStore:
             yield [self._change(event) for event in response.events]
 
     def _change(self, event: rpc.Event) -> ProjectChange:
-        project_id = event.kv.key[len(self._projects) :].decode()
+        # Any key goes up (not UTF-8 too): the sync layer judges it (docs/design.md §12).
+        project_id = event.kv.key[len(self._projects) :].decode(errors="backslashreplace")
         if event.type == _DELETE:
             # etcd sets a tombstone's mod_revision to the revision of the deletion.
             return ProjectChange("delete", project_id, event.kv.mod_revision)
