@@ -1,4 +1,4 @@
-"""``GET /v1/config/events``: the Server-Sent Events stream (DESIGN §6)."""
+"""``GET /v1/config/events``: the Server-Sent Events stream (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from app.api.dependencies import CurrentSettings, SyncedState
 from app.api.errors import documented
 from app.api.event_stream import EventStream
 from app.auth import TOKEN_QUERY_PARAMETER, require_admin_or_query_token
-from app.sync import ClusterState
+from app.sync import ClusterState, frames
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_admin_or_query_token)])
 
 #: How often the stream keeper looks whether the server is shutting down.
 SHUTDOWN_POLL_SECONDS = 0.1
 
-_DESCRIPTION = """\
-A `text/event-stream`. A new stream starts with `event: snapshot` (`id` = revision,
-data `{revision, projects, peers}`), then `project.put` (`{revision, project}`) and
-`project.delete` (`{revision, id}`) with `id` = revision, in revision order, and `peers`
-(`{peers}`) whenever the live instances change. A comment ping keeps it open.
+_DESCRIPTION = f"""\
+A `text/event-stream`: a `snapshot`, then every change in revision order, none missed,
+none twice. Each event's data is one line of JSON:
+
+{frames.events_description()}
 
 Resume with the `Last-Event-ID` header (or `?lastEventId=`): every change after it is
 replayed, or a fresh `snapshot` comes when it is older than this instance's history.
@@ -47,7 +47,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
     response_class=EventStream,  # type: ignore[arg-type]
     status_code=status.HTTP_200_OK,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        200: {"content": frames.events_openapi_content(), "description": "The event stream"},
         **documented(400, 401, 503),
     },
     summary="Live config and peer changes as Server-Sent Events",
@@ -77,5 +77,5 @@ async def keep_streams(state: ClusterState, ping_interval: float) -> None:
         if loop.time() >= next_ping:
             next_ping += ping_interval
             state.ping()
-    state.broadcaster.close_all()
+    state.events.broadcaster.close_all()
     state.metrics.sse_subscribers.set(0)

@@ -1,12 +1,13 @@
 """The protocol every config store implements, and the errors it raises.
 
-A store holds two things per cluster (DESIGN §3):
+A store holds three things per cluster (docs/design.md §3):
 
 * projects, keyed by id, each a JSON document with a *revision*: the store's own
   cluster-wide, ever-growing modification number (etcd ``mod_revision``, Consul
   ``ModifyIndex``, a counter in the local file);
 * live instances, each registered under a TTL (etcd lease, Consul session) that the
-  store keeps alive until :meth:`Store.deregister` or the process dies.
+  store keeps alive until :meth:`Store.deregister` or the process dies;
+* minted tokens' records, keyed by token id (only a hash of each secret).
 
 The sync loop (``app.sync``) lists, then watches from the listed revision + 1; a store
 raises :class:`WatchReset` when it cannot continue a watch without a gap (etcd
@@ -37,6 +38,32 @@ class StoreConfigError(StoreError):
 
     Raised at start-up; the command line reports it in one line and exits 2.
     """
+
+
+class StoreVariableError(StoreConfigError):
+    """A connection variable (``ETCD_*``, ``CONSUL_*``) holds a value that cannot work.
+
+    The message is one line that names the variable to fix.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        self.variable = variable
+        super().__init__(message)
+
+    @classmethod
+    def invalid(cls, variable: str, value: str, problem: str) -> StoreVariableError:
+        return cls(variable, f"invalid {variable} {value!r}: {problem}")
+
+    @classmethod
+    def pair(cls, missing: str, given: str) -> StoreVariableError:
+        return cls(missing, f"{given} and {missing} go together: set both or neither")
+
+
+class NotRegistered(StoreError):
+    """:meth:`Store.update_registration` was called before :meth:`Store.register`."""
+
+    def __init__(self) -> None:
+        super().__init__("update_registration() before register()")
 
 
 class RevisionMismatch(StoreError):
@@ -130,6 +157,9 @@ class Store(Protocol):
         Raises :class:`StoreUnavailable` or :class:`StoreConfigError`.
         """
 
+    async def current_revision(self) -> int:
+        """The store's revision now, which no project's revision can pass (one round trip)."""
+
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing: ...
@@ -177,15 +207,38 @@ class Store(Protocol):
         retries.
         """
 
+    # --- minted tokens (docs/design.md §9) ------------------------------------------
 
-# --- the store layout (DESIGN §3), the same for etcd and Consul -----------------------
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        """Store a token record (``TokenRecord.to_json``) under its id."""
+
+    async def delete_token(self, token_id: str) -> bool:
+        """Delete a token record; False when there was none."""
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        """Every token record, by id, as stored (untrusted: the caller checks each)."""
+
+    def watch_tokens(self) -> AsyncIterator[dict[str, bytes]]:
+        """Yield the full map ``token id -> record`` now and on every change.
+
+        A full map rather than changes: token sets are small and rarely change, and a
+        full map makes every yield a complete resync. Raises :class:`StoreUnavailable`
+        or :class:`WatchReset`; the caller starts a new watch.
+        """
+
+
+# --- the store layout (docs/design.md §3), the same for etcd and Consul ---------------
 
 MiB = 1024 * 1024
 #: etcd refuses requests over 1.5 MiB (``--max-request-bytes``); the key, the compare of
 #: a transaction and the framing need room beside the value.
 ETCD_VALUE_LIMIT = int(1.5 * MiB) - 4096
-#: Consul's ``kv_max_value_size``.
-CONSUL_VALUE_LIMIT = 512 * 1024
+#: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
+#: body Consul caps at ``txn_max_req_len`` (512 KiB) with the value base64-encoded in it.
+#: Measured on Consul 1.8.7: 392 898 bytes is the largest value the server takes in the
+#: store's largest transaction (63-character cluster and project ids, a 20-digit cas
+#: index, the deletion mark's delete); 1 byte more is a 413.
+CONSUL_VALUE_LIMIT = 392_898
 
 
 def projects_prefix(cluster_id: str) -> str:
@@ -195,3 +248,7 @@ def projects_prefix(cluster_id: str) -> str:
 
 def instances_prefix(cluster_id: str) -> str:
     return f"sc/instances/{cluster_id}/"
+
+
+def tokens_prefix(cluster_id: str) -> str:
+    return f"sc/tokens/{cluster_id}/"
