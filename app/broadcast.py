@@ -3,7 +3,7 @@
 A frame is encoded once and the same ``bytes`` (in one shared ASGI message) goes to
 everyone. Publishing writes it to each open stream at once: it drives the stream's ASGI
 ``send`` coroutine by hand, and a send that completes without suspending is a plain
-socket write, with no task woken per subscriber (docs/design.md, "Fan-out").
+socket write, with no task woken per subscriber (docs/design.md §6).
 
 A send that would suspend means the server's flow control paused that stream (its socket
 buffer is full). From then on its frames wait in a bounded backlog while one task

@@ -3,7 +3,7 @@
 Once the first frames are out, the stream hands its ``send`` to its
 :class:`~app.broadcast.Subscription` and its own task only waits for the client to leave:
 every later frame is written by :meth:`~app.broadcast.Broadcaster.publish`, with no task
-woken per subscriber (docs/design.md, "Fan-out"). sse-starlette's response, which this
+woken per subscriber (docs/design.md §6). sse-starlette's response, which this
 replaces, ran a task group per stream and woke it for every frame: at 5 000 streams
 (bench/fanout.py) 48 µs of server CPU per delivered frame and 44 KiB per stream, where a
 bare asyncio server writing to each socket spends 6.5 µs and 1.4 KiB; this one, 10.8 µs
