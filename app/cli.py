@@ -15,11 +15,11 @@ import signal
 import sys
 from typing import NoReturn
 
-import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from app import __version__
+from app.server import ServerConfigError, serve
 from app.settings import (
     STORE_TYPE_ALIASES,
     STORE_TYPES,
@@ -176,15 +176,10 @@ def run(overrides: dict[str, object]) -> None:
     # handlers turn that into a plain exit instead of a death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
+    try:
+        serve(app, settings)
+    except ServerConfigError as error:
+        fail(str(error))
 
 
 def main(argv: list[str] | None = None) -> None:

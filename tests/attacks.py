@@ -1,0 +1,399 @@
+"""Hostile clients made of plain sockets, and the probes that watch a gateway under them.
+
+Used by ``tests/test_hostile.py``; ``python -m tests.attacks`` runs the attacks of issue 14
+against a fresh etcd and two gateways and prints the figures (``/healthz`` worst latency,
+RSS, peer list, lease TTL, half-open connections closed) for before/after comparisons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import selectors
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+MIB = 1 << 20
+_CHUNK = b"a" * MIB
+
+
+def raise_descriptor_limit(needed: int) -> None:
+    """Raise this process's soft descriptor limit towards its hard limit if ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# --- attacks ------------------------------------------------------------------------
+
+
+@dataclass
+class BigHeaderResult:
+    sent: int  # bytes the server took before it closed (or all of them)
+    seconds: float
+    status: int | None  # the status line's code, if one came back
+    reply: bytes = b""
+
+
+def send_big_header(port: int, size: int, timeout: float = 120.0) -> BigHeaderResult:
+    """``GET /healthz`` whose one header value is ``size`` bytes, sent as fast as the
+    server reads it; then whatever the server answers."""
+    start = time.monotonic()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: attack\r\nX-Big: ")
+            while sent < size:
+                chunk = _CHUNK[: min(MIB, size - sent)]
+                sock.sendall(chunk)
+                sent += len(chunk)
+            sock.sendall(b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = _read_reply(sock)
+    status = _status_of(reply)
+    return BigHeaderResult(sent, time.monotonic() - start, status, reply)
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except (ConnectionResetError, TimeoutError, OSError):
+        pass
+    return reply
+
+
+def _status_of(reply: bytes) -> int | None:
+    parts = reply.split(b" ", 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+class HalfOpenHeaders:
+    """``count`` connections that send a request line, then one more header line every
+    ``interval`` seconds and never finish their headers; notes when the server closes
+    each one."""
+
+    def __init__(self, port: int, count: int, interval: float = 2.0) -> None:
+        self.port = port
+        self.count = count
+        self.interval = interval
+        self.opened_at: dict[int, float] = {}
+        self.closed_after: dict[int, float] = {}  # socket index -> seconds open
+        self.connect_failures = 0
+        self._sockets: dict[int, socket.socket] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="half-open", daemon=True)
+
+    def start(self) -> HalfOpenHeaders:
+        for index in range(self.count):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            except OSError:
+                self.connect_failures += 1
+                continue
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: attack\r\n")
+            sock.setblocking(False)
+            self._sockets[index] = sock
+            self.opened_at[index] = time.monotonic()
+        self._thread.start()
+        return self
+
+    @property
+    def open_count(self) -> int:
+        return len(self._sockets) - len(self.closed_after)
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for index, sock in self._sockets.items():
+            selector.register(sock, selectors.EVENT_READ, index)
+        next_line = time.monotonic() + self.interval
+        while not self._stop.is_set() and self.open_count:
+            for key, _ in selector.select(timeout=0.05):
+                self._closed(selector, key.data, key.fileobj)  # type: ignore[arg-type]
+            if time.monotonic() >= next_line:
+                next_line += self.interval
+                for index, sock in list(self._sockets.items()):
+                    if index not in self.closed_after:
+                        try:
+                            sock.send(b"X-Slow: 1\r\n")
+                        except OSError:
+                            self._closed(selector, index, sock)
+        selector.close()
+
+    def _closed(self, selector: selectors.BaseSelector, index: int, sock: socket.socket) -> None:
+        try:
+            if sock.recv(65536):
+                return  # an answer (408): the close follows
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        if index not in self.closed_after:
+            self.closed_after[index] = time.monotonic() - self.opened_at[index]
+            selector.unregister(sock)
+
+    def wait_all_closed(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.open_count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self.open_count
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        for sock in self._sockets.values():
+            sock.close()
+
+
+# --- probes -------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    healthz_worst: float = 0.0  # seconds
+    healthz_failures: int = 0
+    healthz_count: int = 0
+    rss_start: int = 0
+    rss_peak: int = 0
+    absent_from_peers: int = 0  # polls of the peer's list without the instance
+    lease_min_ttl: int | None = None  # seconds left on the instance's lease, at worst
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rss_growth(self) -> int:
+        return self.rss_peak - self.rss_start
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "healthz_worst_s": round(self.healthz_worst, 3),
+            "healthz_failures": self.healthz_failures,
+            "healthz_probes": self.healthz_count,
+            "rss_start_mib": round(self.rss_start / MIB, 1),
+            "rss_peak_mib": round(self.rss_peak / MIB, 1),
+            "absent_from_peers": self.absent_from_peers,
+            "lease_min_ttl_s": self.lease_min_ttl,
+            **({"notes": self.notes} if self.notes else {}),
+        }
+
+
+class Watch:
+    """Threads that probe ``/healthz`` (a new connection each time), sample the RSS,
+    poll a peer's list and, given ``lease_ttl``, the instance's remaining lease TTL."""
+
+    def __init__(
+        self,
+        url: str,
+        pid: int,
+        peers: Callable[[], list[str]] | None = None,
+        node_id: str = "",
+        lease_ttl: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.url = url
+        self.pid = pid
+        self.peers = peers
+        self.node_id = node_id
+        self.lease_ttl = lease_ttl
+        self.figures = Figures()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._healthz), threading.Thread(target=self._rss)]
+        if peers is not None:
+            self._threads.append(threading.Thread(target=self._peers))
+        if lease_ttl is not None:
+            self._threads.append(threading.Thread(target=self._lease))
+
+    def __enter__(self) -> Figures:
+        self.figures.rss_start = self.figures.rss_peak = rss_bytes(self.pid)
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+        return self.figures
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _every(self, seconds: float) -> Iterator[None]:
+        while not self._stop.is_set():
+            yield
+            self._stop.wait(seconds)
+
+    def _healthz(self) -> None:
+        for _ in self._every(0.1):
+            start = time.monotonic()
+            try:
+                ok = httpx.get(f"{self.url}/healthz", timeout=30).status_code == 200
+            except httpx.HTTPError as error:
+                ok = False
+                self.figures.notes.append(f"healthz: {error!r}")
+            elapsed = time.monotonic() - start
+            self.figures.healthz_count += 1
+            self.figures.healthz_worst = max(self.figures.healthz_worst, elapsed)
+            self.figures.healthz_failures += not ok
+
+    def _rss(self) -> None:
+        for _ in self._every(0.1):
+            try:
+                self.figures.rss_peak = max(self.figures.rss_peak, rss_bytes(self.pid))
+            except (OSError, RuntimeError):
+                return
+
+    def _peers(self) -> None:
+        assert self.peers is not None
+        for _ in self._every(0.5):
+            try:
+                present = self.node_id in self.peers()
+            except httpx.HTTPError:
+                continue
+            self.figures.absent_from_peers += not present
+
+    def _lease(self) -> None:
+        assert self.lease_ttl is not None
+        for _ in self._every(0.5):
+            ttl = self.lease_ttl()
+            if ttl is not None:
+                worst = self.figures.lease_min_ttl
+                self.figures.lease_min_ttl = ttl if worst is None else min(worst, ttl)
+
+
+def etcd_lease_ttl(etcdctl: Callable[..., str], key: str) -> Callable[[], int | None]:
+    """A probe of the seconds left on the lease that holds ``key`` (None: no key; -1:
+    the key is gone or its lease expired)."""
+
+    def probe() -> int | None:
+        try:
+            found = json.loads(etcdctl("get", key, "-w", "json"))
+            kvs = found.get("kvs") or []
+            if not kvs:
+                return -1
+            lease = int(kvs[0]["lease"])
+            alive = json.loads(etcdctl("lease", "timetolive", f"{lease:x}", "-w", "json"))
+            return int(alive["ttl"])
+        except (RuntimeError, ValueError, KeyError):
+            return None
+
+    return probe
+
+
+# --- the attacks of issue 14, end to end --------------------------------------------
+
+
+@contextmanager
+def etcd_pair(workdir: Path, env: dict[str, str]) -> Iterator[tuple[object, object, object]]:
+    """An etcd and two gateways on it: the target and the peer whose list is watched."""
+    from tests.gateway import Gateway
+    from tests.servers.etcd import start_etcd
+
+    etcd = start_etcd(workdir / "etcd")
+    gateways = []
+    try:
+        for name in ("target", "peer"):
+            gateway = Gateway(
+                workdir,
+                args=["--store-type", "etcd", "--cluster", "hostile"],
+                env={**etcd.env(), **env},
+                node_id=name,
+            )
+            gateways.append(gateway.start())
+        yield etcd, gateways[0], gateways[1]
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        etcd.stop()
+
+
+def watch_target(etcd, target, peer) -> Watch:  # type: ignore[no-untyped-def]
+    def peer_ids() -> list[str]:
+        return [item["id"] for item in peer.peers()]
+
+    return Watch(
+        target.url,
+        target.process.pid,
+        peers=peer_ids,
+        node_id=target.node_id,
+        lease_ttl=etcd_lease_ttl(etcd.etcdctl, f"sc/instances/hostile/{target.node_id}"),
+    )
+
+
+def big_headers(port: int, count: int, size: int) -> list[BigHeaderResult]:
+    results: list[BigHeaderResult] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(send_big_header(port, size)))
+        for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--header-mib", type=int, default=100)
+    parser.add_argument("--big", type=int, default=3, help="concurrent big-header requests")
+    parser.add_argument("--half-open", type=int, default=1500)
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds to watch half-opens")
+    parser.add_argument("--header-timeout", default="", help="HEADER_TIMEOUT_SECONDS")
+    args = parser.parse_args()
+    raise_descriptor_limit(args.half_open + 256)
+    env = {"HEADER_TIMEOUT_SECONDS": args.header_timeout} if args.header_timeout else {}
+    with tempfile.TemporaryDirectory() as tmp, etcd_pair(Path(tmp), env) as (etcd, target, peer):
+        with watch_target(etcd, target, peer) as figures:
+            time.sleep(1)
+            results = big_headers(target.port, args.big, args.header_mib * MIB)
+        report = {
+            "big_headers": [
+                {
+                    "sent_mib": round(r.sent / MIB, 2),
+                    "seconds": round(r.seconds, 2),
+                    "status": r.status,
+                }
+                for r in results
+            ],
+            "during_big_headers": figures.summary(),
+        }
+        print(json.dumps(report, indent=2), flush=True)
+        with watch_target(etcd, target, peer) as figures:
+            half_open = HalfOpenHeaders(target.port, args.half_open).start()
+            half_open.wait_all_closed(args.hold)
+            still_open = half_open.open_count
+            closed = sorted(half_open.closed_after.values())
+            half_open.close()
+        report = {
+            "half_open": {
+                "opened": len(half_open.opened_at),
+                "connect_failures": half_open.connect_failures,
+                "still_open_after_s": [args.hold, still_open],
+                "closed_after_s": [round(closed[0], 2), round(closed[-1], 2)] if closed else None,
+            },
+            "during_half_open": figures.summary(),
+        }
+        print(json.dumps(report, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
