@@ -358,10 +358,14 @@ def main() -> None:
     parser.add_argument("--half-open", type=int, default=1500)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to watch half-opens")
     parser.add_argument("--header-timeout", default="", help="HEADER_TIMEOUT_SECONDS")
+    parser.add_argument("--workdir", type=Path, help="keep etcd's and the gateways' logs here")
     args = parser.parse_args()
     raise_descriptor_limit(args.half_open + 256)
     env = {"HEADER_TIMEOUT_SECONDS": args.header_timeout} if args.header_timeout else {}
-    with tempfile.TemporaryDirectory() as tmp, etcd_pair(Path(tmp), env) as (etcd, target, peer):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        etcd_pair(args.workdir or Path(tmp), env) as (etcd, target, peer),
+    ):
         with watch_target(etcd, target, peer) as figures:
             time.sleep(1)
             results = big_headers(target.port, args.big, args.header_mib * MIB)

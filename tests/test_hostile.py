@@ -1,0 +1,298 @@
+"""Hostile clients with nothing but sockets cannot stall an instance or push it out of its
+cluster (issue 14): real gateways on a real etcd, attacked over loopback sockets.
+
+The figures of every attack are printed (``-s`` shows them); only the contract is
+asserted: ``/healthz`` within 1 s, the instance on its peer's list, RSS growth under
+150 MiB, every half-open connection closed by the header timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.attacks import (
+    MIB,
+    HalfOpenHeaders,
+    Watch,
+    big_headers,
+    etcd_lease_ttl,
+    raise_descriptor_limit,
+)
+from tests.gateway import Gateway, _clean_environ
+from tests.servers.etcd import EtcdServer
+from tests.servers.process import free_port
+
+HEADER_TIMEOUT = 3.0
+HALF_OPEN = 1500
+
+
+def etcd_gateway(etcd: EtcdServer, workdir: Path, name: str, cluster: str, **env: str) -> Gateway:
+    return Gateway(
+        workdir / name,
+        node_id=name,
+        args=["--store-type", "etcd", "--cluster", cluster],
+        env={**etcd.env(), **env},
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def cluster_id() -> str:
+    return f"h{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
+
+
+@pytest.fixture(scope="module")
+def target(etcd_server: EtcdServer, workdir: Path, cluster_id: str) -> Iterator[Gateway]:
+    """The attacked instance, shared by the module: later tests also show it still serves."""
+    gateway = etcd_gateway(
+        etcd_server,
+        workdir,
+        "target",
+        cluster_id,
+        HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        KEEP_ALIVE_TIMEOUT_SECONDS="2",
+    )
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def peer(etcd_server: EtcdServer, workdir: Path, cluster_id: str) -> Iterator[Gateway]:
+    gateway = etcd_gateway(etcd_server, workdir, "peer", cluster_id)
+    yield gateway
+    gateway.stop()
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send ``request`` on a new connection; return all the server sent until it closed,
+    and how long that took."""
+    start = time.monotonic()
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply, time.monotonic() - start
+
+
+def status_and_body(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+# --- the attacks of the issue, at once --------------------------------------------------
+
+
+def test_big_headers_and_half_open_connections_neither_stall_nor_evict(
+    etcd_server: EtcdServer, target: Gateway, peer: Gateway, cluster_id: str
+) -> None:
+    raise_descriptor_limit(HALF_OPEN + 512)
+    watch = Watch(
+        target.url,
+        target.process.pid,
+        peers=lambda: [item["id"] for item in peer.peers()],
+        node_id=target.node_id,
+        lease_ttl=etcd_lease_ttl(etcd_server.etcdctl, f"sc/instances/{cluster_id}/target"),
+    )
+    with watch as figures:
+        half_open = HalfOpenHeaders(target.port, HALF_OPEN, interval=1.0).start()
+        try:
+            results = big_headers(target.port, count=3, size=100 * MIB)
+            all_closed = half_open.wait_all_closed(HEADER_TIMEOUT + 10)
+            time.sleep(1)  # a last probe of /healthz, RSS and the peer list after the attack
+        finally:
+            half_open.close()
+    closed = sorted(half_open.closed_after.values())
+    print(
+        json.dumps(
+            {
+                "big_headers": [
+                    (r.status, round(r.sent / MIB, 1), round(r.seconds, 2)) for r in results
+                ],
+                "half_open_closed_after_s": (closed[0], closed[-1]) if closed else None,
+                **figures.summary(),
+            }
+        )
+    )
+
+    assert [result.status for result in results] == [431, 431, 431]
+    assert all(result.sent < 100 * MIB for result in results), "the server read a whole header"
+    assert half_open.connect_failures == 0
+    assert all_closed, f"{half_open.open_count} half-open connections were never closed"
+    assert len(closed) == HALF_OPEN
+    # Closed by the header timeout (not earlier: the header lines kept coming every second).
+    assert closed[0] >= HEADER_TIMEOUT / 2, closed
+    assert closed[-1] <= HEADER_TIMEOUT + 3, closed
+    assert figures.healthz_failures == 0, figures.notes
+    assert figures.healthz_count > 10
+    assert figures.healthz_worst < 1.0
+    assert figures.absent_from_peers == 0
+    assert figures.lease_min_ttl is not None and figures.lease_min_ttl > 0
+    assert figures.rss_growth < 150 * MIB
+
+
+# --- the header limit -------------------------------------------------------------------
+
+
+def test_header_over_the_limit_is_a_431_and_closed(target: Gateway) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (100 * 1024) + b"\r\n\r\n"
+    reply, _ = raw_exchange(target.port, request)
+    status, headers, body = status_and_body(reply)
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {"error": "the request headers exceed the limit of 65536 bytes"}
+
+
+def test_headers_within_the_limit_and_big_bodies_pass(target: Gateway) -> None:
+    near_limit = {"X-Padding": "a" * 60_000}
+    assert httpx.get(f"{target.url}/healthz", headers=near_limit).status_code == 200
+    # A body is not a header: a project far over the header limit is written as usual.
+    document = {"id": "big", "name": "big", "modules": {"blob": "b" * 500_000}}
+    assert target.put("big", document).status_code == 201
+
+
+def test_pipelined_requests_are_each_answered(target: Gateway) -> None:
+    one = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    reply, _ = raw_exchange(target.port, one * 3 + last)
+    assert reply.count(b"HTTP/1.1 200 OK") == 4
+
+
+def test_invalid_http_is_a_json_400(target: Gateway) -> None:
+    reply, _ = raw_exchange(target.port, b"NOT HTTP\x00\r\n\r\n")
+    status, headers, body = status_and_body(reply)
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {"error": "the request is not valid HTTP/1.1"}
+
+
+# --- the header timeout (slowloris) and the keep-alive idle timeout ----------------------
+
+
+def test_partial_header_slowloris_is_a_408_at_the_header_timeout(target: Gateway) -> None:
+    with socket.create_connection(("127.0.0.1", target.port), timeout=15) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        start = time.monotonic()
+        reply = b""
+        sock.settimeout(0.5)
+        while time.monotonic() - start < HEADER_TIMEOUT + 5:
+            try:
+                sock.sendall(b"a")  # one byte of the header line every half second
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            reply += chunk
+        elapsed = time.monotonic() - start
+    status, _, body = status_and_body(reply)
+    assert status == 408
+    assert json.loads(body) == {"error": "the request headers did not arrive in time"}
+    assert HEADER_TIMEOUT / 2 <= elapsed <= HEADER_TIMEOUT + 3
+
+
+def test_silent_and_idle_keep_alive_connections_are_closed(target: Gateway) -> None:
+    # Silent from the start: closed at the header timeout, without an answer.
+    reply, elapsed = raw_exchange(target.port, b"")
+    assert reply == b""
+    assert HEADER_TIMEOUT / 2 <= elapsed <= HEADER_TIMEOUT + 3
+    # Idle after a response: closed at the keep-alive timeout (2 s here).
+    reply, elapsed = raw_exchange(target.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert 1.0 <= elapsed <= 2 + 3
+
+
+# --- the connection cap -----------------------------------------------------------------
+
+
+def test_connections_beyond_the_cap_get_503_but_probes_are_served(
+    etcd_server: EtcdServer, workdir: Path, cluster_id: str
+) -> None:
+    cap = 8
+    gateway = etcd_gateway(
+        etcd_server,
+        workdir,
+        "capped",
+        cluster_id,
+        MAX_CONNECTIONS=str(cap),
+        KEEP_ALIVE_TIMEOUT_SECONDS="60",
+    )
+    holders: list[httpx.Client] = []
+    try:
+        # ``cap`` kept-alive connections, each known to the server (it answered on it).
+        for _ in range(cap):
+            client = httpx.Client(base_url=gateway.url, timeout=5)
+            holders.append(client)
+            assert client.get("/healthz").status_code == 200
+        refused = httpx.get(f"{gateway.url}/v1/config/env", timeout=5)
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "the instance is at its connection limit; retry shortly"}
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["connection"] == "close"
+        for probe in ("/healthz", "/readyz"):
+            assert httpx.get(f"{gateway.url}{probe}", timeout=5).status_code == 200
+        for client in holders:
+            client.close()
+        # Room again once the holders are gone.
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{gateway.url}/v1/config/env", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the cap never freed up"
+            time.sleep(0.1)
+    finally:
+        for client in holders:
+            client.close()
+        gateway.stop()
+
+
+# --- the settings -----------------------------------------------------------------------
+
+BAD_LIMITS = {
+    "MAX_HEADER_BYTES": ("lots", "MAX_HEADER_BYTES"),
+    "HEADER_TIMEOUT_SECONDS": ("0", "HEADER_TIMEOUT_SECONDS"),
+    "KEEP_ALIVE_TIMEOUT_SECONDS": ("-1", "KEEP_ALIVE_TIMEOUT_SECONDS"),
+    "MAX_CONNECTIONS": ("100000000", "at most"),
+}
+
+
+def test_bad_limits_exit_2_with_one_line(tmp_path: Path) -> None:
+    running = {}
+    for name, (value, _) in BAD_LIMITS.items():
+        env = {**_clean_environ(), "ADMIN_PASS": "pw", "HOST": "127.0.0.1", name: value}
+        env["PORT"] = str(free_port())
+        running[name] = subprocess.Popen(
+            [sys.executable, "-m", "app", "run", "--config", str(tmp_path / f"{name}.yaml")],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    for name, process in running.items():
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 2, (name, stderr)
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("space-cloud: error: "), stderr
+        assert BAD_LIMITS[name][1] in lines[0]
