@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 import resource
+from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 from app.settings import Settings
+
+if TYPE_CHECKING:  # the app is built after the settings are checked (app.cli)
+    from fastapi import FastAPI
 
 #: Descriptors kept for everything but client connections: the store's connections,
 #: log files, the listening socket and the connections past the cap that are still read.
