@@ -102,6 +102,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Only what the limit allows reaches the parser; the rest only if the head ended.
         self._head_bytes += room
         super().data_received(data[:room])
+        if self.transport.is_closing():
+            return  # the parser refused it (400)
         if self._reading_head:
             limit = self._limits.max_header_bytes
             self._refuse(431, f"the request headers exceed the limit of {limit} bytes")

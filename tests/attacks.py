@@ -179,7 +179,8 @@ class Figures:
     rss_start: int = 0
     rss_peak: int = 0
     absent_from_peers: int = 0  # polls of the peer's list without the instance
-    lease_min_ttl: int | None = None  # seconds left on the instance's lease, at worst
+    #: Seconds left on the instance's etcd lease (or Consul heartbeat), at worst.
+    lease_min_ttl: int | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -301,31 +302,67 @@ def etcd_lease_ttl(etcdctl: Callable[..., str], key: str) -> Callable[[], int | 
 # --- the attacks of issue 14, end to end --------------------------------------------
 
 
+def consul_heartbeat_left(url: str, key: str, ttl: float) -> Callable[[], int | None]:
+    """A probe of the seconds left before the instance's Consul heartbeat (the key's
+    ModifyIndex, moved at every session renewal) is as old as the TTL (-1: key gone)."""
+    last: dict[str, float] = {}
+
+    def probe() -> int | None:
+        try:
+            response = httpx.get(f"{url}/v1/kv/{key}", timeout=5)
+        except httpx.HTTPError:
+            return None
+        if response.status_code == 404:
+            return -1
+        index = response.json()[0]["ModifyIndex"]
+        now = time.monotonic()
+        if last.get("index") != index:
+            last.update(index=index, at=now)
+        return int(ttl - (now - last["at"]))
+
+    return probe
+
+
 @contextmanager
-def etcd_pair(workdir: Path, env: dict[str, str]) -> Iterator[tuple[object, object, object]]:
-    """An etcd and two gateways on it: the target and the peer whose list is watched."""
+def store_pair(
+    kind: str, workdir: Path, env: dict[str, str]
+) -> Iterator[tuple[Callable[[str], Callable[[], int | None]], object, object]]:
+    """A store and two gateways on it: the target and the peer whose list is watched.
+    Yields a factory of the target's registration probe, the target and the peer."""
     from tests.gateway import Gateway
+    from tests.servers.consul import start_consul
     from tests.servers.etcd import start_etcd
 
-    etcd = start_etcd(workdir / "etcd")
+    if kind == "etcd":
+        server = start_etcd(workdir / "etcd")
+
+        def registration(key: str) -> Callable[[], int | None]:
+            return etcd_lease_ttl(server.etcdctl, key)
+
+    else:
+        server = start_consul(workdir / "consul")
+
+        def registration(key: str) -> Callable[[], int | None]:
+            return consul_heartbeat_left(server.url, key, 10)
+
     gateways = []
     try:
         for name in ("target", "peer"):
             gateway = Gateway(
                 workdir,
-                args=["--store-type", "etcd", "--cluster", "hostile"],
-                env={**etcd.env(), **env},
+                args=["--store-type", kind, "--cluster", "hostile"],
+                env={**server.env(), **env},
                 node_id=name,
             )
             gateways.append(gateway.start())
-        yield etcd, gateways[0], gateways[1]
+        yield registration, gateways[0], gateways[1]
     finally:
         for gateway in gateways:
             gateway.stop()
-        etcd.stop()
+        server.stop()
 
 
-def watch_target(etcd, target, peer) -> Watch:  # type: ignore[no-untyped-def]
+def watch_target(registration, target, peer) -> Watch:  # type: ignore[no-untyped-def]
     def peer_ids() -> list[str]:
         return [item["id"] for item in peer.peers()]
 
@@ -334,7 +371,7 @@ def watch_target(etcd, target, peer) -> Watch:  # type: ignore[no-untyped-def]
         target.process.pid,
         peers=peer_ids,
         node_id=target.node_id,
-        lease_ttl=etcd_lease_ttl(etcd.etcdctl, f"sc/instances/hostile/{target.node_id}"),
+        lease_ttl=registration(f"sc/instances/hostile/{target.node_id}"),
     )
 
 
@@ -358,15 +395,16 @@ def main() -> None:
     parser.add_argument("--half-open", type=int, default=1500)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to watch half-opens")
     parser.add_argument("--header-timeout", default="", help="HEADER_TIMEOUT_SECONDS")
-    parser.add_argument("--workdir", type=Path, help="keep etcd's and the gateways' logs here")
+    parser.add_argument("--workdir", type=Path, help="keep the store's and gateways' logs here")
+    parser.add_argument("--store", choices=("etcd", "consul"), default="etcd")
     args = parser.parse_args()
     raise_descriptor_limit(args.half_open + 256)
     env = {"HEADER_TIMEOUT_SECONDS": args.header_timeout} if args.header_timeout else {}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        etcd_pair(args.workdir or Path(tmp), env) as (etcd, target, peer),
+        store_pair(args.store, args.workdir or Path(tmp), env) as (registration, target, peer),
     ):
-        with watch_target(etcd, target, peer) as figures:
+        with watch_target(registration, target, peer) as figures:
             time.sleep(1)
             results = big_headers(target.port, args.big, args.header_mib * MIB)
         report = {
@@ -381,7 +419,7 @@ def main() -> None:
             "during_big_headers": figures.summary(),
         }
         print(json.dumps(report, indent=2), flush=True)
-        with watch_target(etcd, target, peer) as figures:
+        with watch_target(registration, target, peer) as figures:
             half_open = HalfOpenHeaders(target.port, args.half_open).start()
             half_open.wait_all_closed(args.hold)
             still_open = half_open.open_count

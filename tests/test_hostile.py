@@ -8,6 +8,7 @@ asserted: ``/healthz`` within 1 s, the instance on its peer's list, RSS growth u
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -16,10 +17,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
+from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 from tests.attacks import (
     MIB,
     HalfOpenHeaders,
@@ -145,6 +151,101 @@ def test_big_headers_and_half_open_connections_neither_stall_nor_evict(
     assert figures.absent_from_peers == 0
     assert figures.lease_min_ttl is not None and figures.lease_min_ttl > 0
     assert figures.rss_growth < 150 * MIB
+
+
+# --- the protocol alone: what reaches the parser ----------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """Collects what the protocol writes; ``close`` marks it closing, as a socket would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 4122) if name in ("peername", "sockname") else default
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _never_called(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("the app saw a request the protocol should have refused")
+
+
+async def test_the_parser_never_sees_more_than_the_header_limit() -> None:
+    """100 MiB of header in 256 KiB reads: the parser is fed at most the limit, then 431."""
+    config = uvicorn.Config(_never_called, log_level="error")
+    config.load()
+    limits = ConnectionLimits(
+        max_header_bytes=65536, header_timeout=10, max_connections=10, overflow=5
+    )
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, limits=limits
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    fed: list[int] = []
+    feed = protocol.parser.feed_data
+    protocol.parser = SimpleNamespace(feed_data=lambda data: (fed.append(len(data)), feed(data)))
+    protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ")
+    chunk = b"a" * (256 * 1024)
+    reads = 0
+    while not transport.is_closing() and reads < 400:
+        protocol.data_received(chunk)
+        reads += 1
+    protocol.data_received(chunk)  # a read after the refusal is dropped
+    assert reads == 1
+    assert sum(fed) == 65536
+    assert transport.written.startswith(b"HTTP/1.1 431 ")
+    protocol.connection_lost(None)
+
+
+async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> None:
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: object, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        received.set_result(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = uvicorn.Config(app, log_level="error")
+    config.load()
+    limits = ConnectionLimits(
+        max_header_bytes=1024, header_timeout=10, max_connections=10, overflow=5
+    )
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, limits=limits
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    body = b"b" * (200 * 1024)
+    head = b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    protocol.data_received(head + body)
+    assert await asyncio.wait_for(received, 5) == body
+    await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 200 ")
+    protocol.connection_lost(None)
 
 
 # --- the header limit -------------------------------------------------------------------
