@@ -26,6 +26,8 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
+from app.server import ServerConfigError, connection_limits
+from app.settings import Settings
 from tests.attacks import (
     MIB,
     HalfOpenHeaders,
@@ -248,6 +250,30 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
     protocol.connection_lost(None)
 
 
+def test_beyond_the_overflow_a_connection_is_closed_unread() -> None:
+    limits = ConnectionLimits(
+        max_header_bytes=65536, header_timeout=10, max_connections=10, overflow=5
+    )
+    config = uvicorn.Config(_never_called, log_level="error")
+    config.load()
+    state = ServerState()
+    loop = asyncio.new_event_loop()
+    try:
+        transports = []
+        for _ in range(limits.max_connections + limits.overflow + 1):
+            protocol = LimitedHttpToolsProtocol(
+                config=config, server_state=state, app_state={}, limits=limits, _loop=loop
+            )
+            transport = RecordingTransport()
+            protocol.connection_made(transport)
+            transports.append(transport)
+        # The cap and the overflow are open and waiting for their heads; the next is not.
+        assert [t.closing for t in transports] == [False] * 15 + [True]
+        assert transports[-1].written == b""
+    finally:
+        loop.close()
+
+
 # --- the header limit -------------------------------------------------------------------
 
 
@@ -372,6 +398,25 @@ BAD_LIMITS = {
     "KEEP_ALIVE_TIMEOUT_SECONDS": ("-1", "KEEP_ALIVE_TIMEOUT_SECONDS"),
     "MAX_CONNECTIONS": ("100000000", "at most"),
 }
+
+
+@pytest.mark.parametrize(
+    ("descriptors", "cap", "overflow"), [(20_000, 18_000, 256), (1024, 896, 64), (200, 72, 64)]
+)
+def test_the_default_cap_leaves_a_reserve_of_descriptors(
+    descriptors: int, cap: int, overflow: int
+) -> None:
+    settings = Settings(_env_file=None, admin_pass="pw")  # type: ignore[call-arg]
+    limits = connection_limits(settings, descriptors)
+    assert (limits.max_connections, limits.overflow) == (cap, overflow)
+    assert limits.max_connections + limits.overflow < descriptors
+
+
+def test_a_cap_above_the_descriptors_is_refused() -> None:
+    settings = Settings(_env_file=None, admin_pass="pw", max_connections=1000)  # type: ignore[call-arg]
+    assert connection_limits(settings, 4096).max_connections == 1000
+    with pytest.raises(ServerConfigError, match="at most 896"):
+        connection_limits(settings, 1024)
 
 
 def test_bad_limits_exit_2_with_one_line(tmp_path: Path) -> None:
