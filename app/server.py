@@ -7,6 +7,7 @@ runs uvicorn with :class:`app.http_limits.LimitedHttpToolsProtocol` (docs/design
 from __future__ import annotations
 
 import functools
+import logging
 import resource
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from app.settings import Settings
 
 if TYPE_CHECKING:  # the app is built after the settings are checked (app.cli)
     from fastapi import FastAPI
+
+log = logging.getLogger("space_cloud")
 
 #: Descriptors kept for everything but client connections: the store's connections,
 #: log files, the listening socket and the connections past the cap that are still read.
@@ -91,7 +94,16 @@ def build_server(app: FastAPI, settings: Settings, limits: ConnectionLimits) -> 
 
 def serve(app: FastAPI, settings: Settings) -> None:
     """Run until stopped; :class:`ServerConfigError` before anything is bound."""
-    limits = connection_limits(settings, raise_descriptor_limit())
+    descriptors = raise_descriptor_limit()
+    limits = connection_limits(settings, descriptors)
+    log.info(
+        "serving up to %d connections (descriptor limit %d), request heads up to %d bytes "
+        "within %g s",
+        limits.max_connections,
+        descriptors,
+        limits.max_header_bytes,
+        limits.header_timeout,
+    )
     server = build_server(app, settings, limits)
     server.run()
     if not server.started:

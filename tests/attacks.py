@@ -1,8 +1,9 @@
 """Hostile clients made of plain sockets, and the probes that watch a gateway under them.
 
-Used by ``tests/test_hostile.py``; ``python -m tests.attacks`` runs the attacks of issue 14
-against a fresh etcd and two gateways and prints the figures (``/healthz`` worst latency,
-RSS, peer list, lease TTL, half-open connections closed) for before/after comparisons.
+Used by ``tests/test_hostile.py``; ``python -m tests.attacks [--store consul] [--flood 15]``
+runs the attacks of issue 14 against a fresh etcd (or Consul) and two gateways and prints
+the figures of each phase (``/healthz`` worst latency, RSS, the peer's list, the lease TTL
+or Consul heartbeat left, half-open connections closed) for before/after comparisons.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import resource
 import selectors
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -388,15 +390,29 @@ def big_headers(port: int, count: int, size: int) -> list[BigHeaderResult]:
     return results
 
 
+def request_flood(url: str, seconds: float, connections: int) -> dict[str, object]:
+    """wrk hammering an endpoint that needs a token, without one (every answer a 401)."""
+    output = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{int(seconds)}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(output.split("Requests/sec:")[1].split()[0])
+    return {"connections": connections, "requests_per_s": rate}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", choices=("etcd", "consul"), default="etcd")
     parser.add_argument("--header-mib", type=int, default=100)
     parser.add_argument("--big", type=int, default=3, help="concurrent big-header requests")
     parser.add_argument("--half-open", type=int, default=1500)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to watch half-opens")
+    parser.add_argument("--flood", type=float, default=0, help="seconds of a 401 request flood")
+    parser.add_argument("--watch", type=float, default=12.0, help="least seconds per phase")
     parser.add_argument("--header-timeout", default="", help="HEADER_TIMEOUT_SECONDS")
     parser.add_argument("--workdir", type=Path, help="keep the store's and gateways' logs here")
-    parser.add_argument("--store", choices=("etcd", "consul"), default="etcd")
     args = parser.parse_args()
     raise_descriptor_limit(args.half_open + 256)
     env = {"HEADER_TIMEOUT_SECONDS": args.header_timeout} if args.header_timeout else {}
@@ -404,37 +420,42 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         store_pair(args.store, args.workdir or Path(tmp), env) as (registration, target, peer),
     ):
-        with watch_target(registration, target, peer) as figures:
-            time.sleep(1)
-            results = big_headers(target.port, args.big, args.header_mib * MIB)
-        report = {
-            "big_headers": [
-                {
-                    "sent_mib": round(r.sent / MIB, 2),
-                    "seconds": round(r.seconds, 2),
-                    "status": r.status,
-                }
-                for r in results
-            ],
-            "during_big_headers": figures.summary(),
-        }
-        print(json.dumps(report, indent=2), flush=True)
-        with watch_target(registration, target, peer) as figures:
-            half_open = HalfOpenHeaders(target.port, args.half_open).start()
-            half_open.wait_all_closed(args.hold)
-            still_open = half_open.open_count
-            closed = sorted(half_open.closed_after.values())
-            half_open.close()
-        report = {
-            "half_open": {
-                "opened": len(half_open.opened_at),
-                "connect_failures": half_open.connect_failures,
-                "still_open_after_s": [args.hold, still_open],
-                "closed_after_s": [round(closed[0], 2), round(closed[-1], 2)] if closed else None,
-            },
-            "during_half_open": figures.summary(),
-        }
-        print(json.dumps(report, indent=2), flush=True)
+
+        def phase(name: str, attack: Callable[[], object]) -> None:
+            started = time.monotonic()
+            with watch_target(registration, target, peer) as figures:
+                outcome = attack()
+                time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
+            print(json.dumps({name: outcome, "watched": figures.summary()}), flush=True)
+
+        phase("big_headers", lambda: _big_headers_outcome(target.port, args))
+        phase("half_open", lambda: _half_open_outcome(target.port, args))
+        if args.flood:
+            url = f"{target.url}/v1/config/projects"
+            phase("flood", lambda: request_flood(url, args.flood, 256))
+
+
+def _big_headers_outcome(port: int, args: argparse.Namespace) -> list[dict[str, object]]:
+    results = big_headers(port, args.big, args.header_mib * MIB)
+    return [
+        {"sent_mib": round(r.sent / MIB, 2), "seconds": round(r.seconds, 2), "status": r.status}
+        for r in results
+    ]
+
+
+def _half_open_outcome(port: int, args: argparse.Namespace) -> dict[str, object]:
+    half_open = HalfOpenHeaders(port, args.half_open).start()
+    try:
+        half_open.wait_all_closed(args.hold)
+    finally:
+        half_open.close()
+    closed = sorted(half_open.closed_after.values())
+    return {
+        "opened": len(half_open.opened_at),
+        "connect_failures": half_open.connect_failures,
+        "still_open_after_hold": half_open.open_count,
+        "closed_after_s": [round(closed[0], 2), round(closed[-1], 2)] if closed else None,
+    }
 
 
 if __name__ == "__main__":
