@@ -7,6 +7,9 @@
 - A head that is not complete ``header_timeout`` seconds after its first byte (or after
   the connection opened) is answered 408 and closed; a connection that sent nothing is
   closed silently. Idle keep-alive connections stay uvicorn's (``timeout_keep_alive``).
+- A body not complete ``body_timeout`` seconds after its head is answered 408 (or, once
+  the app answered, the connection closed); an answer sent before the body was read (a
+  401, a 413) closes the connection, as the rest of the body is of no use.
 - Beyond ``max_connections`` open connections a new one is still read, with a one-second
   head timeout, but answered 503 unless it asks for a probe path (``/healthz``,
   ``/readyz``); beyond ``max_connections + overflow`` it is closed at once, unread.
@@ -35,6 +38,7 @@ RETRY_AFTER_SECONDS = 1
 class ConnectionLimits:
     max_header_bytes: int
     header_timeout: float
+    body_timeout: float
     max_connections: int
     #: Connections past the cap that are still read (to answer 503 or a probe).
     overflow: int
@@ -67,6 +71,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_timeout = limits.header_timeout
+        self._reading_body = False
+        self._body_timer: asyncio.TimerHandle | None = None
         self._over_cap = False
 
     # --- connection ---------------------------------------------------------------
@@ -84,14 +90,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
-        if not self._reading_head:
+        if self._reading_head:
+            self._receive_head(data)
+        else:
             super().data_received(data)
-            return
+        if self._reading_body and self._body_timer is None and not self.transport.is_closing():
+            timeout = self._limits.body_timeout
+            self._body_timer = self.loop.call_later(timeout, self._body_timed_out)
+
+    def _receive_head(self, data: bytes) -> None:
         if self._head_timer is None:
             self._arm_head_timer()
         room = self._limits.max_header_bytes - self._head_bytes
@@ -114,6 +127,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._reading_body = True
         self._cancel_head_timer()
         if not self._over_cap or self.url.partition(b"?")[0] in PROBE_PATHS:
             super().on_headers_complete()
@@ -129,6 +143,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The next bytes start the next request's head; its timer starts with them.
         self._reading_head = True
         self._head_bytes = 0
+        self._reading_body = False
+        self._cancel_body_timer()
+
+    def on_response_complete(self) -> None:
+        if self._reading_body:
+            # Answered before the body was read: reading on would let the client hold the
+            # connection by trickling the rest, each byte resetting the keep-alive timer.
+            self.transport.close()
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "the request is not valid HTTP/1.1")
@@ -152,6 +175,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, "the request headers did not arrive in time")
         else:
             self.transport.close()
+
+    # --- the body timer -------------------------------------------------------------
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self._reading_body or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_started:
+            self.transport.close()
+            return
+        # The app waiting for the body sees a disconnect, and its answer goes nowhere.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._refuse(408, "the request body did not arrive in time")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with ``{"error": message}`` and close the connection."""

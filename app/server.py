@@ -72,6 +72,7 @@ def connection_limits(settings: Settings, descriptor_limit: int) -> ConnectionLi
     return ConnectionLimits(
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
         max_connections=max_connections,
         overflow=min(MAX_OVERFLOW, reserve // 2),
     )

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: A request head not complete this long after its first byte is a 408, closed.
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    #: A request body not complete this long after its head is a 408, closed.
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     #: An idle keep-alive connection is closed after this.
     keep_alive_timeout_seconds: float = Field(5.0, gt=0, le=3600)
     #: Open client connections served; None: sized from the descriptor limit at start.

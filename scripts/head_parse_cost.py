@@ -69,7 +69,7 @@ def parse_cost(protocol: HttpToolsProtocol, mib: int) -> tuple[float, float, byt
 async def main(mib: int) -> None:
     config = uvicorn.Config(_app, log_level="error")
     config.load()
-    limits = ConnectionLimits(65536, 10.0, 100, 10)
+    limits = ConnectionLimits(65536, 10.0, 30.0, 100, 10)
     protocols = {
         "uvicorn httptools": HttpToolsProtocol(config, ServerState(), {}),
         "limited (64 KiB)": LimitedHttpToolsProtocol(config, ServerState(), {}, limits=limits),

@@ -41,6 +41,7 @@ from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
 
 HEADER_TIMEOUT = 3.0
+BODY_TIMEOUT = 3.0
 HALF_OPEN = 1500
 
 
@@ -72,6 +73,7 @@ def target(etcd_server: EtcdServer, workdir: Path, cluster_id: str) -> Iterator[
         "target",
         cluster_id,
         HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
         KEEP_ALIVE_TIMEOUT_SECONDS="2",
     )
     yield gateway
@@ -194,7 +196,7 @@ async def test_the_parser_never_sees_more_than_the_header_limit() -> None:
     config = uvicorn.Config(_never_called, log_level="error")
     config.load()
     limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, max_connections=10, overflow=5
+        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
     )
     protocol = LimitedHttpToolsProtocol(
         config=config, server_state=ServerState(), app_state={}, limits=limits
@@ -234,7 +236,7 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
     config = uvicorn.Config(app, log_level="error")
     config.load()
     limits = ConnectionLimits(
-        max_header_bytes=1024, header_timeout=10, max_connections=10, overflow=5
+        max_header_bytes=1024, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
     )
     protocol = LimitedHttpToolsProtocol(
         config=config, server_state=ServerState(), app_state={}, limits=limits
@@ -252,7 +254,7 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
 
 def test_beyond_the_overflow_a_connection_is_closed_unread() -> None:
     limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, max_connections=10, overflow=5
+        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
     )
     config = uvicorn.Config(_never_called, log_level="error")
     config.load()
@@ -346,6 +348,53 @@ def test_silent_and_idle_keep_alive_connections_are_closed(target: Gateway) -> N
     reply, elapsed = raw_exchange(target.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 OK")
     assert 1.0 <= elapsed <= 2 + 3
+
+
+def trickle_body(port: int, path: str, seconds: float) -> tuple[bytes, float | None]:
+    """Send a request head announcing 100 kB of body, then one byte of it every 0.5 s;
+    return what came back and when the server closed (None: still open after
+    ``seconds``)."""
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n{"
+    )
+    if path.endswith("login"):
+        head = head.replace("PUT", "POST")
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.5)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            try:
+                sock.sendall(b" ")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return reply, time.monotonic() - start
+            if not chunk:
+                return reply, time.monotonic() - start
+            reply += chunk
+    return reply, None
+
+
+def test_a_slow_body_to_an_open_endpoint_is_a_408_at_the_body_timeout(target: Gateway) -> None:
+    reply, closed_after = trickle_body(target.port, "/v1/config/login", BODY_TIMEOUT + 5)
+    assert closed_after is not None, "the slow body was never cut off"
+    status, _, body = status_and_body(reply)
+    assert status == 408
+    assert json.loads(body) == {"error": "the request body did not arrive in time"}
+    assert BODY_TIMEOUT / 2 <= closed_after <= BODY_TIMEOUT + 3
+
+
+def test_an_answer_before_the_body_closes_the_connection(target: Gateway) -> None:
+    # No token: 401 at once; trickling the rest of the body must not keep the connection.
+    reply, closed_after = trickle_body(target.port, "/v1/config/projects/slow", 5)
+    assert closed_after is not None, "the connection outlived its answer"
+    status, _, _ = status_and_body(reply)
+    assert status == 401
+    assert closed_after < BODY_TIMEOUT
 
 
 # --- the connection cap -----------------------------------------------------------------
