@@ -444,6 +444,7 @@ def test_connections_beyond_the_cap_get_503_but_probes_are_served(
 BAD_LIMITS = {
     "MAX_HEADER_BYTES": ("lots", "MAX_HEADER_BYTES"),
     "HEADER_TIMEOUT_SECONDS": ("0", "HEADER_TIMEOUT_SECONDS"),
+    "BODY_TIMEOUT_SECONDS": ("never", "BODY_TIMEOUT_SECONDS"),
     "KEEP_ALIVE_TIMEOUT_SECONDS": ("-1", "KEEP_ALIVE_TIMEOUT_SECONDS"),
     "MAX_CONNECTIONS": ("100000000", "at most"),
 }
