@@ -69,6 +69,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = limits
         self._reading_head = True
         self._head_bytes = 0
+        self._head_started: float | None = None  # loop time of the head's first byte
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_timeout = limits.header_timeout
         self._reading_body = False
@@ -98,6 +99,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_head:
             self._receive_head(data)
+        elif self.cycle.response_complete:
+            # Answered before the body was read: reading on would let the client hold the
+            # connection by trickling the rest, each byte resetting the keep-alive timer.
+            self.transport.close()
+            return
         else:
             super().data_received(data)
         if self._reading_body and self._body_timer is None and not self.transport.is_closing():
@@ -105,14 +111,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(timeout, self._body_timed_out)
 
     def _receive_head(self, data: bytes) -> None:
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._head_started is None:
+            self._head_started = self.loop.time()
         room = self._limits.max_header_bytes - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            super().data_received(data)
+        if len(data) > room:
+            self._receive_oversized_head(data, room)
             return
-        # Only what the limit allows reaches the parser; the rest only if the head ended.
+        self._head_bytes += len(data)
+        super().data_received(data)
+        # Only a head that spans reads gets a timer (``_head_started`` is cleared when the
+        # head completes), so a request whose head comes in one read schedules nothing.
+        unfinished = self._head_started is not None and self._head_timer is None
+        if unfinished and not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def _receive_oversized_head(self, data: bytes, room: int) -> None:
+        """Only what the limit allows reaches the parser; the rest only if the head ended."""
         self._head_bytes += room
         super().data_received(data[:room])
         if self.transport.is_closing():
@@ -128,6 +142,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._reading_body = True
+        self._head_started = None
         self._cancel_head_timer()
         if not self._over_cap or self.url.partition(b"?")[0] in PROBE_PATHS:
             super().on_headers_complete()
@@ -140,18 +155,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # The next bytes start the next request's head; its timer starts with them.
+        # The next bytes start the next request's head; its clock starts with them.
         self._reading_head = True
         self._head_bytes = 0
         self._reading_body = False
         self._cancel_body_timer()
-
-    def on_response_complete(self) -> None:
-        if self._reading_body:
-            # Answered before the body was read: reading on would let the client hold the
-            # connection by trickling the rest, each byte resetting the keep-alive timer.
-            self.transport.close()
-        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "the request is not valid HTTP/1.1")
@@ -159,8 +167,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # --- the head timer -------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+        now = self.loop.time()
+        if self._head_started is None:
+            self._head_started = now
+        delay = max(0.0, self._head_started + self._head_timeout - now)
+        self._head_timer = self.loop.call_later(delay, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
