@@ -86,6 +86,7 @@ def build_server(app: FastAPI, settings: Settings, limits: ConnectionLimits) -> 
         http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
         log_level=settings.log_level,
         access_log=settings.access_log,
+        log_config=None,  # app.logs.configure_logging (app.cli) covers uvicorn's loggers too
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         timeout_graceful_shutdown=5,
         server_header=False,
