@@ -1,15 +1,16 @@
-"""uvicorn's httptools protocol with the limits a hostile client meets (docs/design.md).
+"""uvicorn's httptools protocol with the limits a hostile client meets (docs/design.md §10).
 
 - A request head (request line and headers) over ``max_header_bytes`` is refused with 431
   and the connection closed. The parser is fed at most that many head bytes: httptools
   grows a header value by concatenation, so an unbounded head costs quadratic time with
-  the event loop blocked (a 100 MiB header: 31 s) and lets the process grow by its size.
+  the event loop blocked (one 100 MiB header: 17 s, scripts/head_parse_cost.py) and lets
+  the process grow by its size.
 - A head that is not complete ``header_timeout`` seconds after its first byte (or after
   the connection opened) is answered 408 and closed; a connection that sent nothing is
   closed silently. Idle keep-alive connections stay uvicorn's (``timeout_keep_alive``).
 - A body not complete ``body_timeout`` seconds after its head is answered 408 (or, once
-  the app answered, the connection closed); an answer sent before the body was read (a
-  401, a 413) closes the connection, as the rest of the body is of no use.
+  the app answered, the connection closed); after an answer sent before the body was
+  read (a 401, a 413) the next body bytes close the connection: they are of no use.
 - Beyond ``max_connections`` open connections a new one is still read, with a one-second
   head timeout, but answered 503 unless it asks for a probe path (``/healthz``,
   ``/readyz``); beyond ``max_connections + overflow`` it is closed at once, unread.

@@ -1,7 +1,7 @@
 """The HTTP server: uvicorn, built from the settings, with the connection limits applied.
 
 ``serve(app, settings)`` raises the descriptor limit, sizes the connection cap from it and
-runs uvicorn with :class:`app.http_limits.LimitedHttpToolsProtocol` (docs/design.md).
+runs uvicorn with :class:`app.http_limits.LimitedHttpToolsProtocol` (docs/design.md §10).
 """
 
 from __future__ import annotations
