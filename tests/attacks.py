@@ -410,11 +410,12 @@ def main() -> None:
     parser.add_argument("--half-open", type=int, default=1500)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds to watch half-opens")
     parser.add_argument("--flood", type=float, default=0, help="seconds of a 401 request flood")
+    parser.add_argument("--flood-connections", type=int, default=256)
     parser.add_argument("--watch", type=float, default=12.0, help="least seconds per phase")
     parser.add_argument("--header-timeout", default="", help="HEADER_TIMEOUT_SECONDS")
     parser.add_argument("--workdir", type=Path, help="keep the store's and gateways' logs here")
     args = parser.parse_args()
-    raise_descriptor_limit(args.half_open + 256)
+    raise_descriptor_limit(max(args.half_open, args.flood_connections) + 256)
     env = {"HEADER_TIMEOUT_SECONDS": args.header_timeout} if args.header_timeout else {}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -432,7 +433,7 @@ def main() -> None:
         phase("half_open", lambda: _half_open_outcome(target.port, args))
         if args.flood:
             url = f"{target.url}/v1/config/projects"
-            phase("flood", lambda: request_flood(url, args.flood, 256))
+            phase("flood", lambda: request_flood(url, args.flood, args.flood_connections))
 
 
 def _big_headers_outcome(port: int, args: argparse.Namespace) -> list[dict[str, object]]:
