@@ -9,8 +9,8 @@
   the connection opened) is answered 408 and closed; a connection that sent nothing is
   closed silently. Idle keep-alive connections stay uvicorn's (``timeout_keep_alive``).
 - A body not complete ``body_timeout`` seconds after its head is answered 408 (or, once
-  the app answered, the connection closed); after an answer sent before the body was
-  read (a 401, a 413) the next body bytes close the connection: they are of no use.
+  the app answered, the connection closed); an answer sent before the body was all in
+  (a 401, a 413) says ``connection: close`` and closes the connection.
 - Beyond ``max_connections`` open connections a new one is still read, with a one-second
   head timeout, but answered 503 unless it asks for a probe path (``/healthz``,
   ``/readyz``); beyond ``max_connections + overflow`` it is closed at once, unread.
@@ -75,6 +75,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timeout = limits.header_timeout
         self._reading_body = False
         self._body_timer: asyncio.TimerHandle | None = None
+        self._keep_alive_after_body = True
         self._over_cap = False
 
     # --- connection ---------------------------------------------------------------
@@ -100,16 +101,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_head:
             self._receive_head(data)
-        elif self.cycle.response_complete:
-            # Answered before the body was read: reading on would let the client hold the
-            # connection by trickling the rest, each byte resetting the keep-alive timer.
-            self.transport.close()
-            return
         else:
             super().data_received(data)
         if self._reading_body and self._body_timer is None and not self.transport.is_closing():
-            timeout = self._limits.body_timeout
-            self._body_timer = self.loop.call_later(timeout, self._body_timed_out)
+            self._await_body()
+
+    def _await_body(self) -> None:
+        """The body spans reads: it gets a deadline, and an answer sent before it is all in
+        says ``connection: close`` and closes (else trickling the rest would hold the
+        connection, each byte resetting the keep-alive timer; and a client may not reuse a
+        connection whose request it has not finished)."""
+        self._body_timer = self.loop.call_later(self._limits.body_timeout, self._body_timed_out)
+        self._keep_alive_after_body = self.cycle.keep_alive
+        self.cycle.keep_alive = False
 
     def _receive_head(self, data: bytes) -> None:
         if self._head_started is None:
@@ -160,7 +164,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._reading_body = False
-        self._cancel_body_timer()
+        if self._body_timer is not None:  # the body spanned reads, and is now all in
+            self._cancel_body_timer()
+            if not self.cycle.response_started:
+                self.cycle.keep_alive = self._keep_alive_after_body
+
+    def shutdown(self) -> None:
+        self._keep_alive_after_body = False  # a body still coming must not restore it
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "the request is not valid HTTP/1.1")

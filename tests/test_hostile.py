@@ -252,6 +252,35 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
     protocol.connection_lost(None)
 
 
+async def _answer_at_once(scope: object, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 401, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("body_first", [True, False])
+async def test_an_answer_before_the_body_is_in_says_connection_close(body_first: bool) -> None:
+    """A keep-alive client must not reuse a connection whose request body the server
+    answered before reading; once the body is in, keep-alive is as usual."""
+    config = uvicorn.Config(_answer_at_once, log_level="error")
+    config.load()
+    limits = ConnectionLimits(
+        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
+    )
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, limits=limits
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
+    if body_first:
+        protocol.data_received(b"{}")
+    await asyncio.sleep(0.01)  # the app answers
+    assert transport.written.startswith(b"HTTP/1.1 401 ")
+    assert (b"connection: close" in transport.written) is not body_first
+    assert transport.is_closing() is not body_first
+    protocol.connection_lost(None)
+
+
 def test_beyond_the_overflow_a_connection_is_closed_unread() -> None:
     limits = ConnectionLimits(
         max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
