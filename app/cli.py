@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-token",
         help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
     )
+    run.add_argument(
+        "--cache-file",
+        help="CACHE_FILE: keep the last applied configs here and serve them when the "
+        "store is unreachable at start (default: none)",
+    )
     add_commands(commands)
     return parser
 
@@ -136,6 +141,7 @@ def env_names() -> dict[str, str]:
         "dev": "--dev",
         "upstream": "--upstream",
         "upstream_token": "--upstream-token",
+        "cache_file": "--cache-file",
     }
     names = {}
     for field in Settings.model_fields:

@@ -29,6 +29,8 @@ _QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'#?]+)=([^&;\s\"'#]*)")
 #: A JSON Web Token (header.payload.signature, base64url): what ``/v1/config/login``
 #: hands out, wherever it turns up in a line.
 _JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
+#: A minted token (``sct_<id>.<secret>``, from ``/v1/config/tokens``), wherever it turns up.
+_MINTED = re.compile(r"\bsct_[0-9a-f]+\.[\w-]+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 
 
@@ -36,6 +38,7 @@ def redact(text: str) -> str:
     """``text`` with every token in it replaced by ``[redacted]``."""
     text = _QUERY_PARAMETER.sub(_redact_parameter, text)
     text = _BEARER.sub(rf"\1{REDACTED}", text)
+    text = _MINTED.sub(REDACTED, text)
     return _JWT.sub(REDACTED, text)
 
 

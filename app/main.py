@@ -12,16 +12,25 @@ from fastapi import FastAPI
 
 from app import __version__, tracing
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, docs, events, health, login, peers, projects
+from app.api import dashboard, docs, events, health, login, peers, projects, tokens
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.follow import Follower, TokenSource
 from app.metrics import Metrics
 from app.settings import Settings
-from app.stores.base import Store
+from app.stores.base import ETCD_VALUE_LIMIT, Store
 from app.stores.factory import build_store
-from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+from app.sync import (
+    AppliedTokens,
+    ChangeSource,
+    ClusterState,
+    InstanceInfo,
+    Syncer,
+    utc_now_iso,
+)
+from app.sync.cache import CacheFile
+from app.sync.store_revision import StoreRevision
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -78,6 +87,12 @@ def build_follower(settings: Settings) -> Follower:
     )
 
 
+def build_cache_file(settings: Settings) -> CacheFile | None:
+    if settings.cache_file is None:
+        return None
+    return CacheFile(settings.cache_file, settings.cluster_id, settings.store_type)
+
+
 def create_app(
     settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
@@ -105,7 +120,19 @@ def create_app(
         version=__version__,
         started_at=utc_now_iso(),
     )
-    syncer = Syncer(source, state, instance, metrics, registrar=store)
+    applied_tokens = AppliedTokens(held=store is not None)
+    syncer = Syncer(
+        source,
+        state,
+        instance,
+        metrics,
+        registrar=store,
+        token_source=store,
+        tokens=applied_tokens,
+        # A follower's upstream checked its values against its own store's limit.
+        value_limit=ETCD_VALUE_LIMIT if store is None else store.value_limit,
+        cache=build_cache_file(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,6 +171,8 @@ def create_app(
     app.state.source = source
     app.state.metrics = metrics
     app.state.cluster = state
+    app.state.intake = syncer.intake
+    app.state.store_revision = StoreRevision(source, settings.store_timeout_seconds)
     app.state.tokens = TokenIssuer(
         settings.admin_user,
         settings.admin_pass,
@@ -151,6 +180,8 @@ def create_app(
         settings.token_ttl_seconds,
         cluster_id=settings.cluster_id,
     )
+    #: The minted tokens' records every request is checked against (docs/design.md §9).
+    app.state.minted_tokens = applied_tokens
     app.state.login_limiter = LoginLimiter(
         max_failures=settings.login_max_failures,
         window_seconds=settings.login_window_seconds,
@@ -159,7 +190,7 @@ def create_app(
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard, docs):
+    for module in (projects, peers, events, login, tokens, health, dashboard, docs):
         app.include_router(module.router)
     if tracer_provider is not None:
         tracing.instrument_app(app, tracer_provider)

@@ -123,6 +123,14 @@ Origins = Annotated[
 ]
 
 
+def _in_existing_folder(value: Path | None) -> Path | None:
+    if value is not None and not (value.parent if str(value.parent) else Path(".")).is_dir():
+        raise ValueError(f"the folder {str(value.parent)!r} does not exist")
+    if value is not None and value.is_dir():
+        raise ValueError("name a file, not a folder")
+    return value
+
+
 def _blank_as_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
@@ -151,6 +159,8 @@ class Settings(BaseSettings):
     upstream: Upstreams = Field(default_factory=list)
     #: ``follow`` only: a bearer token for the upstream (else one is signed with the secret).
     upstream_token: str | None = None
+    #: The last applied configs, served when the store is unreachable at start; off if unset.
+    cache_file: Annotated[Path | None, AfterValidator(_in_existing_folder)] = None
 
     # Tuning; every one has an environment variable, none a flag.
     history_size: int = Field(1000, ge=1)

@@ -469,9 +469,20 @@ def test_wait_revision_of_an_applied_revision_answers_at_once(
     assert time.monotonic() - started < 2.5  # not held up to the 5 s bound
 
 
-def test_wait_revision_in_the_future_times_out(client: TestClient, auth: dict[str, str]) -> None:
+def test_wait_revision_beyond_the_store_answers_400_at_once(
+    start: Callable[..., TestClient],
+) -> None:
+    client = start(wait_revision_timeout_seconds=5)
+    token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
+    auth = {"Authorization": f"Bearer {token.json()['token']}"}
+    revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
+        "revision"
+    ]
+    started = time.monotonic()
     response = client.get("/v1/config/projects", params={"waitRevision": 99}, headers=auth)
-    assert "99" in assert_error(response, 504)
+    message = assert_error(response, 400)
+    assert "99" in message and f"store's current revision {revision}" in message
+    assert time.monotonic() - started < 2.5  # not held up to the 5 s bound
 
 
 # --- peers ------------------------------------------------------------------------------

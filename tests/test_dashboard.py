@@ -294,3 +294,69 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000
+
+
+def test_the_tokens_panel_and_a_page_opened_with_a_reader_token(
+    browser: Browser, page: Page, etcd_gateways: GatewayFactory
+) -> None:
+    a, b = etcd_gateways("a"), etcd_gateways("b")
+    a.put("shop", project("shop", "Shop"))
+    a.put("blog", project("blog", "Blog"))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+
+    # The admin mints a reader of shop on A's page; the token is shown once.
+    log_in(page, a)
+    expect(page.locator("#tokens-card")).to_be_visible()
+    page.fill("#mint-name", "shop-reader")
+    page.select_option("#mint-role", "reader")
+    page.fill("#mint-projects", "shop")
+    page.click("#mint button[type=submit]")
+    expect(page.locator("#minted")).to_be_visible()
+    token = page.locator("#minted-token").text_content() or ""
+    assert token.startswith("sct_")
+    page.click("#copy-token")
+    expect(page.locator("#copy-msg")).to_have_text(re.compile("Copied|Selected"))
+    (listed,) = a.get("/v1/config/tokens").json()["tokens"]
+    expect(row(page, "tokens", listed["id"])).to_contain_text("shop-reader")
+    assert token not in page.locator("#tokens").inner_text()
+    page.click("#dismiss-token")
+    expect(page.locator("#minted")).to_be_hidden()
+    assert page.locator("#minted-token").text_content() == ""
+
+    # A page on B opened with the reader token: only shop, nothing to edit, no tokens.
+    reader = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    reader.set_default_timeout(10_000)
+    reader.on("console", lambda message: console.append(message.text))
+    reader.goto(f"{b.url}/")
+    reader.fill("#token-input", token)
+    reader.click("#token-login button[type=submit]")
+    expect(reader.locator("#conn")).to_have_attribute("data-state", "connected")
+    expect(reader.locator("#projects tbody tr")).to_have_count(1)
+    expect(row(reader, "projects", "shop")).to_be_visible()
+    expect(reader.locator("#new-project")).to_be_hidden()
+    expect(reader.locator("#tokens-card")).to_be_hidden()
+    expect(reader.locator("#projects button.delete")).to_have_count(0)
+    expect(reader.locator("#who")).to_contain_text("reader of shop")
+    row(reader, "projects", "shop").locator("button.edit").click()
+    expect(reader.locator("#editor-title")).to_have_text("View shop")
+    expect(reader.locator("#doc")).not_to_be_editable()
+    expect(reader.locator("#save")).to_be_hidden()
+
+    # Its projects' changes reach it; others' never do.
+    a.put("blog", project("blog", "Blog v2"))
+    a.put("shop", project("shop", "Shop v2"))
+    expect(row(reader, "projects", "shop").locator(".name")).to_have_text(
+        "Shop v2", timeout=LIVE_WITHIN_MS
+    )
+    expect(reader.locator("#projects tbody tr")).to_have_count(1)
+
+    # Revoked on A's page: B refuses it, and the reader's page is sent back to the login.
+    revoke = row(page, "tokens", listed["id"]).locator("button.revoke")
+    revoke.click()
+    revoke.click()  # confirm
+    expect(row(page, "tokens", listed["id"])).to_have_count(0)
+    expect(reader.locator("#login-view")).to_be_visible(timeout=15_000)
+    expect(reader.locator("#login-error")).to_contain_text("refused")
+    assert not [text for text in console if token in text], "the token reached the console"
+    reader.context.close()

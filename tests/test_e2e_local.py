@@ -249,13 +249,15 @@ def test_sigterm_with_open_streams_exits_promptly_and_cleanly(gateway: Gateway) 
     assert "ASGI callable returned without completing response" not in gateway.process.log()
 
 
-def test_wait_revision_holds_until_applied_or_times_out(tmp_path: Path) -> None:
+def test_wait_revision_holds_until_applied_or_refuses_beyond_the_store(tmp_path: Path) -> None:
     gw = Gateway(tmp_path, env={"WAIT_REVISION_TIMEOUT_SECONDS": "1"}).start()
     try:
         revision = gw.put("w").json()["revision"]
         assert gw.get("/v1/config/projects", waitRevision=revision).status_code == 200
+        # No write of the local store made it: a 400 naming its revision, not a 504.
         late = gw.get("/v1/config/projects/w", waitRevision=revision + 5)
-        assert late.status_code == 504 and "error" in late.json()
+        assert late.status_code == 400
+        assert f"store's current revision {revision}" in late.json()["error"]
     finally:
         gw.stop()
 

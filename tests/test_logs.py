@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.logs import JsonFormatter, RepeatedLines, redact
+from app.logs import REDACTED, JsonFormatter, RepeatedLines, redact
 from app.sync.operator_log import OutageLog
 from tests.gateway import Gateway, wait_for
 from tests.servers.etcd import EtcdFactory
@@ -79,6 +79,8 @@ def test_redact_catches_every_spelling_and_bare_tokens() -> None:
         assert "lastEventId=3" in redact(line)
     assert jwt not in redact(f"upstream refused {jwt}")
     assert "s3cret" not in redact("Authorization: Bearer s3cret")
+    minted = "sct_0123456789abcdef.bVPyDKtuHBrEzhHnx_1u6gtGhTu_T8oWdgTNjPOBQd8"
+    assert redact(f"refused {minted}, retrying") == f"refused {REDACTED}, retrying"
     assert redact("/v1/config/projects?tokenish=1") == "/v1/config/projects?tokenish=1"
 
 

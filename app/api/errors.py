@@ -88,6 +88,7 @@ def documented(*codes: int) -> dict[int | str, dict]:
     descriptions = {
         400: "Bad request",
         401: "Missing or invalid token",
+        403: "Outside the token's role or projects",
         404: "Not found",
         405: "This instance follows another one and is read-only (see Allow)",
         409: "Already exists",

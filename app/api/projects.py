@@ -1,8 +1,10 @@
-"""Project configs: read from the applied state, written through the store."""
+"""Project configs: read from the applied state, written through the store, each within
+the requesting token's role and projects (403 outside them)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -11,8 +13,9 @@ from pydantic import ValidationError
 
 from app.api.dependencies import WAITS_FOR_REVISION, CurrentStore, State, SyncedState
 from app.api.errors import documented
+from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
-from app.auth import Admin
+from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
 from app.stores.base import ABSENT, Store, ValueTooLarge
@@ -77,10 +80,19 @@ IfNoneMatch = Annotated[
     response_model=ProjectList,
     responses=documented(400, 401, 503, 504),
     openapi_extra=WAITS_FOR_REVISION,
-    summary="Every project, with the revision the list is complete at",
+    summary="Every project the token may read, with the cluster's revision",
 )
-async def list_projects(state: SyncedState) -> Response:
-    return Response(state.list_body(), media_type="application/json")
+async def list_projects(state: SyncedState, principal: CurrentPrincipal) -> Response:
+    if principal.scope.is_everything:
+        return Response(state.list_body(), media_type="application/json")
+    return Response(_scoped_list_body(state, principal.may_read), media_type="application/json")
+
+
+def _scoped_list_body(state: ClusterState, may_read: Callable[[str], bool]) -> bytes:
+    """The list of the projects ``may_read`` allows; the revision stays the cluster's, so
+    ``?waitRevision=`` and ETags mean the same for every token."""
+    joined = b",".join(project.value for project in state.projects.values() if may_read(project.id))
+    return b'{"projects":[%s],"revision":%d}' % (joined, state.revision)
 
 
 @router.get(
@@ -88,12 +100,15 @@ async def list_projects(state: SyncedState) -> Response:
     response_model=Project,
     responses={
         304: {"description": "Not modified: `If-None-Match` names the current revision"},
-        **documented(400, 401, 404, 503, 504),
+        **documented(400, 401, 403, 404, 503, 504),
     },
     openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(project: ProjectId, request: Request, state: SyncedState) -> Response:
+async def get_project(
+    project: ProjectId, request: Request, state: SyncedState, principal: CurrentPrincipal
+) -> Response:
+    require_read(principal, project)
     stored = state.projects.get(project)
     if stored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
@@ -109,7 +124,7 @@ async def get_project(project: ProjectId, request: Request, state: SyncedState) 
     status_code=status.HTTP_200_OK,
     responses={
         201: {"model": ProjectWritten, "description": "Created"},
-        **documented(400, 401, 405, 412, 413, 422, 503),
+        **documented(400, 401, 403, 405, 412, 413, 422, 503),
     },
     dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
@@ -120,9 +135,11 @@ async def put_project(
     request: Request,
     store: CurrentStore,
     state: State,
+    principal: CurrentPrincipal,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
+    require_write(principal, project)
     expected = _expected_revision(state, project, if_match, if_none_match)
     value = await _project_value(request, store.value_limit, project)
     return await _put(request, store, state, project, value, expected)
@@ -132,14 +149,17 @@ async def put_project(
     "",
     response_model=ProjectWritten,
     status_code=status.HTTP_201_CREATED,
-    responses=documented(400, 401, 405, 409, 413, 422, 503),
+    responses=documented(400, 401, 403, 405, 409, 413, 422, 503),
     dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create a project; 409 if it exists",
 )
-async def create_project(request: Request, store: CurrentStore, state: State) -> Response:
+async def create_project(
+    request: Request, store: CurrentStore, state: State, principal: CurrentPrincipal
+) -> Response:
     value = await _project_value(request, store.value_limit, None)
     project = orjson.loads(value)["id"]
+    require_write(principal, project)
     return await _put(request, store, state, project, value, ABSENT)
 
 
@@ -147,7 +167,7 @@ async def create_project(request: Request, store: CurrentStore, state: State) ->
     "/{project}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(400, 401, 404, 405, 412, 503),
+    responses=documented(400, 401, 403, 404, 405, 412, 503),
     dependencies=[Writable],
     summary="Delete a project",
 )
@@ -156,8 +176,10 @@ async def delete_project(
     request: Request,
     store: CurrentStore,
     state: State,
+    principal: CurrentPrincipal,
     if_match: IfMatch = None,
 ) -> Response:
+    require_write(principal, project)
     expected = _expected_revision(state, project, if_match, None)
     metrics: Metrics = request.app.state.metrics
     async with metrics.store_op("delete"):

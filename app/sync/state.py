@@ -84,7 +84,9 @@ class ClusterState:
         self._advance(listing.revision)
         return len(changes)
 
-    def apply_changes(self, changes: Iterable[ProjectChange]) -> None:
+    def apply_changes(self, changes: Iterable[ProjectChange], through: int = 0) -> None:
+        """Apply a batch; ``through``: the source's last revision in it, applied even
+        when nothing of it is served (a skipped value still moves the store on)."""
         applied = 0
         for change in changes:
             if self._apply(change):
@@ -92,6 +94,7 @@ class ClusterState:
         if applied:
             self._invalidate(projects_changed=True)
             self.metrics.projects.set(len(self.projects))
+        self._advance(through)
 
     def _apply(self, change: ProjectChange) -> bool:
         current = self.projects.get(change.id)
