@@ -176,6 +176,9 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
         captured["host"], captured["port"] = settings.host, settings.port
 
     monkeypatch.setattr(cli, "serve", fake_serve)
+    # run() freezes the collector for a long-lived server; not this test process's.
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
     monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
     return captured
