@@ -163,7 +163,7 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
 
 @pytest.fixture
 def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
-    """Run ``main`` up to ``uvicorn.run``, which is captured instead of serving."""
+    """Run ``main`` up to ``serve``, which is captured instead of serving."""
     keep = clean_environ()
     for name in list(os.environ):
         if name not in keep:
@@ -171,11 +171,14 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
     monkeypatch.chdir(tmp_path)
     captured: dict[str, object] = {}
 
-    def fake_uvicorn_run(app: object, **kwargs: object) -> None:
+    def fake_serve(app: object, settings: Settings) -> None:
         captured["app"] = app
-        captured.update(kwargs)
+        captured["host"], captured["port"] = settings.host, settings.port
 
-    monkeypatch.setattr(cli.uvicorn, "run", fake_uvicorn_run)
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    # run() freezes the collector for a long-lived server; not this test process's.
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
     monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
     return captured
