@@ -459,7 +459,7 @@ def test_compose_gateways_are_distinct_instances(name: str, clean_env: None) -> 
     for svc_name, svc in gateways(compose(name)).items():
         env = environment(svc)
         assert env["ADVERTISE_ADDR"] == f"{svc_name}:{GATEWAY_PORT}"
-        values = {k.lower(): v for k, v in interpolate(env).items()}
+        values: dict[str, Any] = {k.lower(): v for k, v in interpolate(env).items()}
         settings = Settings(
             **{k: v for k, v in values.items() if k in Settings.model_fields}, _env_file=None
         )

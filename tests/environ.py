@@ -1,0 +1,42 @@
+"""The environment a test hands the gateway: the caller's, minus every gateway variable.
+
+What counts as a gateway variable is derived from the settings model (one variable per
+field), plus everything under the etcd and Consul clients' prefixes, so a variable added
+to the settings is cleaned without touching the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import pytest
+
+from app.settings import Settings
+
+#: The store clients read their variables under these prefixes, as etcdctl and consul do.
+STORE_PREFIXES = ("ETCD_", "CONSUL_")
+
+
+def settings_variables() -> frozenset[str]:
+    """The variables the gateway's settings read (one per field)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    return frozenset(f"{prefix}{name}".upper() for name in Settings.model_fields)
+
+
+def is_gateway_variable(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(STORE_PREFIXES) or upper in settings_variables()
+
+
+def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without any variable the gateway reads."""
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if not is_gateway_variable(name)}
+
+
+def clear_gateway_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every gateway variable from this process for the current test."""
+    for name in list(os.environ):
+        if is_gateway_variable(name):
+            monkeypatch.delenv(name)

@@ -1,0 +1,71 @@
+"""Await a condition instead of sleeping: the one polling helper of the tests.
+
+``eventually(check, ...)`` calls ``check`` until it returns something truthy and returns
+that; ``await eventually_async(check, ...)`` does the same inside an event loop, where
+``check`` may also be a coroutine function. Past ``timeout`` seconds both fail the test
+with what was awaited and the last value seen. A ``check`` that raises stops the wait
+at once (raise inside it to abort, e.g. when the process being waited on has exited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_INTERVAL = 0.05
+
+
+class _Deadline:
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout = timeout
+        self.what = what
+        self.at = time.monotonic() + timeout
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def error(self, last: object) -> AssertionError:
+        return AssertionError(
+            f"timed out after {self.timeout:g}s waiting for {self.what} (last: {last!r})"
+        )
+
+
+def eventually(
+    check: Callable[[], T],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = DEFAULT_INTERVAL,
+) -> T:
+    """Poll ``check`` until it returns a truthy value; return that value."""
+    deadline = _Deadline(timeout, what)
+    while True:
+        last = check()
+        if last:
+            return last
+        if deadline.passed():
+            raise deadline.error(last)
+        time.sleep(interval)
+
+
+async def eventually_async(
+    check: Callable[[], T | Awaitable[T]],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = DEFAULT_INTERVAL,
+) -> T:
+    """``eventually`` for async tests: ``check`` may be sync or a coroutine function."""
+    deadline = _Deadline(timeout, what)
+    while True:
+        result = check()
+        last = await result if inspect.isawaitable(result) else result
+        if last:
+            return last
+        if deadline.passed():
+            raise deadline.error(last)
+        await asyncio.sleep(interval)
