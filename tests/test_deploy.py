@@ -187,9 +187,9 @@ def validate_k8s(doc: dict[str, Any]) -> None:
 
 def test_the_network_guard_works(no_network: None) -> None:
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.create_connection(("pypi.org", 443), timeout=1)
+        socket.create_connection(("example.com", 443), timeout=1)
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.getaddrinfo("pypi.org", 443)
+        socket.getaddrinfo("example.com", 443)
 
 
 def test_the_base_has_every_kind_it_needs() -> None:
@@ -576,3 +576,28 @@ def test_deploy_readme_covers_every_deployment() -> None:
     text = (DEPLOY / "README.md").read_text()
     for needle in ("compose/etcd.yml", "compose/consul.yml", "kubectl apply -k"):
         assert needle in text, f"deploy/README.md does not mention {needle}"
+
+
+def test_dockerfile_base_image_is_pinned_to_a_release() -> None:
+    bases = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert len(bases) == 1, bases
+    image, _, tag = bases[0].partition("@")[0].partition(":")
+    assert image == "python", bases[0]
+    pinned = "@sha256:" in bases[0] or re.fullmatch(r"\d+\.\d+\.\d+-slim-\w+", tag)
+    assert pinned, f"FROM {bases[0]}: a floating tag (pin Python's patch release and Debian's)"
+
+
+def test_dockerfile_installs_the_lock_in_its_own_layer_before_the_code() -> None:
+    instructions = dockerfile_instructions()
+    installs = [i for i, (keyword, args) in enumerate(instructions) if "pip install" in args]
+    assert len(installs) == 2, "one install of the lock, one of the project"
+    lock, project = (instructions[i][1] for i in installs)
+    assert re.search(r"pip install --require-hashes -r requirements\.lock(\s|$)", lock), lock
+    assert re.search(r"pip install --no-deps \.(\s|$)", project), project
+    copied_before = [args for keyword, args in instructions[: installs[0]] if keyword == "COPY"]
+    assert copied_before == ["requirements.lock ./"], "only the lock precedes its layer"
+    copies = [i for i, (keyword, args) in enumerate(instructions) if keyword == "COPY"]
+    code = [i for i in copies if instructions[i][1].split()[0] == "app"]
+    assert code and installs[0] < code[0] < installs[1]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "requirements.lock" not in ignored and "app" not in ignored
