@@ -1,10 +1,11 @@
 """Await a condition instead of sleeping: the one polling helper of the tests.
 
-``eventually(check, ...)`` calls ``check`` until it returns something truthy and returns
-that; ``await eventually_async(check, ...)`` does the same inside an event loop, where
-``check`` may also be a coroutine function. Past ``timeout`` seconds both fail the test
-with what was awaited and the last value seen. A ``check`` that raises stops the wait
-at once (raise inside it to abort, e.g. when the process being waited on has exited).
+``eventually(check, timeout, what)`` calls ``check`` until it returns something truthy
+and returns that; ``await eventually_async(check, timeout, what)`` does the same inside
+an event loop, where ``check`` may also be a coroutine function. Past ``timeout`` seconds
+both raise ``NeverHappened`` naming what was awaited and the last value seen. A ``check``
+that raises ends the wait at once (raise inside it to give up early, e.g. when the
+process being waited on has exited).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_INTERVAL = 0.05
+#: Seconds between two checks: short against the waits of a test, long against a check.
+INTERVAL = 0.05
+
+
+class NeverHappened(AssertionError, TimeoutError):
+    """A test failure (an assertion) that is also a timeout, for callers that catch those."""
 
 
 class _Deadline:
@@ -30,18 +35,13 @@ class _Deadline:
     def passed(self) -> bool:
         return time.monotonic() >= self.at
 
-    def error(self, last: object) -> AssertionError:
-        return AssertionError(
+    def error(self, last: object) -> NeverHappened:
+        return NeverHappened(
             f"timed out after {self.timeout:g}s waiting for {self.what} (last: {last!r})"
         )
 
 
-def eventually(
-    check: Callable[[], T],
-    what: str,
-    timeout: float = DEFAULT_TIMEOUT,
-    interval: float = DEFAULT_INTERVAL,
-) -> T:
+def eventually(check: Callable[[], T], timeout: float, what: str, interval: float = INTERVAL) -> T:
     """Poll ``check`` until it returns a truthy value; return that value."""
     deadline = _Deadline(timeout, what)
     while True:
@@ -54,10 +54,7 @@ def eventually(
 
 
 async def eventually_async(
-    check: Callable[[], T | Awaitable[T]],
-    what: str,
-    timeout: float = DEFAULT_TIMEOUT,
-    interval: float = DEFAULT_INTERVAL,
+    check: Callable[[], T | Awaitable[T]], timeout: float, what: str, interval: float = INTERVAL
 ) -> T:
     """``eventually`` for async tests: ``check`` may be sync or a coroutine function."""
     deadline = _Deadline(timeout, what)

@@ -24,6 +24,7 @@ import yaml
 from kubernetes_validate import utils as k8s_validate
 
 from app.settings import ConsulSettings, EtcdSettings, Settings, split_host_port
+from tests.environ import clear_gateway_environ, is_gateway_variable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -159,8 +160,7 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Settings built in a test see only what the test gives them."""
-    for name in GATEWAY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
@@ -183,6 +183,11 @@ def validate_k8s(doc: dict[str, Any]) -> None:
 
 
 # --- Kubernetes: schemas -----------------------------------------------------------------
+
+
+def test_the_tests_environment_cleaner_misses_no_gateway_variable() -> None:
+    missed = sorted(name for name in GATEWAY_VARIABLES if not is_gateway_variable(name))
+    assert not missed, f"tests/environ.py would leave {missed} in a test's environment"
 
 
 def test_the_network_guard_works(no_network: None) -> None:
