@@ -19,7 +19,10 @@ trap cleanup EXIT
 
 python="${PYTHON:-python3}"
 uv venv --quiet --python "$(command -v "$python")" "$work/venv"
-uv pip install --quiet --python "$work/venv/bin/python" --resolution lowest-direct "$root"
+# Built from a copy: the build leaves nothing in the source tree.
+mkdir "$work/src"
+cp -r "$root/app" "$root/pyproject.toml" "$root/README.md" "$work/src/"
+uv pip install --quiet --python "$work/venv/bin/python" --resolution lowest-direct "$work/src"
 echo "minimums: installed $(uv pip list --python "$work/venv/bin/python" 2>/dev/null \
   | awk 'NR>2 {printf "%s%s==%s", sep, $1, $2; sep=" "}')"
 # Every module imports (the etcd and Consul clients too, which the run below does not use).
