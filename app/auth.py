@@ -7,8 +7,9 @@ import secrets
 import time
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPBearer
+from starlette.requests import HTTPConnection
 
 ALGORITHM = "HS256"
 ISSUER = "space-cloud"
@@ -77,7 +78,7 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _check(request: Request, token: str | None) -> None:
+def _check(request: HTTPConnection, token: str | None) -> None:
     if request.app.state.settings.dev:
         return
     if token is None:
@@ -105,7 +106,7 @@ class AdminBearer(HTTPBearer):
             auto_error=False,
         )
 
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+    async def __call__(self, request: HTTPConnection) -> None:
         _check(request, _bearer(request.headers.get("authorization")))
 
 
@@ -116,7 +117,7 @@ class AdminBearerOrQueryToken(AdminBearer):
     """Like :class:`AdminBearer`, also taking ``?token=`` (browsers' EventSource cannot set
     headers); the route documents the query parameter."""
 
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+    async def __call__(self, request: HTTPConnection) -> None:
         header = _bearer(request.headers.get("authorization"))
         _check(request, header or request.query_params.get("token"))
 
