@@ -22,7 +22,7 @@ test: install-test deps lint audit minimums ## install everything (etcd, Consul 
 # Four workers: the fast tier mostly waits on the gateway processes it starts (serial
 # 123 s, -n 4 94 s on a shared, loaded 2-core machine).
 check: lint ## the fast tier: lint, then every test that needs no server, browser, wrk or root
-	$(BIN)/pytest -n 4 -m "$(FAST)"
+	$(BIN)/pytest -n 4 --dist loadgroup -m "$(FAST)"
 
 install: $(BIN)/space-cloud
 
