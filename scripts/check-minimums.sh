@@ -97,7 +97,9 @@ for raw in stream:
 kinds = [kind for kind, _ in events]
 assert kinds[0] == "snapshot", kinds
 assert events[-1] == ("project.put", events[-1][1]) and events[-1][1]["revision"] == revision, events
-print(f"minimums: served a write (revision {revision}) and streamed {kinds}")
+metrics = call("GET", "/metrics").read().decode()
+assert "sc_applied_revision" in metrics, metrics[:500]
+print(f"minimums: served a write (revision {revision}), streamed {kinds} and metrics")
 PY
   echo "minimums: FAILED; the gateway's log:" >&2
   cat "$work/gateway.log" >&2
