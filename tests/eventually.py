@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -53,9 +53,21 @@ def eventually(check: Callable[[], T], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+@overload
 async def eventually_async(
-    check: Callable[[], T | Awaitable[T]], timeout: float, what: str, interval: float = INTERVAL
-) -> T:
+    check: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = INTERVAL
+) -> T: ...
+
+
+@overload
+async def eventually_async(
+    check: Callable[[], T], timeout: float, what: str, interval: float = INTERVAL
+) -> T: ...
+
+
+async def eventually_async(
+    check: Callable[[], Any], timeout: float, what: str, interval: float = INTERVAL
+) -> Any:
     """``eventually`` for async tests: ``check`` may be sync or a coroutine function."""
     deadline = _Deadline(timeout, what)
     while True:
