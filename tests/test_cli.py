@@ -118,7 +118,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
             )
         results = {}
         for name, process in running.items():
-            stdout, stderr = process.communicate(timeout=30)
+            # A bound on a hang, not a timing: a loaded machine starts these slowly.
+            stdout, stderr = process.communicate(timeout=120)
             results[name] = Outcome(process.returncode, stdout, stderr)
         return results
     finally:
