@@ -1,66 +1,27 @@
-"""Admin login, signed tokens, and the dependency that guards the API."""
+"""The dependencies that turn a request's token into a :class:`~app.access.Principal`."""
 
 from __future__ import annotations
 
-import hmac
-import secrets
-import time
+from typing import Annotated
 
-import jwt
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
-from starlette.requests import HTTPConnection
 
-ALGORITHM = "HS256"
-ISSUER = "space-cloud"
-#: Verified tokens remembered (oldest forgotten first).
-VERIFIED_CACHE_SIZE = 1024
+from app.access import AccessError, Principal
+from app.access.admin_tokens import ALGORITHM, ISSUER, TokenIssuer
 
+__all__ = [
+    "ALGORITHM",
+    "ISSUER",
+    "Admin",
+    "CurrentPrincipal",
+    "TokenIssuer",
+    "require_admin",
+    "require_admin_or_query_token",
+]
 
-class TokenIssuer:
-    """Checks the admin credentials and signs and verifies tokens with the admin secret."""
-
-    def __init__(self, user: str, password: str | None, secret: str | None, ttl_seconds: int):
-        self.user = user
-        self.password = password
-        # Without a configured secret (local mode) tokens live as long as this process.
-        self.secret = secret or secrets.token_urlsafe(32)
-        self.ttl_seconds = ttl_seconds
-        self._verified: dict[str, dict] = {}
-
-    def credentials_match(self, user: str, password: str) -> bool:
-        if self.password is None:
-            return False
-        user_ok = hmac.compare_digest(user.encode(), self.user.encode())
-        pass_ok = hmac.compare_digest(password.encode(), self.password.encode())
-        return user_ok and pass_ok
-
-    def issue(self, user: str) -> tuple[str, int]:
-        now = int(time.time())
-        expires = now + self.ttl_seconds
-        claims = {"sub": user, "role": "admin", "iss": ISSUER, "iat": now, "exp": expires}
-        return jwt.encode(claims, self.secret, algorithm=ALGORITHM), expires
-
-    def verify(self, token: str) -> dict:
-        """The token's claims; raises ``jwt.InvalidTokenError`` when it is not valid.
-
-        A token verified once is remembered until it expires, so the signature check is
-        paid once per token rather than once per request.
-        """
-        claims = self._verified.get(token)
-        if claims is not None and claims["exp"] > time.time():
-            return claims
-        claims = jwt.decode(
-            token,
-            self.secret,
-            algorithms=[ALGORITHM],
-            issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub"]},
-        )
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.pop(next(iter(self._verified)))
-        self._verified[token] = claims
-        return claims
+#: Who a ``--dev`` instance (no auth at all) says made a request.
+DEV_PRINCIPAL = Principal.admin("dev")
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -78,21 +39,21 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _check(request: HTTPConnection, token: str | None) -> None:
+def _authenticate(request: Request, token: str | None) -> Principal:
     if request.app.state.settings.dev:
-        return
+        return DEV_PRINCIPAL
     if token is None:
         raise _unauthorized("a token is required: log in at POST /v1/config/login")
     try:
-        request.app.state.tokens.verify(token)
-    except jwt.ExpiredSignatureError:
-        raise _unauthorized("the token has expired: log in again") from None
-    except jwt.InvalidTokenError:
-        raise _unauthorized("the token is not valid") from None
+        principal: Principal = request.app.state.tokens.authenticate(token)
+    except AccessError as refused:
+        raise _unauthorized(str(refused)) from None
+    return principal
 
 
 class AdminBearer(HTTPBearer):
-    """A valid ``Authorization: Bearer`` token (nothing with ``--dev``).
+    """A valid ``Authorization: Bearer`` token (nothing with ``--dev``); returns its
+    principal.
 
     A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
     lock in Swagger UI), and reading the header directly keeps FastAPI's per-request
@@ -106,8 +67,8 @@ class AdminBearer(HTTPBearer):
             auto_error=False,
         )
 
-    async def __call__(self, request: HTTPConnection) -> None:
-        _check(request, _bearer(request.headers.get("authorization")))
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        return _authenticate(request, _bearer(request.headers.get("authorization")))
 
 
 require_admin = AdminBearer()
@@ -117,9 +78,9 @@ class AdminBearerOrQueryToken(AdminBearer):
     """Like :class:`AdminBearer`, also taking ``?token=`` (browsers' EventSource cannot set
     headers); the route documents the query parameter."""
 
-    async def __call__(self, request: HTTPConnection) -> None:
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         header = _bearer(request.headers.get("authorization"))
-        _check(request, header or request.query_params.get("token"))
+        return _authenticate(request, header or request.query_params.get("token"))
 
 
 require_admin_or_query_token = AdminBearerOrQueryToken()
@@ -134,3 +95,8 @@ TOKEN_QUERY_PARAMETER = {
 }
 
 Admin = Depends(require_admin)
+
+CurrentPrincipal = Annotated[Principal, Depends(require_admin)]
+"""Who makes the request (the admin user, a token's name, or ``dev``). A route of a
+router guarded by :data:`Admin` gets the principal that guard already resolved: FastAPI
+runs a dependency once per request."""

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app import __version__
-from app.api import dashboard, events, health, login, peers, projects
+from app import __version__, tracing
+from app.access.limiter import LoginLimiter
+from app.api import dashboard, docs, events, health, login, peers, projects
+from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
+from app.follow import Follower, TokenSource
 from app.metrics import Metrics
 from app.settings import Settings
 from app.stores.base import Store
 from app.stores.factory import build_store
-from app.sync import ClusterState, InstanceInfo, Syncer, utc_now_iso
+from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("space_cloud")
 
@@ -30,8 +36,61 @@ every change as Server-Sent Events. Log in at `POST /v1/config/login` and send
 """
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    store = store or build_store(settings)
+#: Lifetime of a token a follower signs for itself: only the connection checks it.
+MINTED_TOKEN_TTL_SECONDS = 3600
+
+
+def upstream_token(settings: Settings) -> tuple[TokenSource, str]:
+    """How a follower authenticates to its upstream, and a hint for when it is refused.
+
+    ``UPSTREAM_TOKEN`` when given; otherwise, with ``ADMIN_SECRET`` (the cluster's shared
+    secret), a fresh short-lived token signed for every connection, so the follower never
+    runs on an expired token; otherwise none (an upstream started with ``--dev``).
+    """
+    if settings.upstream_token:
+        token = settings.upstream_token
+        return (lambda: token), "UPSTREAM_TOKEN may have expired or come from another cluster"
+    if settings.admin_secret:
+        user = settings.admin_user
+        issuer = TokenIssuer(
+            user,
+            settings.admin_pass,
+            settings.admin_secret,
+            MINTED_TOKEN_TTL_SECONDS,
+            cluster_id=settings.cluster_id,
+        )
+        return (
+            (lambda: issuer.issue(user)[0]),
+            "ADMIN_SECRET, ADMIN_PASS and CLUSTER_ID must be the upstream cluster's",
+        )
+    return (lambda: None), ""
+
+
+def build_follower(settings: Settings) -> Follower:
+    """The change source of ``--store-type follow``: the ``--upstream`` event streams."""
+    token, hint = upstream_token(settings)
+    return Follower(
+        settings.upstream,
+        token,
+        timeout=settings.store_timeout_seconds,
+        read_timeout=settings.upstream_read_timeout_seconds,
+        token_hint=hint,
+    )
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The app over ``store`` (built from the settings when not given), or, for
+    ``--store-type follow``, over another instance's stream, read-only (no store).
+    With ``tracer_provider`` (the ``[otel]`` extra), requests and store calls are traced."""
+    source: ChangeSource
+    if settings.store_type == "follow":
+        source, store = build_follower(settings), None
+    else:
+        source = store = store or build_store(settings)
+        if tracer_provider is not None:
+            source = store = tracing.traced_store(store, tracer_provider)
     metrics = Metrics()
     state = ClusterState(
         settings.node_id,
@@ -46,42 +105,43 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         started_at=utc_now_iso(),
     )
-    syncer = Syncer(store, state, instance, metrics)
+    syncer = Syncer(source, state, instance, metrics, registrar=store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.dev:
             log.warning("DEV MODE: authentication is OFF; never expose this instance")
-        await store.open()
-        # Start-up objects live as long as the process: keep them out of GC scans. With
-        # thousands of open streams the default thresholds make full collections often
-        # enough to show in fan-out latency (bench/fanout.py: p99 at 10k streams halved).
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 50)
+        await source.open()
         syncer.start()
         pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
-            "node %s (%s) serving cluster %r from the %s store",
+            "node %s serving cluster %r from the %s store, listening on %s:%d, advertised as %s",
             settings.node_id,
-            settings.advertise_addr,
             settings.cluster_id,
-            store.kind,
+            source.kind,
+            settings.host,
+            settings.port,
+            settings.advertise_addr,
         )
         try:
             yield
         finally:
             pinger.cancel()
             await syncer.stop()
-            await store.close()
+            await source.close()
 
     app = FastAPI(
         title="space-cloud gateway",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves Swagger UI without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    #: None on a read-only instance (a follower): the API answers writes with 405.
     app.state.store = store
+    app.state.source = source
     app.state.metrics = metrics
     app.state.cluster = state
     app.state.tokens = TokenIssuer(
@@ -89,9 +149,18 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         settings.admin_pass,
         settings.admin_secret,
         settings.token_ttl_seconds,
+        cluster_id=settings.cluster_id,
     )
+    app.state.login_limiter = LoginLimiter(
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        max_block_seconds=settings.login_max_block_seconds,
+    )
+    install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard):
+    for module in (projects, peers, events, login, health, dashboard, docs):
         app.include_router(module.router)
+    if tracer_provider is not None:
+        tracing.instrument_app(app, tracer_provider)
     return app

@@ -71,27 +71,3 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str = Field(examples=["project 'todo' does not exist"])
-
-
-# --- event payloads (documented; encoded by app.sync) ----------------------------------
-
-
-class SnapshotEvent(BaseModel):
-    revision: int
-    projects: list[Project]
-    revisions: dict[str, int] = Field(description="Each project's own revision (its ETag).")
-    peers: list[Peer]
-
-
-class ProjectPutEvent(BaseModel):
-    revision: int
-    project: Project
-
-
-class ProjectDeleteEvent(BaseModel):
-    revision: int
-    id: str
-
-
-class PeersEvent(BaseModel):
-    peers: list[Peer]

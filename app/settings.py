@@ -7,6 +7,7 @@ pydantic-settings ranks above every other source.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 import socket
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.stores.base import ETCD_VALUE_LIMIT
+#: HS256 keys shorter than its hash output are refused (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
 
 StoreType = Literal["local", "etcd", "consul", "follow"]
 STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
@@ -31,10 +34,13 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CLUSTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-def _settings_config(env_prefix: str = "") -> SettingsConfigDict:
+#: Read from the working directory, below the environment and the flags.
+DOTENV = Path(".env")
+
+
+def _settings_config() -> SettingsConfigDict:
     return SettingsConfigDict(
-        env_prefix=env_prefix,
-        env_file=".env",
+        env_file=DOTENV,
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -94,6 +100,29 @@ Upstreams = Annotated[
 ]
 
 
+def _origin(value: str) -> str:
+    """A browser origin, ``scheme://host[:port]``, as the ``Origin`` header carries it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("list origins as http(s)://host[:port], separated by commas")
+    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError("an origin is only scheme://host[:port] (no user, path or query)")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Origins = Annotated[
+    list[Annotated[str, AfterValidator(_origin)]],
+    NoDecode,
+    BeforeValidator(_comma_list),
+]
+
+
 def _random_node_id() -> str:
     return f"auto-{secrets.token_hex(4)}"
 
@@ -129,15 +158,26 @@ class Settings(BaseSettings):
     wait_revision_timeout_seconds: float = Field(10.0, gt=0)
     store_timeout_seconds: float = Field(5.0, gt=0)
     instance_ttl_seconds: int = Field(10, ge=2)
-    local_value_limit: int = Field(ETCD_VALUE_LIMIT, ge=1024)
+    #: None: the etcd store's limit, so a config that fits locally also fits etcd.
+    local_value_limit: int | None = Field(None, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    log_format: Literal["text", "json"] = "text"
     #: ``follow`` only: a silent upstream stream is given up after this (it pings every 15 s).
     upstream_read_timeout_seconds: float = Field(45.0, gt=0)
+    #: Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: Origins = Field(default_factory=list)
+    #: Failed logins from one address within the window before it is blocked; each failure
+    #: after a block doubles the next one, up to the maximum.
+    login_max_failures: int = Field(5, ge=1)
+    login_window_seconds: float = Field(60.0, gt=0)
+    login_max_block_seconds: float = Field(300.0, ge=1)
 
     @field_validator("advertise_addr")
     @classmethod
     def _check_advertise_addr(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("a scheme is not allowed: give host:port, as other instances dial it")
         if value:
             split_host_port(value)
         return value
@@ -182,6 +222,12 @@ class Settings(BaseSettings):
 
     def auth_problem(self) -> str | None:
         """Why this configuration must not start, if it must not (secure by default)."""
+        if self.admin_secret and len(self.admin_secret.encode()) < MIN_SECRET_BYTES:
+            return (
+                f"ADMIN_SECRET (or --admin-secret) is {len(self.admin_secret.encode())} bytes: "
+                f"use at least {MIN_SECRET_BYTES} random bytes, e.g. from "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.dev:
             return None
         if not self.admin_pass:
@@ -197,148 +243,9 @@ class Settings(BaseSettings):
         return None
 
 
-def _env_bool_text(value: object) -> object:
-    # pydantic accepts on/off/yes/no/1/0/true/false; blank means "unset".
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
-OptionalBool = Annotated[bool | None, BeforeValidator(_env_bool_text)]
-
-
-def _existing_file(value: Path | None) -> Path | None:
-    if value is not None and not value.is_file():
-        raise ValueError(f"file {str(value)!r} does not exist")
-    return value
-
-
-ExistingFile = Annotated[Path | None, AfterValidator(_existing_file)]
-
-
-class EtcdSettings(BaseSettings):
-    """``ETCD_*`` connection variables (DESIGN §2)."""
-
-    model_config = _settings_config("ETCD_")
-
-    endpoints: str = "127.0.0.1:2379"
-    user: str | None = None
-    password: str | None = None
-    http_ssl: OptionalBool = None
-    cacert: ExistingFile = None
-    client_cert: ExistingFile = None
-    client_key: ExistingFile = None
-
-    @field_validator("endpoints")
-    @classmethod
-    def _check_endpoints(cls, value: str) -> str:
-        items = [item.strip() for item in value.split(",") if item.strip()]
-        if not items:
-            raise ValueError("list at least one host:port")
-        for item in items:
-            split_host_port(_strip_scheme(item))
-        return ",".join(items)
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> EtcdSettings:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("ETCD_CLIENT_CERT and ETCD_CLIENT_KEY go together")
-        if (self.user is None) != (self.password is None):
-            raise ValueError("ETCD_USER and ETCD_PASSWORD go together")
-        return self
-
-    @property
-    def endpoint_list(self) -> list[tuple[str, int]]:
-        return [split_host_port(_strip_scheme(item)) for item in self.endpoints.split(",")]
-
-    @property
-    def tls(self) -> bool:
-        """TLS when asked for, or implied by a CA / client certificate / https:// endpoint."""
-        if self.http_ssl is not None:
-            return self.http_ssl
-        return bool(self.cacert or self.client_cert or "https://" in self.endpoints)
-
-
-def _strip_scheme(value: str) -> str:
-    for scheme in ("http://", "https://"):
-        if value.startswith(scheme):
-            return value[len(scheme) :]
-    return value
-
-
-class ConsulSettings(BaseSettings):
-    """``CONSUL_*`` connection variables, as Consul's own CLI reads them (DESIGN §2)."""
-
-    model_config = _settings_config("CONSUL_")
-
-    http_addr: str = "127.0.0.1:8500"
-    http_token: str | None = None
-    http_auth: str | None = None
-    http_ssl: OptionalBool = None
-    cacert: ExistingFile = None
-    client_cert: ExistingFile = None
-    client_key: ExistingFile = None
-    tls_server_name: str | None = None
-    http_ssl_verify: OptionalBool = None
-
-    @field_validator("http_addr")
-    @classmethod
-    def _check_addr(cls, value: str) -> str:
-        scheme, _, rest = value.rpartition("://")
-        if scheme not in ("", "http", "https"):
-            raise ValueError(f"scheme {scheme!r} is neither http nor https")
-        split_host_port(rest.rstrip("/"))
-        return value
-
-    @field_validator("http_auth")
-    @classmethod
-    def _check_auth(cls, value: str | None) -> str | None:
-        if value is not None and ":" not in value:
-            raise ValueError("write it as user:password")
-        return value
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> ConsulSettings:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY go together")
-        return self
-
-    @property
-    def scheme(self) -> str:
-        explicit, sep, _ = self.http_addr.rpartition("://")
-        if sep:
-            return explicit
-        return "https" if self.http_ssl else "http"
-
-    @property
-    def base_url(self) -> str:
-        rest = self.http_addr.rpartition("://")[2].rstrip("/")
-        return f"{self.scheme}://{rest}"
-
-    @property
-    def verify(self) -> bool:
-        return self.http_ssl_verify is not False
-
-
-def env_names() -> dict[str, str]:
-    """Map each Settings field to ``FLAG / VARIABLE`` for error messages."""
-    flags = {
-        "store_type": "--store-type",
-        "advertise_addr": "--advertise-addr",
-        "port": "--port",
-        "host": "--host",
-        "node_id": "--id",
-        "cluster_id": "--cluster",
-        "config": "--config",
-        "admin_user": "--admin-user",
-        "admin_pass": "--admin-pass",
-        "admin_secret": "--admin-secret",
-        "dev": "--dev",
-        "upstream": "--upstream",
-        "upstream_token": "--upstream-token",
-    }
-    names = {}
-    for field in Settings.model_fields:
-        variable = field.upper()
-        names[field] = f"{flags[field]} / {variable}" if field in flags else variable
-    return names
+def read_environment(env_file: Path | None = DOTENV) -> dict[str, str]:
+    """The process environment over ``.env``: what the stores' own variables
+    (``ETCD_*``, ``CONSUL_*``) are read from, with the same precedence as Settings."""
+    dotenv = dotenv_values(env_file, encoding="utf-8") if env_file is not None else {}
+    values = {name: value for name, value in dotenv.items() if value is not None}
+    return {**values, **os.environ}

@@ -240,8 +240,7 @@ def test_wrong_method(client: TestClient, auth: dict[str, str], method: str, pat
 
 
 def test_validation_errors(client: TestClient, auth: dict[str, str]) -> None:
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth), 422)
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": "x"}, headers=auth), 422)
+    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth), 400)
     assert_error(
         client.put("/v1/config/projects/Bad_Id", json=project("Bad_Id"), headers=auth), 422
     )
@@ -250,6 +249,19 @@ def test_validation_errors(client: TestClient, auth: dict[str, str]) -> None:
     )
     assert_error(client.post("/v1/config/projects", json={"name": "no id"}, headers=auth), 422)
     assert_error(client.post("/v1/config/projects", json=project("UPPER"), headers=auth), 422)
+
+
+@pytest.mark.parametrize("path", ["/v1/config/projects", "/v1/config/peers"])
+def test_bad_wait_revision_and_bad_last_event_id_answer_the_same(
+    client: TestClient, auth: dict[str, str], path: str
+) -> None:
+    waiting = client.get(path, params={"waitRevision": "abc"}, headers=auth)
+    assert "waitRevision" in assert_error(waiting, 400)
+    with client.stream(
+        "GET", "/v1/config/events", headers={**auth, "Last-Event-ID": "abc"}
+    ) as resumed:
+        resumed.read()
+        assert "Last-Event-ID" in assert_error(resumed, 400)
 
 
 def test_bad_json(client: TestClient, auth: dict[str, str]) -> None:
@@ -267,12 +279,22 @@ def test_path_and_body_ids_differ(client: TestClient, auth: dict[str, str]) -> N
 def test_too_large(client: TestClient, auth: dict[str, str]) -> None:
     # Over twice the limit: refused from Content-Length alone.
     huge = project("a", modules={"pad": "x" * (3 * VALUE_LIMIT)})
-    assert_error(client.put("/v1/config/projects/a", json=huge, headers=auth), 413)
-    assert_error(client.post("/v1/config/projects", json=huge, headers=auth), 413)
+    messages = [
+        assert_error(client.put("/v1/config/projects/a", json=huge, headers=auth), 413),
+        assert_error(client.post("/v1/config/projects", json=huge, headers=auth), 413),
+    ]
+    # Over twice the limit without a Content-Length: refused while it streams in.
+    chunks = iter([orjson.dumps(huge)])
+    streamed = client.put("/v1/config/projects/a", content=chunks, headers=auth)
+    messages.append(assert_error(streamed, 413))
     # Under twice the limit as sent, over it once compacted.
     big = project("a", modules={"pad": "x" * (VALUE_LIMIT + 10)})
     assert len(orjson.dumps(big)) < 2 * VALUE_LIMIT
-    assert_error(client.put("/v1/config/projects/a", json=big, headers=auth), 413)
+    messages.append(assert_error(client.put("/v1/config/projects/a", json=big, headers=auth), 413))
+    # Every 413 names the one limit the store has, never the raw-body allowance.
+    for message in messages:
+        assert f"at most {VALUE_LIMIT}" in message, message
+        assert str(2 * VALUE_LIMIT) not in message, message
     # Pretty-printed whitespace does not count against the limit.
     fits = project("a", modules={"pad": "x" * (VALUE_LIMIT - 200)})
     pretty = orjson.dumps(fits, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 40)
@@ -379,6 +401,23 @@ def test_if_none_match(client: TestClient, auth: dict[str, str]) -> None:
         ),
         400,
     )
+
+
+def test_get_honours_if_none_match(client: TestClient, auth: dict[str, str]) -> None:
+    revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
+        "revision"
+    ]
+    path = "/v1/config/projects/a"
+    for tag in (f'"{revision}"', f'W/"{revision}"', f'"{revision + 5}", "{revision}"', "*"):
+        response = client.get(path, headers={**auth, "If-None-Match": tag})
+        assert response.status_code == 304, tag
+        assert response.content == b""
+        assert response.headers["ETag"] == f'"{revision}"'
+    changed = client.get(path, headers={**auth, "If-None-Match": f'"{revision - 1}"'})
+    assert changed.status_code == 200
+    assert changed.json()["id"] == "a"
+    missing = client.get("/v1/config/projects/b", headers={**auth, "If-None-Match": "*"})
+    assert_error(missing, 404)
 
 
 def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
@@ -548,10 +587,19 @@ def test_openapi_request_bodies_are_real(openapi: dict) -> None:
         assert_real_schema(openapi, body["schema"], "id", "modules")
 
 
+def test_openapi_documents_the_conditional_get(openapi: dict) -> None:
+    operation = openapi["paths"]["/v1/config/projects/{project}"]["get"]
+    assert "304" in operation["responses"]
+    headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+    assert "If-None-Match" in headers
+
+
 def test_openapi_errors_use_the_error_schema(openapi: dict) -> None:
     expected = {
         ("/v1/config/login", "post"): ["401"],
-        ("/v1/config/projects/{project}", "get"): ["401", "404"],
+        ("/v1/config/projects/{project}", "get"): ["400", "401", "404"],
+        ("/v1/config/projects", "get"): ["400", "401"],
+        ("/v1/config/peers", "get"): ["400", "401"],
         ("/v1/config/projects/{project}", "put"): ["400", "401", "412", "413"],
         ("/v1/config/projects", "post"): ["409", "413"],
         ("/v1/config/projects/{project}", "delete"): ["404", "412"],

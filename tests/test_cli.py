@@ -24,7 +24,7 @@ from tests.servers.process import free_port
 pytestmark = pytest.mark.xdist_group("cli")
 
 ADMIN = {"ADMIN_PASS": "pw"}
-DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret"}
+DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
 
 
 @dataclass
@@ -84,7 +84,13 @@ CASES: dict[str, Case] = {
         {**DISTRIBUTED, "CONSUL_HTTP_AUTH": "onlyuser"},
         ("CONSUL_HTTP_AUTH",),
     ),
-    "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag",)),
+    "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag", "space-cloud run --help")),
+    "advertise addr with a scheme": Case(
+        ["--advertise-addr", "http://gw.example.com:4122"],
+        ADMIN,
+        ("--advertise-addr", "scheme is not allowed", "host:port"),
+    ),
+    "unknown LOG_FORMAT": Case([], {**ADMIN, "LOG_FORMAT": "xml"}, ("LOG_FORMAT", "'xml'")),
     "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
     "distributed without secret": Case(["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)),
 }
@@ -158,7 +164,7 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
 
     monkeypatch.setattr(cli.uvicorn, "run", fake_uvicorn_run)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **_: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
     return captured
 
 
@@ -239,3 +245,57 @@ def test_invalid_yaml_config_exits_2(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert "not valid YAML" in lines[0]
+
+
+def test_busy_port_exits_2_naming_the_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "run", "--dev", "--host", "127.0.0.1"],
+            cwd=tmp_path,
+            env={**clean_environ(), "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"space-cloud: error: port {port} is already in use on 127.0.0.1 "
+        "(choose another with --port)"
+    ]
+    assert not (tmp_path / "config.yaml").exists()  # stopped before the store was opened
+
+
+def test_run_help_lists_the_variable_groups_and_where_env_is_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for group in (
+        "ETCD_*",
+        "CONSUL_*",
+        "tuning",
+        "LOG_FORMAT",
+        "ETCD_ENDPOINTS",
+        "CONSUL_HTTP_ADDR",
+    ):
+        assert group in text, group
+    # Every variable without a flag is listed, new ones included.
+    for name, spelled in cli.env_names().items():
+        if " / " not in spelled:
+            assert spelled in text, name
+    assert ".env" in text and "working directory" in text
+
+
+def test_env_example_names_every_variable_and_store_type() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"# {name.upper()}=" in example, name
+    store_line = next(line for line in example.splitlines() if line.startswith("# Store:"))
+    for store_type in ("local", "none", "etcd", "consul", "follow"):
+        assert store_type in store_line, store_type

@@ -2,6 +2,8 @@
 
 - every Kubernetes manifest validates against the Kubernetes OpenAPI schemas shipped inside
   the ``kubernetes-validate`` package (strict: unknown fields fail), with the network cut;
+- every kustomization (the base and each overlay) renders with kustomize itself
+  (``kubectl kustomize``: ``scripts/install-kubectl.sh``), and what it renders validates;
 - the Deployment has the probes, the downward-API address, the Secrets and the TLS volume;
 - the compose files set on a gateway only variables the gateway reads (derived from
   ``app.settings``), with values the gateway accepts;
@@ -14,7 +16,10 @@ import copy
 import json
 import re
 import shlex
+import shutil
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,14 +28,18 @@ import pytest
 import yaml
 from kubernetes_validate import utils as k8s_validate
 
-from app.settings import ConsulSettings, EtcdSettings, Settings, split_host_port
+from app.settings import Settings, split_host_port
+from app.stores.consul import CONSUL_VARIABLES, ConsulConfig
+from app.stores.etcd import ETCD_VARIABLES, EtcdConfig
 from tests.environ import clear_gateway_environ, is_gateway_variable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose"
-K8S = DEPLOY / "kubernetes"
-CONSUL_OVERLAY = K8S / "consul"
+KUBERNETES = DEPLOY / "kubernetes"
+K8S = KUBERNETES / "base"
+OVERLAYS = KUBERNETES / "overlays"
+CONSUL_OVERLAY = OVERLAYS / "consul"
 
 # The oldest Kubernetes the manifests promise to fit, and the newest the validator knows.
 K8S_VERSIONS = ("1.27.0", k8s_validate.latest_version())
@@ -45,11 +54,7 @@ PLACEHOLDER = "REPLACE"
 def gateway_variables() -> frozenset[str]:
     """Every environment variable the gateway reads, derived from its settings models."""
     names = {field.upper() for field in Settings.model_fields}
-    for model in (EtcdSettings, ConsulSettings):
-        prefix = model.model_config["env_prefix"]
-        assert prefix in ("ETCD_", "CONSUL_"), prefix
-        names |= {prefix + field.upper() for field in model.model_fields}
-    return frozenset(names)
+    return frozenset(names | set(ETCD_VARIABLES) | set(CONSUL_VARIABLES))
 
 
 GATEWAY_VARIABLES = gateway_variables()
@@ -151,7 +156,7 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
     def one(match: re.Match[str]) -> str:
         operator, word = match.group(2) or "", match.group(3) or ""
         assert operator in ("", ":-", "-", ":?", "?"), f"unexpected {match.group(0)}"
-        return word if operator in (":-", "-") else "x" * 16
+        return word if operator in (":-", "-") else "x" * 32  # long enough for ADMIN_SECRET
 
     pattern = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}"
     return {key: re.sub(pattern, one, value) for key, value in env.items()}
@@ -257,6 +262,77 @@ def test_kustomization_lists_every_resource_but_the_placeholder_secrets() -> Non
     assert image in {entry["name"] for entry in kustomization.get("images", [])}
 
 
+# --- Kubernetes: every kustomization rendered by kustomize ----------------------------------
+
+
+def kustomizations() -> list[Path]:
+    return sorted(path.parent for path in KUBERNETES.rglob("kustomization.yaml"))
+
+
+def kubectl() -> str:
+    """kubectl on PATH or in the project's virtualenv; a missing one fails, loudly."""
+    found = shutil.which("kubectl") or shutil.which(
+        "kubectl", path=str(Path(sys.executable).parent)
+    )
+    if found is None:
+        pytest.fail("kubectl is missing: run scripts/install-kubectl.sh", pytrace=False)
+    return found
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"kustomize refused {directory}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def rendered_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [doc for doc in docs if doc["kind"] == kind]
+    return found
+
+
+def test_the_layout_is_a_base_and_overlays_beside_it() -> None:
+    names = [path.relative_to(KUBERNETES).as_posix() for path in kustomizations()]
+    assert names == ["base", "overlays/consul", "overlays/etcd"]
+    for overlay in OVERLAYS.iterdir():
+        for entry in load_one(overlay / "kustomization.yaml")["resources"]:
+            target = (overlay / entry).resolve()
+            # An overlay inside its own base is the cycle kustomize refuses.
+            assert not overlay.resolve().is_relative_to(target), f"{overlay} is inside {target}"
+
+
+@pytest.mark.parametrize(
+    "directory", kustomizations(), ids=lambda p: p.relative_to(KUBERNETES).as_posix()
+)
+def test_kustomization_renders_and_validates(directory: Path) -> None:
+    docs = render(directory)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    for doc in docs:
+        validate_k8s(doc)
+
+
+def test_the_consul_overlay_renders_a_consul_gateway(clean_env: None) -> None:
+    docs = render(CONSUL_OVERLAY)
+    data = rendered_kind(docs, "ConfigMap")["data"]
+    assert data["STORE_TYPE"] == "consul" and not any(k.startswith("ETCD_") for k in data)
+    pod = rendered_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    (gateway,) = pod["containers"]
+    names = {entry["name"] for entry in gateway["env"]}
+    assert "CONSUL_HTTP_TOKEN" in names and not any(n.startswith("ETCD_") for n in names)
+    assert "etcd-tls" not in {volume["name"] for volume in pod.get("volumes", [])}
+    assert not any("etcd" in mount["mountPath"] for mount in gateway.get("volumeMounts", []))
+
+
+def test_the_etcd_overlay_renders_the_base(clean_env: None) -> None:
+    docs = render(OVERLAYS / "etcd")
+    assert docs == render(K8S)
+    data = rendered_kind(docs, "ConfigMap")["data"]
+    assert data["STORE_TYPE"] == "etcd"
+    assert EtcdConfig.from_env({"ETCD_ENDPOINTS": data["ETCD_ENDPOINTS"]}).endpoints
+
+
 # --- Kubernetes: the Deployment -------------------------------------------------------------
 
 
@@ -336,8 +412,7 @@ def test_store_settings_come_from_the_configmap(clean_env: None) -> None:
     assert set(data) <= GATEWAY_VARIABLES, f"unknown: {set(data) - GATEWAY_VARIABLES}"
     settings = Settings(**{k.lower(): v for k, v in data.items()}, _env_file=None)
     assert settings.store_type == "etcd"
-    etcd = {k.removeprefix("ETCD_").lower(): v for k, v in data.items() if k.startswith("ETCD_")}
-    assert len(EtcdSettings(**etcd, _env_file=None).endpoint_list) >= 1
+    assert len(EtcdConfig.from_env(data).endpoints) >= 1
 
 
 def test_every_variable_set_on_the_pod_is_a_gateway_setting() -> None:
@@ -404,7 +479,7 @@ def test_example_secrets_are_marked_as_placeholders() -> None:
 
 def test_the_consul_overlay_patches_the_base(clean_env: None) -> None:
     kustomization = load_one(CONSUL_OVERLAY / "kustomization.yaml")
-    assert kustomization["resources"] == [".."]
+    assert kustomization["resources"] == ["../../base"]
     base = {(doc["kind"], doc["metadata"]["name"]) for p in k8s_manifests() for doc in load_all(p)}
     patches = {}
     for entry in kustomization["patches"]:
@@ -414,8 +489,7 @@ def test_the_consul_overlay_patches_the_base(clean_env: None) -> None:
     data = patches["ConfigMap"]["data"]
     assert data["STORE_TYPE"] == "consul"
     assert set(data) <= GATEWAY_VARIABLES
-    consul = {k.removeprefix("CONSUL_").lower(): v for k, v in data.items() if "CONSUL_" in k}
-    ConsulSettings(**consul, _env_file=None)
+    ConsulConfig.from_env(data)
 
     (patched,) = patches["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert patched["name"] == container()["name"]
@@ -522,7 +596,7 @@ def test_etcd_compose_is_a_three_member_cluster(clean_env: None) -> None:
     for svc in gateways(data).values():
         env = environment(svc)
         assert env["STORE_TYPE"] == "etcd"
-        endpoints = EtcdSettings(endpoints=env["ETCD_ENDPOINTS"], _env_file=None).endpoint_list
+        endpoints = EtcdConfig.from_env({"ETCD_ENDPOINTS": env["ETCD_ENDPOINTS"]}).endpoints
         assert sorted(endpoints) == sorted((m, 2379) for m in members)
 
 
@@ -542,8 +616,8 @@ def test_consul_compose_is_a_server_and_three_gateways(clean_env: None) -> None:
     for svc in gateways(data).values():
         env = environment(svc)
         assert env["STORE_TYPE"] == "consul"
-        consul = ConsulSettings(http_addr=env["CONSUL_HTTP_ADDR"], _env_file=None)
-        assert split_host_port(consul.http_addr.rpartition("://")[2]) == (server_name, 8500)
+        consul = ConsulConfig.from_env({"CONSUL_HTTP_ADDR": env["CONSUL_HTTP_ADDR"]})
+        assert split_host_port(consul.address) == (server_name, 8500)
 
 
 # --- the image -----------------------------------------------------------------------------

@@ -1,14 +1,13 @@
 """Followers: ``--store-type follow --upstream URL`` mirrors another instance's event stream.
 
-Unit tests drive :class:`FollowStore` with events directly; the rest run real
-``space-cloud run`` processes: gateways A and B on the session etcd (a cluster id of
+Unit tests drive the pure state machine (:class:`FollowState`) with events; the rest run
+real ``space-cloud run`` processes: gateways A and B on the session etcd (a cluster id of
 their own per test) and a follower F started with ``--upstream`` A and B and no ETCD_*
 variable at all.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -23,14 +22,15 @@ import httpx
 import orjson
 import pytest
 
+from app.follow.sse import SSEEvent, parse_events
+from app.follow.state import FollowState
 from app.stores.base import ProjectListing, StoreUnavailable, WatchReset
-from app.stores.follow import FollowListing, FollowStore, SSEEvent, parse_events
 from tests.gateway import ADMIN_PASS, Event, Gateway, SSEStream, space_cloud_command, wait_for
 from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
 from tests.test_cluster import Cluster
 
-# --- unit: events -> store ------------------------------------------------------------
+# --- unit: the SSE parser ----------------------------------------------------------------
 
 
 async def _lines(*lines: str) -> AsyncIterator[str]:
@@ -60,21 +60,20 @@ async def test_parse_events_reads_frames_and_skips_comments() -> None:
     ]
 
 
+# --- unit: the state machine (events in, listings and batches out) ----------------------
+
+
 def _event(kind: str, data: dict, event_id: int | None = None) -> SSEEvent:
     return SSEEvent(kind, orjson.dumps(data).decode(), None if event_id is None else str(event_id))
 
 
 def _snapshot(
-    revision: int,
-    projects: dict[str, int],
-    *,
-    peers: list[str] = (),
-    name: str = "",
-    with_revisions: bool = True,
+    revision: int, projects: dict[str, int], *, peers: tuple[str, ...] = (), name: str = ""
 ) -> SSEEvent:
     data: dict = {
         "revision": revision,
         "projects": [{"id": pid, "name": name or pid} for pid in projects],
+        "revisions": projects,
         "peers": [
             {
                 "id": p,
@@ -87,8 +86,6 @@ def _snapshot(
             for p in peers
         ],
     }
-    if with_revisions:
-        data["revisions"] = projects
     return _event("snapshot", data, revision)
 
 
@@ -101,120 +98,168 @@ def _delete(pid: str, revision: int) -> SSEEvent:
     return _event("project.delete", {"revision": revision, "id": pid}, revision)
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[FollowStore]:
-    """A FollowStore whose connection loop is replaced by the test feeding events."""
-    follow_store = FollowStore(["http://127.0.0.1:1"], timeout=0.5)
-    follow_store._follow = asyncio.Event().wait  # type: ignore[method-assign]
-    await follow_store.open()
-    yield follow_store
-    await follow_store.close()
-
-
 def _revisions(listing: ProjectListing) -> dict[str, int]:
     return {pid: project.revision for pid, project in listing.projects.items()}
 
 
-async def _next(watch: AsyncIterator, timeout: float = 1.0):  # type: ignore[no-untyped-def]
-    return await asyncio.wait_for(anext(watch), timeout)
+def _changes(state: FollowState) -> list[tuple[str, str, int]]:
+    return [(change.kind, change.id, change.revision) for change in state.take_changes()]
 
 
-async def test_snapshot_is_the_listing_and_events_are_the_watch(store: FollowStore) -> None:
-    with pytest.raises(StoreUnavailable, match="no snapshot"):
-        await store.list_projects()
-    await store.receive(_snapshot(10, {"a": 4, "b": 9}, peers=["a", "b"]))
-    listing = await store.list_projects()
+def _connected(*events: SSEEvent, pending_limit: int = 100) -> FollowState:
+    state = FollowState(pending_limit)
+    assert state.connecting() is None  # no snapshot yet: the stream starts with one
+    for event in events:
+        state.receive(event)
+    return state
+
+
+def test_the_snapshot_is_the_listing_and_events_are_the_changes() -> None:
+    state = FollowState()
+    assert not state.ready
+    state.connecting()
+    assert state.receive(_snapshot(10, {"a": 4, "b": 9}, peers=("a", "b"))) == (
+        "from a snapshot at revision 10"
+    )
+    assert state.ready
+    listing = state.take_listing()
     assert (listing.revision, _revisions(listing)) == (10, {"a": 4, "b": 9})
     assert orjson.loads(listing.projects["a"].value) == {"id": "a", "name": "a"}
+    assert state.take_changes() == []
 
-    peers = store.watch_instances()
-    records = await _next(peers)
-    assert set(records) == {"a", "b"}
-    assert "self" not in orjson.loads(records["a"])  # the follower decides who it is
-
-    watch = store.watch_projects(listing)
     for event in (_put("c", 11), _put("c", 11), _delete("a", 12), _delete("zz", 13)):
-        await store.receive(event)  # a replayed 11 and an unknown delete change nothing
-    batch = await _next(watch)
+        assert state.receive(event) is None  # already live
+    # A replayed 11 and a delete of an unknown project change nothing...
+    batch = state.take_changes()
     assert [(c.kind, c.id, c.revision) for c in batch] == [("put", "c", 11), ("delete", "a", 12)]
-    assert orjson.loads(batch[0].value) == {"id": "c", "name": "c"}
-    assert store._revision == 13  # the next Last-Event-ID
-    await watch.aclose()
-    await peers.aclose()
+    assert orjson.loads(batch[0].value or b"") == {"id": "c", "name": "c"}
+    assert state.revision == 13  # ...but the unknown delete is the next Last-Event-ID
+    assert state.take_changes() == []
+    assert _revisions(state.take_listing()) == {"b": 9, "c": 11}  # the view: what was taken
 
 
-async def test_changes_sharing_a_revision_all_arrive(store: FollowStore) -> None:
+def test_the_peers_are_the_upstreams_without_its_self_flag() -> None:
+    state = _connected(_snapshot(1, {}, peers=("a", "b")))
+    assert state.peers is not None and set(state.peers) == {"a", "b"}
+    assert "self" not in orjson.loads(state.peers["a"])  # the sync loop decides who it is
+    version = state.peers_version
+    state.receive(_event("peers", {"peers": [{"id": "a", "addr": "a:1"}, {"id": "b"}]}))
+    state.receive(_event("peers", {"peers": [{"id": "b"}, {"id": "a", "addr": "a:1"}]}))
+    assert state.peers_version == version + 1  # the same peers again: no change
+    state.receive(_event("peers", {"peers": []}))
+    assert state.peers == {} and state.peers_version == version + 2
+
+
+def test_changes_sharing_a_revision_all_arrive() -> None:
     """An upstream resync may emit a put and a delete with the same id (the listing's
-    revision): both are changes, even when the watch already yielded the first."""
-    await store.receive(_snapshot(2, {"a": 1, "b": 2}))
-    watch = store.watch_projects(await store.list_projects())
-    await store.receive(_put("b", 4))
-    assert [(c.kind, c.id) for c in await _next(watch)] == [("put", "b")]
-    await store.receive(_delete("a", 4))
-    await store.receive(_delete("a", 4))
-    assert [(c.kind, c.id, c.revision) for c in await _next(watch)] == [("delete", "a", 4)]
-    await watch.aclose()
+    revision): both are changes, even when the first was already taken."""
+    state = _connected(_snapshot(2, {"a": 1, "b": 2}))
+    state.take_listing()
+    state.receive(_put("b", 4))
+    assert _changes(state) == [("put", "b", 4)]
+    state.receive(_delete("a", 4))
+    state.receive(_delete("a", 4))
+    assert _changes(state) == [("delete", "a", 4)]
 
 
-async def test_an_old_upstream_snapshot_without_revisions_keeps_unchanged_etags(
-    store: FollowStore,
-) -> None:
-    await store.receive(_snapshot(10, {"a": 4, "b": 9}))
-    await store.receive(_snapshot(20, {"a": 0, "c": 0}, with_revisions=False))
-    listing = await store.list_projects()
-    assert _revisions(listing) == {"a": 4, "c": 20}
+def test_changes_before_the_first_listing_are_in_it() -> None:
+    state = _connected(_snapshot(2, {"a": 1}), _put("b", 3), _delete("a", 4))
+    listing = state.take_listing()
+    assert (listing.revision, _revisions(listing)) == (4, {"b": 3})
+    assert state.take_changes() == []
 
 
-async def test_a_changed_snapshot_resets_the_watch_an_identical_one_does_not(
-    store: FollowStore,
-) -> None:
-    await store.receive(_snapshot(10, {"a": 4}))
-    listing = await store.list_projects()
-    watch = store.watch_projects(listing)
-    waiting = asyncio.ensure_future(anext(watch))
-    await store.receive(_snapshot(15, {"a": 4}))  # resumed from a snapshot, nothing new
-    await store.receive(_put("b", 16))
-    assert [c.id for c in await asyncio.wait_for(waiting, 1)] == ["b"]
+def test_a_changed_snapshot_resets_the_watch_an_identical_one_does_not() -> None:
+    state = _connected(_snapshot(10, {"a": 4}))
+    state.take_listing()
+    # Reconnected; the upstream's history did not reach back: a snapshot, nothing new.
+    assert state.connecting() == 10
+    state.receive(_snapshot(15, {"a": 4}))
+    state.receive(_put("b", 16))
+    assert _changes(state) == [("put", "b", 16)]
 
-    await store.receive(_snapshot(30, {"b": 16, "c": 25}, name="changed"))
+    state.receive(_put("x", 20))  # not taken before the jump: the listing has it
+    state.receive(_snapshot(30, {"b": 16, "c": 25, "x": 20}, name="changed"))
     with pytest.raises(WatchReset):
-        await _next(watch)
-    relisted = await store.list_projects()
-    assert isinstance(relisted, FollowListing)
-    assert (relisted.revision, _revisions(relisted)) == (30, {"b": 16, "c": 25})
-    # The sync loop emits the difference; the new watch goes on from the snapshot.
-    watch = store.watch_projects(relisted)
-    await store.receive(_put("d", 31))
-    assert [c.revision for c in await _next(watch)] == [31]
-    await watch.aclose()
+        state.take_changes()
+    relisted = state.take_listing()
+    assert (relisted.revision, _revisions(relisted)) == (30, {"b": 16, "c": 25, "x": 20})
+    state.receive(_put("d", 31))
+    assert _changes(state) == [("put", "d", 31)]
 
 
-async def test_after_an_outage_the_replayed_changes_still_come_as_events(
-    store: FollowStore,
-) -> None:
-    await store.receive(_snapshot(10, {"a": 4}))
-    listing = await store.list_projects()
-    watch = store.watch_projects(listing)
-    await store.receive(_put("b", 11))
-    await store.lost("cannot follow http://a: gone")  # the live stream broke
-    await store.lost("cannot follow http://b: refused")  # and the next upstream is down
-    assert [c.revision for c in await _next(watch)] == [11]  # drained first...
+def test_after_an_outage_the_replayed_changes_still_come_as_events() -> None:
+    state = _connected(_snapshot(10, {"a": 4}))
+    state.take_listing()
+    state.receive(_put("b", 11))
+    assert state.lost("cannot follow http://a: gone") is True  # the live stream broke
+    assert state.error is None  # ...and may resume elsewhere at once
+    assert state.connecting() == 11
+    assert state.lost("cannot follow http://b: refused") is False  # the next is down
+    assert _changes(state) == [("put", "b", 11)]  # drained first...
     with pytest.raises(StoreUnavailable, match="refused"):
-        await _next(watch)  # ...then unavailable: /readyz answers 503
-    with pytest.raises(StoreUnavailable, match="refused"):
-        await store.list_projects()
+        state.take_changes()  # ...then unavailable: /readyz answers 503
+    assert not state.ready
 
     # Reconnected with Last-Event-ID 11: the upstream replays 12 and 13.
-    await store.receive(_event("peers", {"peers": []}))
-    await store.receive(_delete("a", 12))
-    await store.receive(_put("c", 13))
-    relisted = await store.list_projects()
+    assert state.connecting() == 11
+    assert state.receive(_event("peers", {"peers": []})) == "resuming after revision 11"
+    assert state.error is None
+    state.receive(_delete("a", 12))
+    state.receive(_put("c", 13))
+    relisted = state.take_listing()
     # What the sync loop has applied, not the newer state: nothing folded into a listing.
     assert (relisted.revision, _revisions(relisted)) == (11, {"a": 4, "b": 11})
-    watch = store.watch_projects(relisted)
-    batch = await _next(watch)
-    assert [(c.kind, c.id, c.revision) for c in batch] == [("delete", "a", 12), ("put", "c", 13)]
-    await watch.aclose()
+    assert _changes(state) == [("delete", "a", 12), ("put", "c", 13)]
+
+
+def test_too_many_changes_waiting_reset_the_watch() -> None:
+    state = _connected(_snapshot(1, {}), pending_limit=3)
+    state.take_listing()
+    for revision in range(2, 6):
+        state.receive(_put(f"p{revision}", revision))
+    with pytest.raises(WatchReset):
+        state.take_changes()
+    listing = state.take_listing()
+    assert (listing.revision, sorted(listing.projects)) == (5, ["p2", "p3", "p4", "p5"])
+    state.receive(_put("p6", 6))
+    assert _changes(state) == [("put", "p6", 6)]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SSEEvent("snapshot", "{not json"),
+        SSEEvent("snapshot", '{"revision": 3, "projects": [{"id": "a"}], "peers": []}'),
+        SSEEvent("project.put", '{"revision": 3}'),
+        SSEEvent("project.put", '{"revision": "x", "project": {"id": "a"}}'),
+        SSEEvent("project.delete", "[1]"),
+        SSEEvent("peers", '{"peers": [{"addr": "no id"}]}'),
+    ],
+    ids=[
+        "not json",
+        "snapshot without revisions",
+        "put without project",
+        "bad revision",
+        "delete not an object",
+        "peer without id",
+    ],
+)
+def test_unreadable_event_data_raises_and_changes_nothing(event: SSEEvent) -> None:
+    state = _connected(_snapshot(2, {"a": 1}, peers=("a",)))
+    state.take_listing()
+    before = (dict(state.mirror), state.revision, state.peers)
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        state.receive(event)
+    assert (dict(state.mirror), state.revision, state.peers) == before
+    assert state.take_changes() == []
+
+
+def test_an_unknown_event_only_makes_the_connection_live() -> None:
+    state = FollowState()
+    state.connecting()
+    assert state.receive(SSEEvent("message", "hello")) is not None
+    assert state.live and not state.ready  # no snapshot yet: nothing to list
 
 
 def test_upstream_urls_are_validated_and_split() -> None:
@@ -244,9 +289,10 @@ def follower(
     args = ["--store-type", "follow"]
     for upstream in upstreams:
         args += ["--upstream", upstream.url]
-    gateway = Gateway(
-        workdir / name, node_id=name, args=args, env={"STORE_TIMEOUT_SECONDS": "2", **(env or {})}
-    )
+    # Tokens are bound to their cluster: one the follower signs names the upstream's.
+    cluster_id = httpx.get(f"{upstreams[0].url}/v1/config/env", timeout=5).json()["clusterId"]
+    defaults = {"STORE_TIMEOUT_SECONDS": "2", "CLUSTER_ID": cluster_id}
+    gateway = Gateway(workdir / name, node_id=name, args=args, env={**defaults, **(env or {})})
     assert not any(key.startswith("ETCD_") for key in gateway.env)
     return gateway.start() if start else gateway
 
@@ -524,7 +570,7 @@ def test_killing_the_upstream_the_follower_resumes_on_the_next_without_a_gap(
         assert not failures, failures
         seen = [change_id(next_change(stream)) for _ in written]
         assert seen == written  # every change, in order, none twice
-        assert [revision for *_, revision in seen] == sorted({r for *_, r in seen})
+        assert [revision for *_, revision in seen] == sorted({r for *_, r in seen if r is not None})
         on_f = f.get("/v1/config/projects", waitRevision=written[-1][2]).json()["projects"]
         on_b = b.get("/v1/config/projects").json()["projects"]
         assert sorted(on_f, key=lambda p: p["id"]) == sorted(on_b, key=lambda p: p["id"])
@@ -549,7 +595,7 @@ def test_with_no_upstream_the_follower_serves_the_last_configs_then_catches_up(
         a.kill()
         b.kill()
         ready = wait_for(lambda: _not_ready(f), 15, "F to report no upstream")
-        assert "cannot follow" in ready
+        assert ready is not None and "cannot follow" in ready
         listing = f.get("/v1/config/projects").json()
         assert sorted(p["id"] for p in listing["projects"]) == ["gone", "kept"]
         assert f.get("/v1/config/projects/kept").headers["ETag"] == f'"{kept}"'

@@ -1,4 +1,7 @@
-"""The store protocol on the local YAML store."""
+"""What only the local YAML store does: its file, its lock, its change log.
+
+The Store contract it shares with etcd and Consul is in test_store_contract.py.
+"""
 
 # The tests read and write small files in tmp_path directly, blocking or not.
 # ruff: noqa: ASYNC240
@@ -16,12 +19,9 @@ import yaml
 
 from app.stores import local
 from app.stores.base import (
-    ABSENT,
     ProjectChange,
     ProjectListing,
-    ProjectNotFound,
     RevisionMismatch,
-    Store,
     StoreConfigError,
     ValueTooLarge,
     WatchReset,
@@ -57,12 +57,7 @@ def revisions(listing: ProjectListing) -> dict[str, int]:
     return {pid: p.revision for pid, p in listing.projects.items()}
 
 
-def test_implements_the_protocol(path: Path) -> None:
-    assert isinstance(LocalStore(path), Store)
-    assert LocalStore(path).kind == "local"
-
-
-# --- put / delete -----------------------------------------------------------------------
+# --- writes --------------------------------------------------------------------------------
 
 
 async def test_empty_store(store: LocalStore, path: Path) -> None:
@@ -70,48 +65,6 @@ async def test_empty_store(store: LocalStore, path: Path) -> None:
     assert listing.revision == 0
     assert dict(listing.projects) == {}
     assert not path.exists()  # nothing written until the first change
-
-
-async def test_put_creates_then_replaces(store: LocalStore) -> None:
-    first = await store.put_project("a", value("a"))
-    assert (first.revision, first.created) == (1, True)
-    second = await store.put_project("a", value("a", modules={"x": 1}))
-    assert (second.revision, second.created) == (2, False)
-    other = await store.put_project("b", value("b"))
-    assert (other.revision, other.created) == (3, True)
-    listing = await store.list_projects()
-    assert listing.revision == 3
-    assert revisions(listing) == {"a": 2, "b": 3}
-    assert orjson.loads(listing.projects["a"].value)["modules"] == {"x": 1}
-
-
-async def test_create_only(store: LocalStore) -> None:
-    assert (await store.put_project("a", value("a"), ABSENT)).revision == 1
-    with pytest.raises(RevisionMismatch) as caught:
-        await store.put_project("a", value("a", name="other"), ABSENT)
-    assert (caught.value.project_id, caught.value.expected, caught.value.actual) == ("a", 0, 1)
-    assert "already exists" in str(caught.value)
-    listing = await store.list_projects()
-    assert listing.revision == 1
-    assert orjson.loads(listing.projects["a"].value)["name"] == "A"
-
-
-async def test_if_match(store: LocalStore) -> None:
-    await store.put_project("a", value("a"))  # 1
-    await store.put_project("b", value("b"))  # 2
-    result = await store.put_project("a", value("a", name="new"), expected_revision=1)
-    assert (result.revision, result.created) == (3, False)
-    with pytest.raises(RevisionMismatch) as caught:
-        await store.put_project("a", value("a", name="stale"), expected_revision=1)
-    assert (caught.value.expected, caught.value.actual) == (1, 3)
-    assert "revision 3, not 1" in str(caught.value)
-    with pytest.raises(RevisionMismatch) as caught:
-        await store.put_project("missing", value("missing"), expected_revision=2)
-    assert (caught.value.expected, caught.value.actual) == (2, None)
-    assert "does not exist" in str(caught.value)
-    listing = await store.list_projects()
-    assert listing.revision == 3
-    assert orjson.loads(listing.projects["a"].value)["name"] == "new"
 
 
 async def test_failed_condition_writes_nothing(store: LocalStore, path: Path) -> None:
@@ -125,24 +78,7 @@ async def test_failed_condition_writes_nothing(store: LocalStore, path: Path) ->
     assert (await store.list_projects()).revision == 1
 
 
-async def test_delete(store: LocalStore) -> None:
-    await store.put_project("a", value("a"))  # 1
-    await store.put_project("b", value("b"))  # 2
-    assert await store.delete_project("a") == 3
-    with pytest.raises(ProjectNotFound) as caught:
-        await store.delete_project("a")
-    assert caught.value.project_id == "a"
-    with pytest.raises(ProjectNotFound):
-        await store.delete_project("never", expected_revision=1)
-    with pytest.raises(RevisionMismatch) as mismatch:
-        await store.delete_project("b", expected_revision=1)
-    assert (mismatch.value.expected, mismatch.value.actual) == (1, 2)
-    assert await store.delete_project("b", expected_revision=2) == 4
-    listing = await store.list_projects()
-    assert (dict(listing.projects), listing.revision) == ({}, 4)
-
-
-async def test_value_too_large(path: Path) -> None:
+async def test_the_value_limit_is_configurable(path: Path) -> None:
     store = LocalStore(path, value_limit=1024)
     await store.open()
     try:
@@ -346,27 +282,6 @@ async def collect(store: LocalStore, since: ProjectListing, count: int) -> list[
     return changes
 
 
-async def test_watch_yields_later_changes_in_order(store: LocalStore) -> None:
-    await store.put_project("a", value("a"))  # 1: before the listing
-    since = await store.list_projects()
-    watch = asyncio.create_task(collect(store, since, 4))
-    await asyncio.sleep(0.01)
-    await store.put_project("b", value("b"))  # 2
-    await store.put_project("a", value("a", name="A2"))  # 3
-    await store.delete_project("b")  # 4
-    await asyncio.sleep(0.01)
-    await store.put_project("c", value("c"))  # 5
-    changes = await asyncio.wait_for(watch, 2)
-    assert [(c.kind, c.id, c.revision) for c in changes] == [
-        ("put", "b", 2),
-        ("put", "a", 3),
-        ("delete", "b", 4),
-        ("put", "c", 5),
-    ]
-    assert orjson.loads(changes[1].value or b"")["name"] == "A2"
-    assert changes[2].value is None
-
-
 async def test_watch_from_an_older_listing_catches_up(store: LocalStore) -> None:
     since = await store.list_projects()
     for n in range(3):
@@ -401,42 +316,8 @@ async def test_watch_from_a_listing_before_a_reopen_raises_watch_reset(
     await store.put_project("b", value("b"))
     store = await reopen(store)
     try:
-        watch = asyncio.create_task(collect(store, old, 1))
-        await asyncio.sleep(0.01)
         await store.put_project("c", value("c"))
         with pytest.raises(WatchReset):
-            await asyncio.wait_for(watch, 2)
+            await asyncio.wait_for(collect(store, old, 1), 2)
     finally:
         await store.close()
-
-
-async def test_instances_seen_by_the_watch(store: LocalStore) -> None:
-    seen: list[dict[str, bytes]] = []
-    changed = asyncio.Event()
-
-    async def watch() -> None:
-        async for instances in store.watch_instances():
-            seen.append(instances)
-            changed.set()
-
-    async def step() -> dict[str, bytes]:
-        await asyncio.wait_for(changed.wait(), 2)
-        changed.clear()
-        return seen[-1]
-
-    task = asyncio.create_task(watch())
-    try:
-        assert await step() == {}
-        await store.register("node-1", b'{"appliedRevision":0}')
-        assert await step() == {"node-1": b'{"appliedRevision":0}'}
-        await store.update_registration(b'{"appliedRevision":3}')
-        assert await step() == {"node-1": b'{"appliedRevision":3}'}
-        await store.deregister()
-        assert await step() == {}
-        await store.update_registration(b'{"appliedRevision":4}')  # no longer registered
-        await asyncio.sleep(0.02)
-        assert seen[-1] == {}
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task

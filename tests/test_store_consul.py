@@ -1,34 +1,38 @@
-"""The Consul store against real Consul agents (tests/servers/consul.py starts them)."""
+"""What only the Consul store does, against real Consul agents (tests/servers/consul.py):
+deletion marks, index resets, sessions and heartbeats, the transaction size limit, TLS,
+ACLs and the CONSUL_* variables, outages.
+
+The Store contract it shares with the other stores is in test_store_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.settings import ConsulSettings
 from app.stores.base import (
     ABSENT,
     CONSUL_VALUE_LIMIT,
     ProjectChange,
     ProjectListing,
-    ProjectNotFound,
-    RevisionMismatch,
-    Store,
     StoreConfigError,
     StoreUnavailable,
     ValueTooLarge,
     WatchReset,
     instances_prefix,
 )
-from app.stores.consul import ConsulStore, _Heartbeats
-from tests.servers.consul import ConsulAgent, start_consul
+from app.stores.consul import ConsulConfig, ConsulStore
+from app.stores.consul.instances import Heartbeats
+from tests.servers.consul import ConsulAgent, ConsulCertificates, ConsulFactory, start_consul
 from tests.servers.process import free_port, wait_until
 
 OpenStore = Callable[..., Awaitable[ConsulStore]]
@@ -43,10 +47,8 @@ async def open_store() -> AsyncIterator[OpenStore]:
     """Open ConsulStores for one test; all closed at teardown."""
     stores: list[ConsulStore] = []
 
-    async def make(
-        settings: ConsulSettings, cluster: str | None = None, **kwargs: Any
-    ) -> ConsulStore:
-        store = ConsulStore(settings, cluster or new_cluster(), **kwargs)
+    async def make(config: ConsulConfig, cluster: str | None = None, **kwargs: Any) -> ConsulStore:
+        store = ConsulStore(config, cluster or new_cluster(), **kwargs)
         await store.open()
         stores.append(store)
         return store
@@ -58,7 +60,7 @@ async def open_store() -> AsyncIterator[OpenStore]:
 
 @pytest.fixture
 async def store(consul_server: ConsulAgent, open_store: OpenStore) -> ConsulStore:
-    return await open_store(consul_server.settings())
+    return await open_store(consul_server.config())
 
 
 @pytest.fixture(scope="module")
@@ -89,100 +91,8 @@ def held_by(agent: ConsulAgent, key: str) -> str | None:
 # --- projects -----------------------------------------------------------------------
 
 
-async def test_store_protocol_and_empty_listing(store: ConsulStore) -> None:
-    assert isinstance(store, Store)
-    assert (store.kind, store.value_limit) == ("consul", CONSUL_VALUE_LIMIT)
-    await store.check()
-    listing = await store.list_projects()
-    assert listing.projects == {}
-    assert listing.revision >= 1
-
-
-async def test_put_and_conditional_put(store: ConsulStore) -> None:
-    first = await store.put_project("alpha", b'{"id":"alpha"}')
-    assert first.created
-    listing = await store.list_projects()
-    assert listing.projects["alpha"].value == b'{"id":"alpha"}'
-    assert listing.projects["alpha"].revision == first.revision == listing.revision
-
-    replaced = await store.put_project("alpha", b'{"v":2}')
-    assert not replaced.created and replaced.revision > first.revision
-
-    with pytest.raises(RevisionMismatch) as exists:
-        await store.put_project("alpha", b"{}", ABSENT)
-    assert exists.value.actual == replaced.revision
-    with pytest.raises(RevisionMismatch) as stale:
-        await store.put_project("alpha", b"{}", first.revision)
-    assert (stale.value.expected, stale.value.actual) == (first.revision, replaced.revision)
-    with pytest.raises(RevisionMismatch) as missing:
-        await store.put_project("nobody", b"{}", first.revision)
-    assert missing.value.actual is None
-
-    matching = await store.put_project("alpha", b'{"v":3}', replaced.revision)
-    assert not matching.created and matching.revision > replaced.revision
-    created = await store.put_project("beta", b"{}", ABSENT)
-    assert created.created and created.revision > matching.revision
-    listing = await store.list_projects()
-    assert {p.id: p.revision for p in listing.projects.values()} == {
-        "alpha": matching.revision,
-        "beta": created.revision,
-    }
-    assert listing.projects["alpha"].value == b'{"v":3}'
-
-
-async def test_every_put_is_a_new_revision_even_with_the_same_value(
-    store: ConsulStore,
-) -> None:
-    first = await store.put_project("same", b"{}")
-    again = await store.put_project("same", b"{}")
-    assert first.created and not again.created
-    assert again.revision > first.revision
-    matching = await store.put_project("same", b"{}", again.revision)
-    assert not matching.created and matching.revision > again.revision
-
-
-async def test_delete(store: ConsulStore) -> None:
-    with pytest.raises(ProjectNotFound):
-        await store.delete_project("ghost")
-    with pytest.raises(ProjectNotFound):
-        await store.delete_project("ghost", 5)
-    put = await store.put_project("doomed", b"{}")
-    with pytest.raises(RevisionMismatch) as stale:
-        await store.delete_project("doomed", put.revision - 1)
-    assert stale.value.actual == put.revision
-
-    deleted = await store.delete_project("doomed", put.revision)
-    assert deleted > put.revision
-    listing = await store.list_projects()
-    assert listing.projects == {} and listing.revision == deleted
-
-    again = await store.put_project("doomed", b"{}")
-    assert again.created and again.revision > deleted
-    assert await store.delete_project("doomed") > again.revision
-    with pytest.raises(ProjectNotFound):
-        await store.delete_project("doomed")
-
-
-async def test_values_up_to_the_kv_limit(store: ConsulStore) -> None:
-    # Over 360 KiB the value no longer fits a /v1/txn body: a plain cas PUT takes it.
-    big = b"x" * CONSUL_VALUE_LIMIT
-    first = await store.put_project("big", big, ABSENT)
-    assert first.created
-    listing = await store.list_projects()
-    assert listing.projects["big"] == type(listing.projects["big"])("big", big, first.revision)
-
-    second = await store.put_project("big", b"y" * 400_000)
-    assert not second.created and second.revision > first.revision
-    with pytest.raises(RevisionMismatch) as stale:
-        await store.put_project("big", big, first.revision)
-    assert stale.value.actual == second.revision
-    with pytest.raises(RevisionMismatch):
-        await store.put_project("big", big, ABSENT)
-    assert (await store.list_projects()).projects["big"].revision == second.revision
-
-
 async def test_value_too_large_is_refused_before_consul_is_asked(open_store: OpenStore) -> None:
-    nowhere = ConsulSettings(_env_file=None, http_addr=f"127.0.0.1:{free_port()}")
+    nowhere = ConsulConfig.from_env({"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
     store = await open_store(nowhere, timeout=1)
     with pytest.raises(ValueTooLarge) as too_large:
         await store.put_project("huge", b"x" * (CONSUL_VALUE_LIMIT + 1))
@@ -191,29 +101,47 @@ async def test_value_too_large_is_refused_before_consul_is_asked(open_store: Ope
         await store.put_project("small", b"{}")
 
 
+async def test_the_value_limit_is_what_the_largest_transaction_takes(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """At the limit, with the longest ids, a create and a cas fit one transaction; the
+    same transaction one byte larger, with the widest cas index, is refused by Consul."""
+    cluster = new_cluster().ljust(63, "c")
+    project = "p" * 63
+    store = await open_store(consul_server.config(), cluster)
+    value = b"x" * CONSUL_VALUE_LIMIT
+    created = await store.put_project(project, value, ABSENT)
+    replaced = await store.put_project(project, value, created.revision)
+    assert (await store.list_projects()).projects[project].revision == replaced.revision
+
+    def widest_cas(size: int) -> httpx.Response:
+        key = f"sc/projects/{cluster}/{project}"
+        cas = {"Verb": "cas", "Key": key, "Index": 2**64 - 1, "Flags": 2**63 - 1}
+        cas["Value"] = base64.b64encode(b"x" * size).decode()
+        mark = {"Verb": "delete", "Key": f"sc/projects/{cluster}/.deleted/{project}"}
+        return consul_server.api("PUT", "/v1/txn", json=[{"KV": cas}, {"KV": mark}])
+
+    assert widest_cas(CONSUL_VALUE_LIMIT).status_code == 409  # taken; the cas failed
+    assert widest_cas(CONSUL_VALUE_LIMIT + 1).status_code == 413
+
+
+async def test_a_consul_with_lower_limits_refuses_with_its_own_figure(
+    consul_factory: ConsulFactory, open_store: OpenStore
+) -> None:
+    agent = consul_factory(
+        extra_config="limits { txn_max_req_len = 65536, kv_max_value_size = 65536 }"
+    )
+    store = await open_store(agent.config())
+    with pytest.raises(ValueTooLarge) as too_large:
+        await store.put_project("big", b"x" * 60_000)
+    limit = too_large.value.limit
+    assert 40_000 < limit < 60_000
+    # Some room below it: each write's random Flags value may be a digit or two wider.
+    put = await store.put_project("big", b"x" * (limit - 30))
+    assert (await store.list_projects()).projects["big"].revision == put.revision
+
+
 # --- watching projects ----------------------------------------------------------------
-
-
-async def test_watch_yields_exactly_the_later_changes_in_order(store: ConsulStore) -> None:
-    await store.put_project("one", b"1")
-    kept = await store.put_project("two", b"2")
-    since = await store.list_projects()
-    watch = store.watch_projects(since)
-    # Made after the listing but before the watch's first query: still seen, once.
-    three = await store.put_project("three", b"3")
-    assert await next_batch(watch) == [ProjectChange("put", "three", three.revision, b"3")]
-
-    one = await store.put_project("one", b"1b")
-    deleted = await store.delete_project("two", kept.revision)
-    four = await store.put_project("four", b"4")
-    changes = await collect(watch, 3)
-    assert changes == [
-        ProjectChange("put", "one", one.revision, b"1b"),
-        ProjectChange("delete", "two", deleted),
-        ProjectChange("put", "four", four.revision, b"4"),
-    ]
-    with pytest.raises(TimeoutError):
-        await next_batch(watch, timeout=1.0)
 
 
 async def test_deletes_carry_their_own_revision_between_puts(
@@ -222,8 +150,8 @@ async def test_deletes_carry_their_own_revision_between_puts(
     """Deletes and puts that reach the watch in one answer keep their own order, even
     for ids that start with another id (Consul's tombstone probe covers both)."""
     cluster = new_cluster()
-    store = await open_store(consul_server.settings(), cluster)
-    writer = await open_store(consul_server.settings(), cluster)
+    store = await open_store(consul_server.config(), cluster)
+    writer = await open_store(consul_server.config(), cluster)
     for project_id in ("app", "app-staging", "app-staging-2", "web"):
         await writer.put_project(project_id, b"{}")
     since = await store.list_projects()
@@ -244,7 +172,7 @@ async def test_a_delete_by_another_consul_client_keeps_its_revision(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
     cluster = new_cluster()
-    store = await open_store(consul_server.settings(), cluster)
+    store = await open_store(consul_server.config(), cluster)
     await store.put_project("gone", b"{}")
     since = await store.list_projects()
     consul_server.api("DELETE", f"/v1/kv/sc/projects/{cluster}/gone").raise_for_status()
@@ -254,39 +182,10 @@ async def test_a_delete_by_another_consul_client_keeps_its_revision(
     assert since.revision < changes[0].revision < after.revision
 
 
-async def test_watch_batches_concurrent_changes_in_revision_order(
-    consul_server: ConsulAgent, open_store: OpenStore
-) -> None:
-    cluster = new_cluster()
-    store = await open_store(consul_server.settings(), cluster)
-    writer = await open_store(consul_server.settings(), cluster)
-    since = await store.list_projects()
-    results = await asyncio.gather(*(writer.put_project(f"p{i}", b"{}") for i in range(8)))
-    changes = await collect(store.watch_projects(since), 8)
-    assert [c.revision for c in changes] == sorted(r.revision for r in results)
-    assert len({c.id for c in changes}) == 8
-
-
-async def test_cluster_a_does_not_see_cluster_ab(
-    consul_server: ConsulAgent, open_store: OpenStore
-) -> None:
-    cluster = new_cluster()
-    a = await open_store(consul_server.settings(), cluster)
-    ab = await open_store(consul_server.settings(), cluster + "b")
-    since = await a.list_projects()
-    await ab.put_project("other", b"{}")
-    mine = await a.put_project("mine", b"{}")
-    assert await next_batch(a.watch_projects(since)) == [
-        ProjectChange("put", "mine", mine.revision, b"{}")
-    ]
-    assert set((await a.list_projects()).projects) == {"mine"}
-    assert set((await ab.list_projects()).projects) == {"other"}
-
-
 async def test_watch_resets_when_the_index_goes_backwards(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
-    store = await open_store(consul_server.settings(), watch_wait=1)
+    store = await open_store(consul_server.config(), watch_wait=1)
     listing = await store.list_projects()
     # As if the listing came from a Consul whose data was since replaced by older data.
     ahead = ProjectListing({}, listing.revision + 1_000_000)
@@ -337,38 +236,18 @@ async def test_a_lost_session_is_replaced_within_seconds(
     assert base64.b64decode(entry["Value"]) == b"record"
 
 
-async def test_watch_instances_sees_joins_and_leaves(
-    consul_server: ConsulAgent, open_store: OpenStore
-) -> None:
-    cluster = new_cluster()
-    first = await open_store(consul_server.settings(), cluster)
-    second = await open_store(consul_server.settings(), cluster)
-    outsider = await open_store(consul_server.settings(), cluster + "b")
-    watch = first.watch_instances()
-    assert await next_batch(watch) == {}
-    await outsider.register("elsewhere", b"x")
-    await first.register("n1", b"one")
-    assert await next_batch(watch) == {"n1": b"one"}
-    await second.register("n2", b"two")
-    assert await next_batch(watch) == {"n1": b"one", "n2": b"two"}
-    await second.update_registration(b"two-b")
-    assert await next_batch(watch) == {"n1": b"one", "n2": b"two-b"}
-    await second.deregister()
-    assert await next_batch(watch) == {"n1": b"one"}
-
-
 async def test_an_instance_that_stops_heartbeating_leaves_within_the_ttl(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
     cluster = new_cluster()
-    watcher = await open_store(consul_server.settings(), cluster)
-    doomed = await open_store(consul_server.settings(), cluster)
+    watcher = await open_store(consul_server.config(), cluster)
+    doomed = await open_store(consul_server.config(), cluster)
     await watcher.register("alive", b"a")
     await doomed.register("doomed", b"d")
     watch = watcher.watch_instances()
     assert await next_batch(watch) == {"alive": b"a", "doomed": b"d"}
     # As kill -9 would: the keeper stops, the session is left for Consul to expire.
-    registration = doomed._registration
+    registration = doomed._instances._registration
     assert registration is not None and registration.keeper is not None
     registration.keeper.cancel()
     # Gone from the peers within the TTL (plus a query's wait), where Consul alone may
@@ -382,7 +261,7 @@ async def test_heartbeats_leave_out_keys_that_stopped_moving(
     loop = asyncio.get_running_loop()
     now = [100.0]
     monkeypatch.setattr(loop, "time", lambda: now[0])
-    heartbeats = _Heartbeats(silence=7.5)
+    heartbeats = Heartbeats(silence=7.5)
     assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 2)}, "a") == {"a": b"a", "b": b"b"}
     now[0] = 107.0
     assert heartbeats.live({"a": (b"a", 1), "b": (b"b", 3)}, "a") == {"a": b"a", "b": b"b"}
@@ -397,7 +276,7 @@ async def test_heartbeats_leave_out_keys_that_stopped_moving(
 
 
 async def test_tls_and_acl_from_the_environment(
-    secure_consul: ConsulAgent, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+    secure_consul: ConsulAgent, open_store: OpenStore
 ) -> None:
     env = secure_consul.env()
     assert env["CONSUL_HTTP_ADDR"].startswith("https://")
@@ -408,11 +287,7 @@ async def test_tls_and_acl_from_the_environment(
         "CONSUL_TLS_SERVER_NAME",
         "CONSUL_HTTP_TOKEN",
     } <= env.keys()
-    for name in ("CONSUL_HTTP_AUTH", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    store = await open_store(ConsulSettings(_env_file=None))
+    store = await open_store(ConsulConfig.from_env(env))
     await store.check()
     put = await store.put_project("secure", b"{}", ABSENT)
     assert (await store.list_projects()).projects["secure"].revision == put.revision
@@ -425,15 +300,21 @@ async def test_tls_and_acl_from_the_environment(
     ("overrides", "words"),
     [
         (
-            {"tls_server_name": "wrong.dc1.consul"},
+            {"CONSUL_TLS_SERVER_NAME": "wrong.dc1.consul"},
             ["TLS verification", "wrong.dc1.consul", "CONSUL_TLS_SERVER_NAME"],
         ),
-        ({"tls_server_name": None}, ["TLS verification", "127.0.0.1"]),
-        ({"cacert": None}, ["TLS verification", "CONSUL_CACERT"]),
-        ({"http_token": None}, ["403", "without an ACL token", "CONSUL_HTTP_TOKEN"]),
-        ({"http_token": str(uuid.UUID(int=1))}, ["403", "ACL not found", "CONSUL_HTTP_TOKEN"]),
-        ({"client_cert": None, "client_key": None}, ["TLS handshake", "CONSUL_CLIENT_CERT"]),
-        ({"http_addr": "http://127.0.0.1:{port}"}, ["https"]),
+        ({"CONSUL_TLS_SERVER_NAME": ""}, ["TLS verification", "127.0.0.1"]),
+        ({"CONSUL_CACERT": ""}, ["TLS verification", "CONSUL_CACERT"]),
+        ({"CONSUL_HTTP_TOKEN": ""}, ["403", "without an ACL token", "CONSUL_HTTP_TOKEN"]),
+        (
+            {"CONSUL_HTTP_TOKEN": str(uuid.UUID(int=1))},
+            ["403", "ACL not found", "CONSUL_HTTP_TOKEN"],
+        ),
+        (
+            {"CONSUL_CLIENT_CERT": "", "CONSUL_CLIENT_KEY": ""},
+            ["TLS handshake", "CONSUL_CLIENT_CERT"],
+        ),
+        ({"CONSUL_HTTP_ADDR": "http://127.0.0.1:{port}"}, ["https"]),
     ],
     ids=[
         "wrong-server-name",
@@ -448,12 +329,11 @@ async def test_tls_and_acl_from_the_environment(
 async def test_a_setting_that_cannot_work_is_a_config_error(
     secure_consul: ConsulAgent,
     open_store: OpenStore,
-    overrides: dict[str, Any],
+    overrides: dict[str, str],
     words: list[str],
 ) -> None:
-    if "http_addr" in overrides:
-        overrides = {"http_addr": overrides["http_addr"].format(port=secure_consul.port)}
-    store = await open_store(secure_consul.settings(**overrides))
+    overrides = {name: value.format(port=secure_consul.port) for name, value in overrides.items()}
+    store = await open_store(secure_consul.config(**overrides))
     with pytest.raises(StoreConfigError) as error:
         await store.check()
     message = str(error.value)
@@ -483,7 +363,7 @@ async def test_a_read_only_token_passes_the_check_but_cannot_write(
             "Policies": [{"Name": name}],
         },
     ).raise_for_status()
-    store = await open_store(secure_consul.settings(http_token=read_only))
+    store = await open_store(secure_consul.config(CONSUL_HTTP_TOKEN=read_only))
     await store.check()
     with pytest.raises(StoreConfigError, match=r"refused the ACL token .*Permission denied"):
         await store.put_project("nope", b"{}")
@@ -494,8 +374,10 @@ async def test_a_read_only_token_passes_the_check_but_cannot_write(
 async def test_ssl_verify_false_connects_without_the_ca(
     secure_consul: ConsulAgent, open_store: OpenStore
 ) -> None:
-    settings = secure_consul.settings(cacert=None, tls_server_name=None, http_ssl_verify=False)
-    store = await open_store(settings)
+    config = secure_consul.config(
+        CONSUL_CACERT="", CONSUL_TLS_SERVER_NAME="", CONSUL_HTTP_SSL_VERIFY="false"
+    )
+    store = await open_store(config)
     await store.check()
     await store.put_project("unverified", b"{}")
 
@@ -503,10 +385,76 @@ async def test_ssl_verify_false_connects_without_the_ca(
 async def test_http_ssl_with_a_host_port_address_uses_https(
     secure_consul: ConsulAgent, open_store: OpenStore
 ) -> None:
-    settings = secure_consul.settings(http_addr=secure_consul.addr, http_ssl=True)
-    assert settings.base_url.startswith("https://")
-    store = await open_store(settings)
+    config = secure_consul.config(CONSUL_HTTP_ADDR=secure_consul.addr, CONSUL_HTTP_SSL="true")
+    assert config.base_url.startswith("https://")
+    store = await open_store(config)
     await store.put_project("over-https", b"{}")
+
+
+async def test_the_acl_token_from_a_token_file(
+    secure_consul: ConsulAgent, open_store: OpenStore, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{secure_consul.client_token}\n")
+    from_file = await open_store(
+        secure_consul.config(CONSUL_HTTP_TOKEN="", CONSUL_HTTP_TOKEN_FILE=str(token_file))
+    )
+    await from_file.check()
+    await from_file.put_project("from-file", b"{}")
+    # As in Consul's own client, the file wins over CONSUL_HTTP_TOKEN.
+    both = await open_store(
+        secure_consul.config(
+            CONSUL_HTTP_TOKEN=str(uuid.UUID(int=1)), CONSUL_HTTP_TOKEN_FILE=str(token_file)
+        )
+    )
+    await both.check()
+
+    token_file.write_text(str(uuid.UUID(int=1)))
+    refused = await open_store(secure_consul.config(CONSUL_HTTP_TOKEN_FILE=str(token_file)))
+    with pytest.raises(StoreConfigError, match="check CONSUL_HTTP_TOKEN_FILE and its policy"):
+        await refused.check()
+
+
+async def test_ca_certificates_from_a_directory(
+    secure_consul: ConsulAgent, open_store: OpenStore, tmp_path: Path
+) -> None:
+    assert secure_consul.certs is not None
+    other_ca = ConsulCertificates.make(tmp_path / "other").ca
+    trusted = tmp_path / "trusted"
+    (trusted / "nested").mkdir(parents=True)
+    shutil.copy(other_ca, trusted / "other.pem")
+    shutil.copy(secure_consul.certs.ca, trusted / "nested" / "consul-ca.crt")
+    store = await open_store(secure_consul.config(CONSUL_CACERT="", CONSUL_CAPATH=str(trusted)))
+    await store.check()
+    await store.put_project("ca-path", b"{}")
+
+    untrusted = tmp_path / "untrusted"
+    untrusted.mkdir()
+    shutil.copy(other_ca, untrusted / "other.pem")
+    wrong = await open_store(secure_consul.config(CONSUL_CACERT="", CONSUL_CAPATH=str(untrusted)))
+    with pytest.raises(StoreConfigError, match="TLS verification"):
+        await wrong.check()
+
+    (untrusted / "notes.txt").write_text("not a certificate")
+    with pytest.raises(StoreConfigError, match=r"CONSUL_CAPATH \(.*notes.txt\)"):
+        await open_store(secure_consul.config(CONSUL_CACERT="", CONSUL_CAPATH=str(untrusted)))
+
+
+async def test_a_unix_socket_address(consul_factory: ConsulFactory, open_store: OpenStore) -> None:
+    agent = consul_factory(unix_socket=True)
+    assert agent.socket is not None
+    config = ConsulConfig.from_env({"CONSUL_HTTP_ADDR": f"unix://{agent.socket}"})
+    store = await open_store(config)
+    await store.check()
+    put = await store.put_project("over-a-socket", b"{}", ABSENT)
+    assert (await store.list_projects()).projects["over-a-socket"].revision == put.revision
+    await store.register("node-u", b"u")
+    assert await next_batch(store.watch_instances()) == {"node-u": b"u"}
+
+    missing = f"unix://{agent.socket}.missing"
+    nowhere = await open_store(ConsulConfig.from_env({"CONSUL_HTTP_ADDR": missing}), timeout=1)
+    with pytest.raises(StoreUnavailable, match=f"cannot reach Consul at {missing}"):
+        await nowhere.check()
 
 
 class BasicAuthProxy:
@@ -581,16 +529,20 @@ async def test_http_auth_reaches_a_basic_auth_proxy(
 ) -> None:
     async with BasicAuthProxy(consul_server.url, "gateway", "pa:ss") as proxy:
         addr = f"127.0.0.1:{proxy.port}"
-        store = await open_store(consul_server.settings(http_addr=addr, http_auth="gateway:pa:ss"))
+        store = await open_store(
+            consul_server.config(CONSUL_HTTP_ADDR=addr, CONSUL_HTTP_AUTH="gateway:pa:ss")
+        )
         await store.check()
         put = await store.put_project("proxied", b"{}")
         assert (await store.list_projects()).projects["proxied"].revision == put.revision
         assert proxy.seen and set(proxy.seen) == {proxy.expected}
 
-        refused = await open_store(consul_server.settings(http_addr=addr, http_auth="gateway:no"))
+        refused = await open_store(
+            consul_server.config(CONSUL_HTTP_ADDR=addr, CONSUL_HTTP_AUTH="gateway:no")
+        )
         with pytest.raises(StoreConfigError, match="CONSUL_HTTP_AUTH"):
             await refused.check()
-        anonymous = await open_store(consul_server.settings(http_addr=addr))
+        anonymous = await open_store(consul_server.config(CONSUL_HTTP_ADDR=addr))
         with pytest.raises(StoreConfigError, match="401"):
             await anonymous.check()
         assert proxy.seen[-1] is None
@@ -601,7 +553,7 @@ async def test_http_auth_reaches_a_basic_auth_proxy(
 
 async def test_unreachable_is_store_unavailable(open_store: OpenStore) -> None:
     store = await open_store(
-        ConsulSettings(_env_file=None, http_addr=f"127.0.0.1:{free_port()}"), timeout=1
+        ConsulConfig.from_env({"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"}), timeout=1
     )
     for call in (store.check, store.list_projects, lambda: store.delete_project("x")):
         with pytest.raises(StoreUnavailable):
@@ -613,7 +565,7 @@ async def test_unreachable_is_store_unavailable(open_store: OpenStore) -> None:
 async def test_a_paused_consul_times_out_as_unavailable(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
-    store = await open_store(consul_server.settings(), timeout=0.5)
+    store = await open_store(consul_server.config(), timeout=0.5)
     await store.check()
     consul_server.pause()
     try:
@@ -629,7 +581,7 @@ async def test_a_paused_consul_times_out_as_unavailable(
 async def test_stop_and_start_consul_keeps_data_and_registration(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
-    store = await open_store(consul_server.settings(), timeout=2)
+    store = await open_store(consul_server.config(), timeout=2)
     put = await store.put_project("survivor", b'{"kept":true}')
     await store.register("node-r", b"r")
     key = instances_prefix(store.cluster_id) + "node-r"
@@ -670,7 +622,7 @@ def test_a_store_works_in_one_event_loop_after_another(consul_server: ConsulAgen
     cluster = new_cluster()
 
     async def check() -> None:
-        throwaway = ConsulStore(consul_server.settings(), cluster)
+        throwaway = ConsulStore(consul_server.config(), cluster)
         await throwaway.open()
         await throwaway.check()
         await throwaway.close()
@@ -684,7 +636,7 @@ def test_a_store_works_in_one_event_loop_after_another(consul_server: ConsulAgen
             await store.close()
 
     asyncio.run(check())
-    store = ConsulStore(consul_server.settings(), cluster)
+    store = ConsulStore(consul_server.config(), cluster)
     first = asyncio.run(use(store))
     assert asyncio.run(use(store)) > first
     assert held_by(consul_server, instances_prefix(cluster) + "node-l") is None

@@ -1,4 +1,5 @@
-"""The applied state (ClusterState) and the sync loop (Syncer), against an in-memory store."""
+"""The sync layer against an in-memory store: the applied state (``app.sync.state``), its
+event stream (``app.sync.stream``, with a fake clock) and the loop (``app.sync.loop``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
-from app import sync
+from app.backoff import Backoff
 from app.broadcast import Subscription
 from app.metrics import Metrics
 from app.stores.base import (
@@ -21,6 +22,8 @@ from app.stores.base import (
     WatchReset,
 )
 from app.sync import ClusterState, InstanceInfo, Syncer
+from app.sync.frames import PING_FRAME
+from app.sync.stream import PEERS_COALESCE_SECONDS
 
 # --- helpers ----------------------------------------------------------------------------
 
@@ -79,12 +82,55 @@ def queued(subscription: Subscription) -> list[dict]:
     return parse(b"".join(frame for _, frame in frames))
 
 
-def new_state(**options: int) -> ClusterState:
-    return ClusterState("self-node", Metrics(), **options)
+class FakeTimer:
+    def __init__(self, due: float, callback: Callable[[], None]) -> None:
+        self.due = due
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
-def synced_state(revision: int = 0, *projects: StoredProject, **options: int) -> ClusterState:
-    state = new_state(**options)
+class FakeClock:
+    """Time that moves only when the test says so; timers fire as it passes them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers: list[FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Callable[[], None], /) -> FakeTimer:
+        timer = FakeTimer(self.now + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        due = sorted((t for t in self.timers if t.due <= self.now), key=lambda t: t.due)
+        self.timers = [t for t in self.timers if t.due > self.now]
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback()
+
+    @property
+    def pending(self) -> list[FakeTimer]:
+        return [timer for timer in self.timers if not timer.cancelled]
+
+
+def new_state(clock: FakeClock | None = None, **options: int) -> ClusterState:
+    return ClusterState("self-node", Metrics(), clock=clock, **options)
+
+
+def synced_state(
+    revision: int = 0,
+    *projects: StoredProject,
+    clock: FakeClock | None = None,
+    **options: int,
+) -> ClusterState:
+    state = new_state(clock, **options)
     state.apply_listing(listing(revision, *projects))
     return state
 
@@ -291,12 +337,10 @@ def record(node_id: str, applied: int = 0, addr: str = "10.0.0.1:4122") -> bytes
     )
 
 
-async def test_set_peers_publishes_only_when_the_list_changes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    window = 0.2
-    monkeypatch.setattr(sync, "PEERS_COALESCE_SECONDS", window)
-    state = synced_state(0)
+def test_set_peers_publishes_only_when_the_list_changes() -> None:
+    window = PEERS_COALESCE_SECONDS
+    clock = FakeClock()
+    state = synced_state(0, clock=clock)
     sub, _ = state.subscribe(None)
     state.set_peers({"self-node": record("self-node"), "other": record("other", 3)})
     [event] = queued(sub)  # a join goes out at once
@@ -324,30 +368,57 @@ async def test_set_peers_publishes_only_when_the_list_changes(
     state.set_peers({"other": record("other", 3), "self-node": record("self-node")})
     assert queued(sub) == []
     # Applied revisions moving right after: one event, with the latest, after the window.
+    clock.advance(1)
     state.set_peers({"other": record("other", 4), "self-node": record("self-node")})
     state.set_peers({"other": record("other", 5), "self-node": record("self-node", 5)})
     assert queued(sub) == []
-    await asyncio.sleep(window + 0.05)
+    [timer] = clock.pending
+    assert timer.due == clock.now - 1 + window  # a window after the join's event
+    clock.advance(window - 1 - 0.001)
+    assert queued(sub) == []
+    clock.advance(0.001)
     [event] = queued(sub)
     assert [p["appliedRevision"] for p in event["data"]["peers"]] == [5, 5]
+    assert clock.pending == []
     # Once a window has passed since that event, a revision update goes out at once.
-    await asyncio.sleep(window + 0.05)
+    clock.advance(window)
     state.set_peers({"other": record("other", 6), "self-node": record("self-node", 5)})
     [event] = queued(sub)
     assert [p["appliedRevision"] for p in event["data"]["peers"]] == [6, 5]
     # A peer left: an event at once, replacing a pending revision update.
     state.set_peers({"other": record("other", 7), "self-node": record("self-node", 5)})
+    assert len(clock.pending) == 1
     state.set_peers({"self-node": record("self-node", 5)})
     [event] = queued(sub)
     assert [p["id"] for p in event["data"]["peers"]] == ["self-node"]
-    await asyncio.sleep(window + 0.05)
+    assert clock.pending == []
+    clock.advance(window * 2)
     assert queued(sub) == []
     assert [p["id"] for p in state.peers] == ["self-node"]
 
 
+def test_an_address_change_is_a_join_and_goes_out_at_once() -> None:
+    clock = FakeClock()
+    state = synced_state(0, clock=clock)
+    sub, _ = state.subscribe(None)
+    state.set_peers({"other": record("other", addr="10.0.0.1:1")})
+    queued(sub)
+    state.set_peers({"other": record("other", addr="10.0.0.2:1")})
+    [event] = queued(sub)
+    assert event["data"]["peers"][0]["addr"] == "10.0.0.2:1"
+    assert clock.pending == []
+
+
 def test_set_peers_skips_unreadable_records() -> None:
     state = synced_state(0)
-    state.set_peers({"self-node": record("self-node"), "broken": b"{not json"})
+    state.set_peers(
+        {
+            "self-node": record("self-node"),
+            "broken": b"{not json",
+            "a-list": b"[1, 2]",
+            "bad-revision": b'{"id": "bad-revision", "appliedRevision": "many"}',
+        }
+    )
     assert [peer["id"] for peer in state.peers] == ["self-node"]
 
 
@@ -361,8 +432,6 @@ def test_peers_reach_resumes_and_snapshots() -> None:
 
 
 def test_ping_reaches_every_subscriber() -> None:
-    from app.broadcast import PING_FRAME
-
     state = synced_state(3)
     fresh, _ = state.subscribe(None)
     ahead, _ = state.subscribe(10)  # skips revisions <= 10, never a ping
@@ -546,19 +615,25 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> Non
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def sleep(self: sync.Backoff) -> None:
+    async def sleep(self: Backoff) -> None:
         self.attempt += 1
         await asyncio.sleep(0.005)
 
-    monkeypatch.setattr(sync.Backoff, "sleep", sleep)
+    monkeypatch.setattr(Backoff, "sleep", sleep)
 
 
 @contextlib.asynccontextmanager
-async def running(store: FakeStore) -> AsyncIterator[tuple[ClusterState, Syncer]]:
+async def running(
+    store: FakeStore, *, registers: bool = True
+) -> AsyncIterator[tuple[ClusterState, Syncer]]:
+    """A Syncer over ``store``, which is also its registrar unless ``registers`` is False
+    (a follower: a change source that is no member of the cluster)."""
     metrics = Metrics()
     state = ClusterState("self-node", metrics)
     info = InstanceInfo("self-node", "127.0.0.1:4122", "test", "2024-01-01T00:00:00Z")
-    syncer = Syncer(store, state, info, metrics)  # type: ignore[arg-type]
+    syncer = Syncer(
+        store, state, info, metrics, registrar=store if registers else None, publish_seconds=0.01
+    )
     syncer.start()
     try:
         yield state, syncer
@@ -600,7 +675,9 @@ async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
 
         await wait_until(lambda: store.list_calls >= 4)  # retried while failing
         assert state.store_error is not None
-        assert "StoreUnavailable" in state.store_error
+        # A sentence for /readyz, without the exception's class name.
+        assert "StoreUnavailable" not in state.store_error
+        assert state.store_error == "connection refused"
         assert state.revision == 3  # keeps serving what it applied
         assert set(state.projects) == {"a", "b", "c"}
 
@@ -650,8 +727,7 @@ async def test_syncer_retries_registration_until_it_succeeds() -> None:
     assert store.deregistered is True  # stop() removes the instance key
 
 
-async def test_syncer_publishes_its_applied_revision(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sync, "APPLIED_REVISION_PUBLISH_SECONDS", 0.01)
+async def test_syncer_publishes_its_applied_revision() -> None:
     store = FakeStore()
     async with running(store) as (state, _):
         await wait_until(lambda: store.registered is not None and state.synced.is_set())
@@ -677,8 +753,23 @@ async def test_syncer_clears_the_store_error_once_the_instance_watch_recovers() 
         assert state.store_error is None
         await store.instance_feed.put(StoreUnavailable("instances watch broke"))
         await wait_until(lambda: state.store_error is not None)
-        assert "instances watch broke" in state.store_error
+        assert state.store_error is not None and "instances watch broke" in state.store_error
         # The instances watch works again and delivers a changed peer list.
         await store.instance_feed.put({"self-node": record("self-node", 0), "x": record("x")})
         await wait_until(lambda: len(state.peers) == 2)
         await wait_until(lambda: state.store_error is None, timeout=1.0)
+
+
+async def test_a_source_that_is_no_registrar_is_synced_and_never_registered() -> None:
+    store = FakeStore()
+    store.put_silently("a")
+    async with running(store, registers=False) as (state, _):
+        await asyncio.wait_for(state.synced.wait(), 2)
+        await store.instance_feed.put({"upstream-a": record("upstream-a", 1)})
+        await wait_until(lambda: [p["id"] for p in state.peers] == ["upstream-a"])
+        assert state.peers[0]["self"] is False
+        await store.project_feed.put([store.put_silently("b")])
+        await wait_until(lambda: state.revision == 2)
+    assert store.register_calls == 0
+    assert store.updates == []
+    assert store.deregistered is False

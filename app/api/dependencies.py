@@ -58,9 +58,8 @@ def _wait_revision(text: str | None) -> int | None:
     if text is None:
         return None
     if not text.isdigit():
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "waitRevision must be a revision number"
-        )
+        # 400, as for a bad Last-Event-ID: both name a revision.
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "waitRevision must be a revision number")
     return int(text)
 
 
@@ -70,7 +69,7 @@ WAIT_REVISION_PARAMETER = {
     "required": False,
     "schema": {"type": "integer", "minimum": 0},
     "description": "Hold the answer until this instance has applied this revision "
-    "(504 if it has not within the bound).",
+    "(504 if it has not within the bound; 400 if it is not a revision number).",
 }
 #: ``openapi_extra`` for every read that honours ``?waitRevision=``.
 WAITS_FOR_REVISION = {"parameters": [WAIT_REVISION_PARAMETER]}

@@ -1,4 +1,4 @@
-"""``GET /v1/config/events``: the Server-Sent Events stream (DESIGN §6)."""
+"""``GET /v1/config/events``: the Server-Sent Events stream (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from app.api.dependencies import CurrentSettings, SyncedState
 from app.api.errors import documented
 from app.auth import TOKEN_QUERY_PARAMETER, require_admin_or_query_token
 from app.broadcast import Subscription
-from app.sync import ClusterState
+from app.sync import ClusterState, frames
 
 log = logging.getLogger("space_cloud.events")
 
@@ -26,11 +26,11 @@ router = APIRouter(tags=["events"], dependencies=[Depends(require_admin_or_query
 #: How long a stream may take to end by itself on shutdown before it is cancelled.
 SHUTDOWN_GRACE_SECONDS = 1.0
 
-_DESCRIPTION = """\
-A `text/event-stream`. A new stream starts with `event: snapshot` (`id` = revision,
-data `{revision, projects, peers}`), then `project.put` (`{revision, project}`) and
-`project.delete` (`{revision, id}`) with `id` = revision, in revision order, and `peers`
-(`{peers}`) whenever the live instances change. A comment ping keeps it open.
+_DESCRIPTION = f"""\
+A `text/event-stream`: a `snapshot`, then every change in revision order, none missed,
+none twice. Each event's data is one line of JSON:
+
+{frames.events_description()}
 
 Resume with the `Last-Event-ID` header (or `?lastEventId=`): every change after it is
 replayed, or a fresh `snapshot` comes when it is older than this instance's history.
@@ -81,7 +81,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
     "/v1/config/events",
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        200: {"content": frames.events_openapi_content(), "description": "The event stream"},
         **documented(400, 401, 503),
     },
     summary="Live config and peer changes as Server-Sent Events",

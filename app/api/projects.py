@@ -22,9 +22,9 @@ router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies
 
 
 async def _writable(request: Request) -> None:
-    """A follower (``--store-type follow``) serves configs read-only: 405 on every write."""
-    if request.app.state.settings.store_type == "follow":
-        upstream = getattr(request.app.state.store, "upstream", "its upstream")
+    """An instance without a store (a follower) serves configs read-only: 405 on writes."""
+    if request.app.state.store is None:
+        upstream = getattr(request.app.state.source, "upstream", "its upstream")
         raise HTTPException(
             status.HTTP_405_METHOD_NOT_ALLOWED,
             f"this instance follows {upstream} and is read-only: write there",
@@ -48,6 +48,19 @@ _PROJECT_BODY: dict[str, Any] = {
     }
 }
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_CONDITIONAL_GET: dict[str, Any] = {
+    "parameters": [
+        *WAITS_FOR_REVISION["parameters"],
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "304 without a body when the project is at one of these revisions "
+            '(`"<revision>"`, comma-separated) or, for `*`, exists.',
+        },
+    ]
+}
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
 IfMatch = Annotated[
@@ -62,7 +75,7 @@ IfNoneMatch = Annotated[
 @router.get(
     "",
     response_model=ProjectList,
-    responses=documented(401, 503, 504),
+    responses=documented(400, 401, 503, 504),
     openapi_extra=WAITS_FOR_REVISION,
     summary="Every project, with the revision the list is complete at",
 )
@@ -73,17 +86,21 @@ async def list_projects(state: SyncedState) -> Response:
 @router.get(
     "/{project}",
     response_model=Project,
-    responses=documented(401, 404, 503, 504),
-    openapi_extra=WAITS_FOR_REVISION,
+    responses={
+        304: {"description": "Not modified: `If-None-Match` names the current revision"},
+        **documented(400, 401, 404, 503, 504),
+    },
+    openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(project: ProjectId, state: SyncedState) -> Response:
+async def get_project(project: ProjectId, request: Request, state: SyncedState) -> Response:
     stored = state.projects.get(project)
     if stored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
-    return Response(
-        stored.value, media_type="application/json", headers={"ETag": f'"{stored.revision}"'}
-    )
+    etag = {"ETag": f'"{stored.revision}"'}
+    if _none_match(request.headers.get("if-none-match"), stored.revision):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
+    return Response(stored.value, media_type="application/json", headers=etag)
 
 
 @router.put(
@@ -169,6 +186,19 @@ async def _put(
     )
 
 
+def _none_match(header: str | None, revision: int) -> bool:
+    """Whether ``If-None-Match`` names ``revision`` (or is ``*``): a 304 then."""
+    if header is None:
+        return False
+    for tag in header.split(","):
+        if tag.strip() == "*":
+            return True
+        match = _ETAG.match(tag)
+        if match is not None and int(match.group(1)) == revision:
+            return True
+    return False
+
+
 def _expected_revision(
     state: State, project: str, if_match: str | None, if_none_match: str | None
 ) -> int | None:
@@ -198,7 +228,7 @@ def _expected_revision(
 
 async def _project_value(request: Request, limit: int, path_id: str | None) -> bytes:
     """The request's project, validated and compactly encoded, within ``limit`` bytes."""
-    raw = await _read_body(request, limit * RAW_BODY_FACTOR)
+    raw = await _read_body(request, limit)
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -227,15 +257,21 @@ async def _project_value(request: Request, limit: int, path_id: str | None) -> b
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit``."""
+    """The body, refused with 413 as soon as it is known to be over ``RAW_BODY_FACTOR``
+    times the store's ``limit``; the message names the store's limit only."""
+    raw_limit = limit * RAW_BODY_FACTOR
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the project is larger than this store takes: at most {limit} bytes",
+    )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ValueTooLarge(int(declared), limit)
+    if declared is not None and declared.isdigit() and int(declared) > raw_limit:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ValueTooLarge(size, limit)
+        if size > raw_limit:
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)

@@ -27,7 +27,6 @@ const state = {
   reconnectTimer: null,
   resume: null,        // {from, replayed} while a resumed stream replays what was missed
   connected: false,
-  revisionFetch: 0,    // generation of the per-project revision look-ups
   editing: null,       // {id, revision, base} | {create: true}
 };
 
@@ -318,14 +317,14 @@ function onEvent(type, event) {
 function onSnapshot(data, id) {
   const before = state.projects;
   const next = new Map();
-  const known = data.revisions || {}; // per-project revisions, if the instance sends them
+  const known = data.revisions; // each project's own revision (its ETag)
   let added = 0, changed = 0;
   for (const doc of data.projects) {
     const old = before.get(doc.id);
     if (!old) added += 1;
     else if (canonical(old.doc) !== canonical(doc)) changed += 1;
-    next.set(doc.id, { doc, revision: known[doc.id] ?? null });
-    if (known[doc.id]) state.newest = Math.max(state.newest, known[doc.id]);
+    next.set(doc.id, { doc, revision: known[doc.id] });
+    state.newest = Math.max(state.newest, known[doc.id]);
   }
   const removed = [...before.keys()].filter((key) => !next.has(key)).length;
   state.projects = next;
@@ -337,30 +336,6 @@ function onSnapshot(data, id) {
   onPeers(data.peers, true);
   renderProjects();
   noteEditedProjectAfterSnapshot();
-  fetchRevisions();
-}
-
-// The snapshot carries every project's JSON but not its revision: look those up
-// (a few at a time) so the list shows them and deletes can use If-Match.
-async function fetchRevisions() {
-  const generation = ++state.revisionFetch;
-  const missing = [...state.projects.entries()].filter(([, p]) => p.revision === null).map(([id]) => id);
-  const worker = async () => {
-    while (missing.length && generation === state.revisionFetch) {
-      const id = missing.shift();
-      try {
-        const response = await api("GET", projectPath(id));
-        const project = state.projects.get(id);
-        const revision = revisionOf(response);
-        if (response.ok && project && revision !== null && (project.revision ?? 0) < revision) {
-          project.revision = revision;
-          state.newest = Math.max(state.newest, revision);
-        }
-      } catch (_) { /* the next snapshot tries again */ }
-    }
-  };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  if (generation === state.revisionFetch) renderProjects();
 }
 
 function onPut({ revision, project }) {

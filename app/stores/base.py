@@ -1,6 +1,6 @@
 """The protocol every config store implements, and the errors it raises.
 
-A store holds two things per cluster (DESIGN §3):
+A store holds two things per cluster (docs/design.md §3):
 
 * projects, keyed by id, each a JSON document with a *revision*: the store's own
   cluster-wide, ever-growing modification number (etcd ``mod_revision``, Consul
@@ -37,6 +37,32 @@ class StoreConfigError(StoreError):
 
     Raised at start-up; the command line reports it in one line and exits 2.
     """
+
+
+class StoreVariableError(StoreConfigError):
+    """A connection variable (``ETCD_*``, ``CONSUL_*``) holds a value that cannot work.
+
+    The message is one line that names the variable to fix.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        self.variable = variable
+        super().__init__(message)
+
+    @classmethod
+    def invalid(cls, variable: str, value: str, problem: str) -> StoreVariableError:
+        return cls(variable, f"invalid {variable} {value!r}: {problem}")
+
+    @classmethod
+    def pair(cls, missing: str, given: str) -> StoreVariableError:
+        return cls(missing, f"{given} and {missing} go together: set both or neither")
+
+
+class NotRegistered(StoreError):
+    """:meth:`Store.update_registration` was called before :meth:`Store.register`."""
+
+    def __init__(self) -> None:
+        super().__init__("update_registration() before register()")
 
 
 class RevisionMismatch(StoreError):
@@ -178,14 +204,18 @@ class Store(Protocol):
         """
 
 
-# --- the store layout (DESIGN §3), the same for etcd and Consul -----------------------
+# --- the store layout (docs/design.md §3), the same for etcd and Consul ---------------
 
 MiB = 1024 * 1024
 #: etcd refuses requests over 1.5 MiB (``--max-request-bytes``); the key, the compare of
 #: a transaction and the framing need room beside the value.
 ETCD_VALUE_LIMIT = int(1.5 * MiB) - 4096
-#: Consul's ``kv_max_value_size``.
-CONSUL_VALUE_LIMIT = 512 * 1024
+#: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
+#: body Consul caps at ``txn_max_req_len`` (512 KiB) with the value base64-encoded in it.
+#: Measured on Consul 1.8.7: 392 898 bytes is the largest value the server takes in the
+#: store's largest transaction (63-character cluster and project ids, a 20-digit cas
+#: index, the deletion mark's delete); 1 byte more is a 413.
+CONSUL_VALUE_LIMIT = 392_898
 
 
 def projects_prefix(cluster_id: str) -> str:

@@ -1,46 +1,40 @@
-"""Build the store the settings name."""
+"""Build the store the settings name: the one place in ``app.stores`` that reads settings.
+
+Each store takes its own config object; the etcd and Consul ones read their variables
+(``ETCD_*``, ``CONSUL_*``) from the environment mapping given here.
+"""
 
 from __future__ import annotations
 
-from app.settings import ConsulSettings, EtcdSettings, Settings
+from collections.abc import Mapping
+
+from app.settings import Settings, read_environment
 from app.stores.base import Store
 
 
-def build_store(
-    settings: Settings,
-    etcd: EtcdSettings | None = None,
-    consul: ConsulSettings | None = None,
-) -> Store:
-    """The store ``settings.store_type`` names, configured from its variables."""
+def build_store(settings: Settings, env: Mapping[str, str] | None = None) -> Store:
+    """The store ``settings.store_type`` names, configured from ``env`` (default: the
+    process environment over ``.env``). A bad variable raises ``StoreVariableError``."""
     if settings.store_type == "etcd":
-        from app.stores.etcd import EtcdStore
+        from app.stores.etcd import EtcdConfig, EtcdStore
 
         return EtcdStore(
-            etcd or EtcdSettings(),
+            EtcdConfig.from_env(read_environment() if env is None else env),
             settings.cluster_id,
             instance_ttl=settings.instance_ttl_seconds,
             timeout=settings.store_timeout_seconds,
         )
     if settings.store_type == "consul":
-        from app.stores.consul import ConsulStore
+        from app.stores.consul import ConsulConfig, ConsulStore
 
         return ConsulStore(
-            consul or ConsulSettings(),
+            ConsulConfig.from_env(read_environment() if env is None else env),
             settings.cluster_id,
             instance_ttl=settings.instance_ttl_seconds,
             timeout=settings.store_timeout_seconds,
         )
-    if settings.store_type == "follow":
-        from app.stores.follow import FollowStore, upstream_token_source
-
-        token, hint = upstream_token_source(settings)
-        return FollowStore(
-            settings.upstream,
-            token,
-            timeout=settings.store_timeout_seconds,
-            read_timeout=settings.upstream_read_timeout_seconds,
-            token_hint=hint,
-        )
     from app.stores.local import LocalStore
 
+    if settings.local_value_limit is None:
+        return LocalStore(settings.config)
     return LocalStore(settings.config, value_limit=settings.local_value_limit)

@@ -15,7 +15,8 @@ import fcntl
 import os
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ import yaml
 from app.stores.base import (
     ABSENT,
     ETCD_VALUE_LIMIT,
+    NotRegistered,
     ProjectChange,
     ProjectListing,
     ProjectNotFound,
@@ -120,19 +122,21 @@ class LocalStore:
             await self._record(ProjectChange("delete", project_id, revision))
             return revision
 
-    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+    async def watch_projects(
+        self, since: ProjectListing
+    ) -> AsyncGenerator[list[ProjectChange], None]:
         last = since.revision
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda last=last: self._last_change() > last)
+                await self._changed.wait_for(partial(self._changed_after, last))
                 if self._changes and self._changes[0].revision > last + 1:
                     raise WatchReset(f"the watch fell behind revision {last}")
                 batch = [change for change in self._changes if change.revision > last]
             last = batch[-1].revision
             yield batch
 
-    def _last_change(self) -> int:
-        return self._changes[-1].revision if self._changes else 0
+    def _changed_after(self, revision: int) -> bool:
+        return bool(self._changes) and self._changes[-1].revision > revision
 
     async def _persist(self, projects: dict[str, StoredProject], revision: int) -> None:
         await asyncio.to_thread(_write_atomically, self.path, _dump(projects, revision))
@@ -151,22 +155,24 @@ class LocalStore:
         await self._set_instances({node_id: record})
 
     async def update_registration(self, record: bytes) -> None:
-        if self._node_id is not None:
-            await self._set_instances({self._node_id: record})
+        if self._node_id is None:
+            raise NotRegistered
+        await self._set_instances({self._node_id: record})
 
     async def deregister(self) -> None:
         self._node_id = None
         await self._set_instances({})
 
-    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+    async def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
         seen: dict[str, bytes] | None = None
         while True:
             async with self._instances_changed:
-                await self._instances_changed.wait_for(
-                    lambda seen=seen: self._instances is not seen
-                )
+                await self._instances_changed.wait_for(partial(self._instances_replaced, seen))
                 seen = self._instances
             yield dict(seen)
+
+    def _instances_replaced(self, seen: dict[str, bytes] | None) -> bool:
+        return self._instances is not seen
 
     async def _set_instances(self, instances: dict[str, bytes]) -> None:
         async with self._instances_changed:

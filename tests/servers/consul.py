@@ -11,7 +11,9 @@ off), keeps its files under pytest's tmp dirs and is stopped through its own PID
   ``server.dc1.consul`` and ``localhost`` (no IP), so clients must send
   ``CONSUL_TLS_SERVER_NAME``. ``acl``: ``default_policy = "deny"``, a master token and a
   client token allowed ``key_prefix "sc/"`` and ``session_prefix ""`` write.
-  ``persistent=True`` makes a data-keeping server like ``consul_server``.
+  ``persistent=True`` makes a data-keeping server like ``consul_server``;
+  ``unix_socket=True`` also serves HTTP on a unix socket (``agent.socket``);
+  ``extra_config`` is appended to the agent's HCL (e.g. a ``limits`` block).
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
 
+from app.stores.consul import ConsulConfig
 from tests.servers.binaries import binary
+from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open, wait_until
-
-if TYPE_CHECKING:
-    from app.settings import ConsulSettings
 
 START_TIMEOUT = 30.0
 SERVER_NAME = "server.dc1.consul"
@@ -122,11 +123,21 @@ class ConsulAgent:
     """One Consul agent (a single server) owned by the test run."""
 
     def __init__(
-        self, base_dir: Path, *, tls: bool = False, acl: bool = False, persistent: bool = False
+        self,
+        base_dir: Path,
+        *,
+        tls: bool = False,
+        acl: bool = False,
+        persistent: bool = False,
+        unix_socket: bool = False,
+        extra_config: str = "",
     ) -> None:
         base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir = base_dir
         self.persistent = persistent
+        # Short: a socket path is limited to ~100 bytes, more than pytest's tmp dirs allow.
+        self.socket = Path(f"/tmp/consul-{uuid.uuid4().hex[:12]}.sock") if unix_socket else None
+        self.extra_config = extra_config
         self.port = free_port()
         self.server_port, self.serf_lan_port, self.serf_wan_port = (
             free_port(),
@@ -178,25 +189,10 @@ class ConsulAgent:
             env["CONSUL_HTTP_TOKEN"] = self.client_token
         return env
 
-    def settings(self, **overrides: object) -> ConsulSettings:
-        """ConsulSettings for this agent, ignoring the test process's own CONSUL_* variables."""
-        from app.settings import ConsulSettings
-
-        values: dict[str, object] = {
-            "http_addr": self.addr,
-            "http_token": None,
-            "http_auth": None,
-            "http_ssl": None,
-            "cacert": None,
-            "client_cert": None,
-            "client_key": None,
-            "tls_server_name": None,
-            "http_ssl_verify": None,
-        }
-        for name, value in self.env().items():
-            values[name.removeprefix("CONSUL_").lower()] = value
-        values |= overrides
-        return ConsulSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    def config(self, **overrides: str) -> ConsulConfig:
+        """The store config for this agent from :meth:`env` plus ``overrides``
+        (``CONSUL_*`` names), whatever the test process's own environment holds."""
+        return ConsulConfig.from_env({**self.env(), **overrides})
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -214,7 +210,7 @@ class ConsulAgent:
                 self._writable, START_TIMEOUT, f"Consul at {self.url} to take writes", interval=0.1
             )
         except BaseException as error:
-            log = self.process.log()[-3000:]
+            log = self.process.log()[-3000:] if self.process else ""
             self.stop()
             raise RuntimeError(f"Consul did not start ({error}); its log:\n{log}") from error
         return self
@@ -222,14 +218,16 @@ class ConsulAgent:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+        if self.socket is not None:
+            self.socket.unlink(missing_ok=True)
 
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
 
     def pause(self) -> None:
-        if self.process is not None:
-            self.process.signal(signal.SIGSTOP)
+        if self.process is not None and self.process.running:
+            freeze(self.process.pid)
 
     def resume(self) -> None:
         if self.process is not None:
@@ -237,7 +235,8 @@ class ConsulAgent:
 
     def _writable(self) -> bool:
         if not self.running:
-            raise RuntimeError(f"consul exited with {self.process and self.process.proc.poll()}")
+            code = self.process.proc.poll() if self.process and self.process.proc else None
+            raise RuntimeError(f"consul exited with {code}")
         try:
             answer = self.api("PUT", "/v1/kv/test/ready", content=b"1", timeout=2)
             return answer.text.strip() == "true"
@@ -328,21 +327,24 @@ class ConsulAgent:
                 "verify_outgoing = true",
                 "verify_server_hostname = true",
             ]
+        if self.socket:
+            # HTTP on the TCP port (readiness, the api() helper) and on the socket.
+            proto = "https" if self.certs else "http"
+            lines.append(f'addresses {{ {proto} = "127.0.0.1 unix://{self.socket}" }}')
         if self.acl:
             lines += [
                 'primary_datacenter = "dc1"',
                 f'acl {{ enabled = true, default_policy = "deny", down_policy = "extend-cache",'
                 f' tokens {{ master = "{self.master_token}", agent = "{self.master_token}" }} }}',
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, self.extra_config]) + "\n"
 
 
-def start_consul(
-    base_dir: Path, *, tls: bool = False, acl: bool = False, persistent: bool = False
-) -> ConsulAgent:
-    agent = ConsulAgent(base_dir, tls=tls, acl=acl, persistent=persistent).start()
+def start_consul(base_dir: Path, **options: Any) -> ConsulAgent:
+    """Start an agent (``options``: those of :class:`ConsulAgent`) and set up its ACLs."""
+    agent = ConsulAgent(base_dir, **options).start()
     try:
-        if acl:
+        if agent.acl:
             agent.setup_acl()
     except BaseException:
         agent.stop()
@@ -366,10 +368,8 @@ def consul_factory(tmp_path: Path) -> Iterator[ConsulFactory]:
     """Start extra Consul agents for one test; all stopped at teardown."""
     started: list[ConsulAgent] = []
 
-    def factory(tls: bool = False, acl: bool = False, persistent: bool = False) -> ConsulAgent:
-        agent = start_consul(
-            tmp_path / f"consul-{len(started)}", tls=tls, acl=acl, persistent=persistent
-        )
+    def factory(**options: Any) -> ConsulAgent:
+        agent = start_consul(tmp_path / f"consul-{len(started)}", **options)
         started.append(agent)
         return agent
 

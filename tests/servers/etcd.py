@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import EtcdSettings
+from app.stores.etcd import EtcdConfig
 from tests.servers.binaries import binary
+from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open, wait_until
 
 ROOT_PASSWORD = "root-secret"
@@ -174,21 +175,10 @@ class EtcdServer:
             env |= {"ETCD_USER": USER, "ETCD_PASSWORD": PASSWORD}
         return env
 
-    def settings(self, **overrides: object) -> EtcdSettings:
-        """EtcdSettings for this server, ignoring the test process's own ETCD_* variables."""
-        values: dict[str, object] = {
-            "endpoints": self.endpoints,
-            "user": None,
-            "password": None,
-            "http_ssl": None,
-            "cacert": None,
-            "client_cert": None,
-            "client_key": None,
-        }
-        for name, value in self.env().items():
-            values[name.removeprefix("ETCD_").lower()] = value
-        values |= overrides
-        return EtcdSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    def config(self, **overrides: str) -> EtcdConfig:
+        """The store config for this server from :meth:`env` plus ``overrides``
+        (``ETCD_*`` names), whatever the test process's own environment holds."""
+        return EtcdConfig.from_env({**self.env(), **overrides})
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -218,8 +208,8 @@ class EtcdServer:
 
     def pause(self, index: int | None = None) -> None:
         for member in self._chosen(index):
-            if member.process is not None:
-                member.process.signal(signal.SIGSTOP)
+            if member.process is not None and member.process.running:
+                freeze(member.process.pid)
 
     def resume(self, index: int | None = None) -> None:
         for member in self._chosen(index):

@@ -20,117 +20,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from app.settings import EtcdSettings
-from app.stores.base import StoreConfigError, StoreError, StoreUnavailable, WatchReset
+from app.stores.base import StoreConfigError, StoreUnavailable
+from app.stores.etcd.channel import Member, channel_credentials
+from app.stores.etcd.config import EtcdConfig
+from app.stores.etcd.errors import (
+    AMBIGUOUS,
+    UNREACHABLE,
+    AuthNotEnabled,
+    LeaseNotFound,
+    TokenExpired,
+    check_watch_response,
+    classify,
+    denied,
+    details,
+    refused_for_auth,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("space_cloud.stores.etcd")
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 # invoke(member, seconds left, metadata): one attempt of a call on one member
 Invoke = Callable[["Member", float, Metadata], Awaitable[T]]
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    # etcd answers pings more often than every 5 s (--grpc-keepalive-min-time) with
-    # GOAWAY, and pings without a call count as abuse, hence 6 s and calls only.
-    ("grpc.keepalive_time_ms", 6000),
-    ("grpc.keepalive_timeout_ms", 5000),
-    ("grpc.keepalive_permit_without_calls", 0),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.ping_timeout_ms", 5000),
-    # A member that comes back is used again within ~2 s, not after minutes of back-off.
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", -1),
-]
-
 # Watches are cancelled by the member when it loses its leader instead of going quiet.
 REQUIRE_LEADER: Metadata = (("hasleader", "true"),)
-
-# How an attempt failed: never sent (next member), refused unapplied by etcd (next
-# member, then wait and retry), or maybe applied (retry only what may be applied twice).
-_UNREACHABLE, _TRANSIENT, _AMBIGUOUS = "unreachable", "transient", "ambiguous"
-_NOT_SENT = ("failed to connect to all addresses", "dns resolution failed", "errors resolving")
-_REJECTED_UNAPPLIED = (
-    "etcdserver: no leader",
-    "etcdserver: not capable",
-    "etcdserver: too many requests",
-)
-# "user name is empty": the call went out without a token although auth is on.
-_TOKEN_EXPIRED = ("invalid auth token", "revision of auth store is old", "user name is empty")
-# "handshake read failed": the server hung up on our ClientHello (it does not serve TLS).
-_TLS = ("handshake failed", "handshake read failed", "ssl_error", "tsi_", "certificate")
-_TOO_LARGE = ("request is too large", "message larger than max")
-
-
-class LeaseNotFound(StoreError):
-    """etcd no longer knows the lease (it expired or was revoked)."""
-
-
-class RequestTooLarge(StoreError):
-    """etcd refused the request for its size."""
-
-
-@dataclass
-class Member:
-    """One configured endpoint and its own channel."""
-
-    address: str
-    channel: grpc.aio.Channel
-    kv: rpc.KVStub
-    watch: rpc.WatchStub
-    lease: rpc.LeaseStub
-    auth: rpc.AuthStub
-
-    @classmethod
-    def open(cls, host: str, port: int, credentials: grpc.ChannelCredentials | None) -> Member:
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if credentials is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        return cls(
-            target,
-            channel,
-            rpc.KVStub(channel),
-            rpc.WatchStub(channel),
-            rpc.LeaseStub(channel),
-            rpc.AuthStub(channel),
-        )
-
-
-# gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:2379: "
-_CONNECT_PREFIX = re.compile(
-    r"^failed to connect to all addresses; last error: [A-Z_]+: (?:ipv[46]:)?\S+?:\d+: "
-)
-
-
-def _details(error: grpc.aio.AioRpcError) -> str:
-    details = (error.details() or error.code().name).strip()
-    return _CONNECT_PREFIX.sub("", details).removesuffix(": OK")
-
-
-def _matches(error: grpc.aio.AioRpcError, needles: tuple[str, ...]) -> bool:
-    details = (error.details() or "").lower()
-    return any(needle in details for needle in needles)
 
 
 class EtcdClient:
     """Unary calls and watches against an etcd cluster, with failover and re-auth."""
 
-    def __init__(self, settings: EtcdSettings, timeout: float) -> None:
-        self.settings = settings
+    def __init__(self, config: EtcdConfig, timeout: float) -> None:
+        self.config = config
         self.timeout = timeout
         self._members: list[Member] = []
         self._preferred = 0
@@ -139,7 +67,7 @@ class EtcdClient:
         self._auth_lock = asyncio.Lock()
         # With other members to try, one that hangs (its leader just died) gets only part
         # of the time, so the call can still succeed elsewhere once a leader is elected.
-        members = len(settings.endpoint_list)
+        members = len(config.endpoints)
         self._attempt_limit = timeout if members == 1 else max(timeout / 3, 0.5)
 
     # --- connection ---------------------------------------------------------------
@@ -148,11 +76,11 @@ class EtcdClient:
         """Open a channel per member and, with a user, authenticate."""
         if self._members:
             return
-        credentials = self._credentials()
+        credentials = channel_credentials(self.config)
         self._members = [
-            Member.open(host, port, credentials) for host, port in self.settings.endpoint_list
+            Member.open(host, port, credentials) for host, port in self.config.endpoints
         ]
-        if self.settings.user is not None:
+        if self.config.user is not None:
             try:
                 await self._authenticate()
             except StoreUnavailable as error:
@@ -169,16 +97,6 @@ class EtcdClient:
         """The member calls go to first: the one that answered last."""
         return self._members[self._preferred].address if self._members else None
 
-    def _credentials(self) -> grpc.ChannelCredentials | None:
-        settings = self.settings
-        if not settings.tls:
-            return None
-        return grpc.ssl_channel_credentials(
-            root_certificates=_read(settings.cacert, "ETCD_CACERT"),
-            private_key=_read(settings.client_key, "ETCD_CLIENT_KEY"),
-            certificate_chain=_read(settings.client_cert, "ETCD_CLIENT_CERT"),
-        )
-
     @property
     def _metadata(self) -> Metadata:
         return (("token", self._token),) if self._token else ()
@@ -188,7 +106,7 @@ class EtcdClient:
             if self._token is not None and self._token != stale_token:
                 return  # another task already renewed it
             request = rpc.AuthenticateRequest(
-                name=self.settings.user or "", password=self.settings.password or ""
+                name=self.config.user or "", password=self.config.password or ""
             )
 
             async def invoke(member: Member, budget: float, _: Metadata) -> str:
@@ -197,8 +115,8 @@ class EtcdClient:
 
             try:
                 self._token = await self._call(invoke, authenticating=True)
-                log.debug("authenticated to etcd as %r", self.settings.user)
-            except _AuthNotEnabled:
+                log.debug("authenticated to etcd as %r", self.config.user)
+            except AuthNotEnabled:
                 log.warning("ETCD_USER is set but etcd has authentication disabled")
                 self._token = None
                 self._auth_disabled = True
@@ -212,20 +130,20 @@ class EtcdClient:
         """
         if not self._members:
             raise StoreUnavailable("the etcd client is not connected")
-        if self.settings.user is not None and self._token is None and not self._auth_disabled:
+        if self.config.user is not None and self._token is None and not self._auth_disabled:
             await self._authenticate()
         token = self._token
         try:
             return await self._call(invoke, idempotent=idempotent)
-        except _TokenExpired:
-            if self.settings.user is None:
+        except TokenExpired:
+            if self.config.user is None:
                 raise StoreConfigError(
                     "etcd requires authentication: set ETCD_USER and ETCD_PASSWORD"
                 ) from None
             await self._authenticate(stale_token=token)
         try:
             return await self._call(invoke, idempotent=idempotent)
-        except _TokenExpired as error:
+        except TokenExpired as error:
             raise StoreConfigError(f"etcd rejected the new auth token: {error}") from None
 
     async def _call(
@@ -249,19 +167,19 @@ class EtcdClient:
                     budget = min(remaining, self._attempt_limit)
                     result = await invoke(member, budget, self._metadata)
                 except grpc.aio.AioRpcError as error:
-                    last_error = f"{member.address}: {_details(error)}"
-                    outcome = self._classify(error, member, authenticating)
+                    last_error = f"{member.address}: {details(error)}"
+                    outcome = classify(error, member.address, self.config.user, authenticating)
                 else:
                     self._preferred = index
                     return result
-                if outcome == _AMBIGUOUS:
+                if outcome == AMBIGUOUS:
                     self._avoid(member.address)
                     if not idempotent:
                         raise StoreUnavailable(
                             f"etcd failed mid-request, the write may or may not have been "
                             f"applied: {last_error}"
                         )
-                worth_waiting = worth_waiting or outcome != _UNREACHABLE
+                worth_waiting = worth_waiting or outcome != UNREACHABLE
             if not worth_waiting or loop.time() + backoff >= deadline:
                 raise StoreUnavailable(f"etcd is unavailable: {last_error}")
             await asyncio.sleep(backoff)
@@ -269,51 +187,6 @@ class EtcdClient:
 
     def _rotation(self, count: int) -> list[int]:
         return [(self._preferred + step) % count for step in range(count)]
-
-    def _classify(self, error: grpc.aio.AioRpcError, member: Member, authenticating: bool) -> str:
-        """How an attempt failed; raises for errors another attempt cannot fix."""
-        code = error.code()
-        if _matches(error, _TLS):
-            raise StoreConfigError(
-                f"TLS handshake with etcd at {member.address} failed (check ETCD_CACERT, "
-                f"ETCD_CLIENT_CERT and ETCD_CLIENT_KEY): {_details(error)}"
-            )
-        if code == grpc.StatusCode.UNAVAILABLE and _matches(error, _NOT_SENT):
-            return _UNREACHABLE
-        if _matches(error, _REJECTED_UNAPPLIED):
-            return _TRANSIENT
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return _AMBIGUOUS
-        if _matches(error, _TOKEN_EXPIRED) and not authenticating:
-            raise _TokenExpired(_details(error))
-        raise self._answer_error(error, member, authenticating)
-
-    def _answer_error(
-        self, error: grpc.aio.AioRpcError, member: Member, authenticating: bool
-    ) -> StoreError:
-        code, details = error.code(), _details(error)
-        user = self.settings.user
-        if "authentication is not enabled" in details and authenticating:
-            return _AuthNotEnabled(details)
-        if "authentication failed" in details or (
-            authenticating and code == grpc.StatusCode.INVALID_ARGUMENT
-        ):
-            reason = details.removeprefix("etcdserver: ").replace("authentication failed, ", "")
-            return StoreConfigError(f"etcd authentication failed for user {user!r}: {reason}")
-        if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
-            return self._denied(details)
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return StoreConfigError(f"etcd rejected the credentials: {details}")
-        if "lease not found" in details:
-            return LeaseNotFound(details)
-        if _matches(error, _TOO_LARGE):
-            return RequestTooLarge(details)
-        return StoreUnavailable(f"etcd at {member.address} failed: {details}")
-
-    def _denied(self, details: str) -> StoreConfigError:
-        user = self.settings.user
-        who = f"user {user!r}" if user else "this client"
-        return StoreConfigError(f"etcd denied {who} access to the gateway's keys: {details}")
 
     # --- the calls the store makes ------------------------------------------------
 
@@ -428,13 +301,13 @@ class EtcdClient:
             stream, address, first = await self.call(invoke)
             if first is grpc.aio.EOF:
                 raise StoreUnavailable(f"etcd at {address} closed the watch stream")
-            if not _refused_for_auth(first):
+            if not refused_for_auth(first):
                 break
             stream.cancel()
-            if attempt or self.settings.user is None:
-                raise self._denied(first.cancel_reason.rpartition("desc = ")[2])
+            if attempt or self.config.user is None:
+                raise denied(self.config.user, first.cancel_reason.rpartition("desc = ")[2])
             await self._authenticate(stale_token=token)
-        _check_watch_response(first, address)
+        check_watch_response(first, address)
         return stream, address
 
     async def _next(self, stream: grpc.aio.StreamStreamCall, address: str) -> rpc.WatchResponse:
@@ -443,11 +316,11 @@ class EtcdClient:
         except grpc.aio.AioRpcError as error:
             self._avoid(address)
             raise StoreUnavailable(
-                f"the watch on etcd at {address} broke: {_details(error)}"
+                f"the watch on etcd at {address} broke: {details(error)}"
             ) from None
         if response is grpc.aio.EOF:
             raise StoreUnavailable(f"etcd at {address} ended the watch stream")
-        _check_watch_response(response, address)
+        check_watch_response(response, address)
         return response
 
     def _avoid(self, address: str) -> None:
@@ -455,36 +328,3 @@ class EtcdClient:
         for index, member in enumerate(self._members):
             if member.address == address and index == self._preferred:
                 self._preferred = (index + 1) % len(self._members)
-
-
-class _TokenExpired(StoreError):
-    pass
-
-
-class _AuthNotEnabled(StoreError):
-    pass
-
-
-def _refused_for_auth(response: rpc.WatchResponse) -> bool:
-    # etcd checks a watch's token when it creates it, and answers with a cancellation.
-    reason = response.cancel_reason.lower()
-    return response.canceled and any(
-        needle in reason for needle in (*_TOKEN_EXPIRED, "permission denied")
-    )
-
-
-def _check_watch_response(response: rpc.WatchResponse, address: str) -> None:
-    if response.compact_revision:
-        raise WatchReset(f"etcd compacted its history up to revision {response.compact_revision}")
-    if response.canceled:
-        reason = response.cancel_reason or "no reason given"
-        raise StoreUnavailable(f"etcd at {address} cancelled the watch: {reason}")
-
-
-def _read(path: Path | None, variable: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise StoreConfigError(f"cannot read {variable} {str(path)!r}: {error.strerror}") from None

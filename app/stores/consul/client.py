@@ -1,12 +1,14 @@
 """A small async Consul HTTP client on httpx that honours every ``CONSUL_*`` variable.
 
 python-consul2 and py-consul cannot send basic auth or check a TLS server name, so the
-gateway speaks Consul's HTTP API itself:
+gateway speaks Consul's HTTP API itself, configured by a :class:`ConsulConfig`:
 
-* ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_SSL``: the base URL (``ConsulSettings.base_url``);
-* ``CONSUL_HTTP_TOKEN``: the ``X-Consul-Token`` header on every request;
+* ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_SSL``: the base URL, or a unix socket
+  (``unix:///path``) that httpx's transport connects to instead of TCP;
+* ``CONSUL_HTTP_TOKEN`` / ``CONSUL_HTTP_TOKEN_FILE``: the ``X-Consul-Token`` header;
 * ``CONSUL_HTTP_AUTH``: HTTP basic auth;
-* ``CONSUL_CACERT``, ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``: an SSL context;
+* ``CONSUL_CACERT`` or ``CONSUL_CAPATH``, ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``:
+  an SSL context;
 * ``CONSUL_TLS_SERVER_NAME``: sent as SNI (httpcore's ``sni_hostname`` extension) and,
   because the context checks host names against the SNI name, the name the server's
   certificate must carry;
@@ -19,7 +21,10 @@ Errors come out as the store errors of :mod:`app.stores.base`: unreachable, time
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -27,11 +32,15 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from app.settings import ConsulSettings
 from app.stores.base import StoreConfigError, StoreError, StoreUnavailable
+from app.stores.consul.config import ConsulConfig
+from app.stores.consul.tls import ssl_context
 
 # Consul adds up to wait/16 of jitter to a blocking query's wait.
 _WAIT_JITTER = 1 / 16
+#: A blocking query that came back without a change waits at least this long before
+#: the next one, so a misbehaving server cannot make a watch spin.
+MIN_QUERY_INTERVAL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,52 +53,44 @@ class ConsulResponse:
         return orjson.loads(self.content) if self.content else None
 
 
-def ssl_context(settings: ConsulSettings) -> ssl.SSLContext:
-    """The context every https connection uses; raises StoreConfigError for bad files."""
-    if settings.verify:
-        context = _load(ssl.create_default_context, "CONSUL_CACERT", cafile=settings.cacert)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.client_cert is not None:
-        _load(
-            context.load_cert_chain,
-            "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY",
-            settings.client_cert,
-            settings.client_key,
-        )
-    return context
-
-
-def _load(function: Any, variable: str, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return function(*args, **kwargs)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise StoreConfigError(f"{variable}: cannot load the certificate ({exc})") from exc
-
-
 def kv_path(key: str) -> str:
     return "/v1/kv/" + quote(key, safe="/")
+
+
+def entry_value(entry: Mapping[str, Any]) -> bytes:
+    """The value of a KV entry as Consul lists it (base64, or null when empty)."""
+    return base64.b64decode(entry["Value"]) if entry.get("Value") else b""
+
+
+def child_name(key: str, prefix: str) -> str | None:
+    """The name of a key directly under ``prefix``; None for the prefix or deeper keys."""
+    name = key.removeprefix(prefix)
+    return name if name and "/" not in name and key.startswith(prefix) else None
 
 
 class ConsulClient:
     """One connection pool to one Consul agent; create it inside the loop that uses it."""
 
-    def __init__(self, settings: ConsulSettings, timeout: float = 5.0) -> None:
-        self.settings = settings
+    def __init__(
+        self, config: ConsulConfig, timeout: float = 5.0, watch_wait: float = 10.0
+    ) -> None:
+        self.config = config
         self.timeout = timeout
-        self.base_url = settings.base_url
+        self.watch_wait = watch_wait
+        self.location = config.location
         self._extensions = (
-            {"sni_hostname": settings.tls_server_name} if settings.tls_server_name else {}
+            {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
         )
+        verify: ssl.SSLContext | bool = ssl_context(config) if config.scheme == "https" else True
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=_headers(settings),
-            auth=_basic_auth(settings),
-            verify=ssl_context(settings) if settings.scheme == "https" else True,
-            timeout=httpx.Timeout(timeout),
+            base_url=config.base_url,
+            headers={"X-Consul-Token": config.token} if config.token else {},
+            auth=httpx.BasicAuth(*config.auth) if config.auth else None,
             # Only the CONSUL_* variables decide where and how to connect.
+            transport=httpx.AsyncHTTPTransport(
+                verify=verify, uds=config.unix_socket, trust_env=False
+            ),
+            timeout=httpx.Timeout(timeout),
             trust_env=False,
         )
 
@@ -130,7 +131,7 @@ class ConsulClient:
             )
         except httpx.TimeoutException as exc:
             raise StoreUnavailable(
-                f"Consul at {self.base_url} did not answer {method} {path} in time"
+                f"Consul at {self.location} did not answer {method} {path} in time"
             ) from exc
         except (httpx.TransportError, OSError) as exc:
             # httpcore passes TLS alerts that arrive after the handshake (a client
@@ -143,28 +144,43 @@ class ConsulClient:
             response.status_code, int(index) if index.isdigit() else 0, response.content
         )
 
+    async def list_prefix(
+        self, prefix: str, index: int | None = None, wait: float | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Every entry under ``prefix`` and the prefix's index (at least 1); blocking
+        until the index passes ``index`` (at most ``wait`` s) when one is given."""
+        params: dict[str, str | int] = {"recurse": ""}
+        if index is not None:
+            params["index"] = index
+            wait = wait or self.watch_wait
+        response = await self.request(
+            "GET", kv_path(prefix), params=params, wait=wait, expect=(200, 404)
+        )
+        entries = response.json() if response.status == 200 else []
+        return entries or [], max(1, response.index)
+
     def _transport_error(self, exc: Exception) -> StoreError:
         tls = _ssl_cause(exc)
         if isinstance(tls, ssl.SSLCertVerificationError):
             return StoreConfigError(
-                f"TLS verification of Consul at {self.base_url} failed "
+                f"TLS verification of Consul at {self.location} failed "
                 f"({(tls.verify_message or str(tls)).rstrip('.')}); "
                 "check CONSUL_CACERT and CONSUL_TLS_SERVER_NAME"
             )
         if tls is not None:
             return StoreConfigError(
-                f"the TLS handshake with Consul at {self.base_url} failed "
+                f"the TLS handshake with Consul at {self.location} failed "
                 f"({tls.reason or tls}); check CONSUL_HTTP_ADDR / CONSUL_HTTP_SSL and "
                 "CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY"
             )
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return StoreUnavailable(f"cannot reach Consul at {self.base_url} ({detail})")
+        return StoreUnavailable(f"cannot reach Consul at {self.location} ({detail})")
 
     def acl_error(self, detail: str, where: str) -> StoreConfigError:
-        if self.settings.http_token:
+        if self.config.token:
             return StoreConfigError(
                 f"Consul refused the ACL token ({detail}) for {where}; "
-                "check CONSUL_HTTP_TOKEN and its policy"
+                f"check {self.config.token_variable} and its policy"
             )
         return StoreConfigError(
             f"Consul denied {where} without an ACL token ({detail}); set CONSUL_HTTP_TOKEN"
@@ -178,28 +194,17 @@ class ConsulClient:
             return self.acl_error(f"{status} {text}", where)
         if status in (401, 407):
             return StoreConfigError(
-                f"Consul at {self.base_url} refused the credentials ({status} {text}); "
+                f"Consul at {self.location} refused the credentials ({status} {text}); "
                 "check CONSUL_HTTP_AUTH"
             )
         if status == 400 and "HTTPS" in text:
             return StoreConfigError(
-                f"Consul at {self.base_url} speaks https ({text}); "
+                f"Consul at {self.location} speaks https ({text}); "
                 "use https:// in CONSUL_HTTP_ADDR or set CONSUL_HTTP_SSL=true"
             )
         if status >= 500:
             return StoreUnavailable(f"Consul answered {where} with {status} {text}")
         return StoreError(f"Consul answered {where} with {status} {text}")
-
-
-def _headers(settings: ConsulSettings) -> dict[str, str]:
-    return {"X-Consul-Token": settings.http_token} if settings.http_token else {}
-
-
-def _basic_auth(settings: ConsulSettings) -> httpx.BasicAuth | None:
-    if not settings.http_auth:
-        return None
-    user, _, password = settings.http_auth.partition(":")
-    return httpx.BasicAuth(user, password)
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -214,3 +219,14 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+async def pace(started: float) -> None:
+    """Wait out the rest of :data:`MIN_QUERY_INTERVAL` since ``started`` (loop time)."""
+    elapsed = asyncio.get_running_loop().time() - started
+    if elapsed < MIN_QUERY_INTERVAL:
+        await asyncio.sleep(MIN_QUERY_INTERVAL - elapsed)
+
+
+#: The store's current client (it exists only while the store is open).
+ClientSource = Callable[[], ConsulClient]

@@ -1,20 +1,23 @@
-"""The etcd v3 store (DESIGN §3): projects as keys, instances under a kept-alive lease."""
+"""The etcd v3 store: projects as keys, instances under a kept-alive lease.
+
+The key layout and revisions are described in docs/design.md §3.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from app.settings import EtcdSettings
 from app.stores.base import (
     ABSENT,
     ETCD_VALUE_LIMIT,
+    NotRegistered,
     ProjectChange,
     ProjectListing,
     ProjectNotFound,
@@ -26,9 +29,11 @@ from app.stores.base import (
     instances_prefix,
     projects_prefix,
 )
-from app.stores.etcd_client import EtcdClient, LeaseNotFound, RequestTooLarge
+from app.stores.etcd.client import EtcdClient
+from app.stores.etcd.config import EtcdConfig
+from app.stores.etcd.errors import LeaseNotFound, RequestTooLarge
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("space_cloud.stores.etcd")
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _GREATER = rpc.Compare.CompareResult.GREATER
@@ -53,13 +58,14 @@ class EtcdStore:
 
     def __init__(
         self,
-        settings: EtcdSettings,
+        config: EtcdConfig,
         cluster_id: str,
         *,
         instance_ttl: int = 10,
         timeout: float = 5.0,
     ) -> None:
-        self._client = EtcdClient(settings, timeout)
+        self.config = config
+        self._client = EtcdClient(config, timeout)
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
         self._instance_ttl = instance_ttl
@@ -133,7 +139,9 @@ class EtcdStore:
             raise RevisionMismatch(project_id, expected_revision, actual)
         return response.header.revision
 
-    async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
+    async def watch_projects(
+        self, since: ProjectListing
+    ) -> AsyncGenerator[list[ProjectChange], None]:
         async for response in self._client.watch_prefix(self._projects, since.revision + 1):
             yield [self._change(event) for event in response.events]
 
@@ -164,7 +172,7 @@ class EtcdStore:
     async def update_registration(self, record: bytes) -> None:
         registration = self._registration
         if registration is None:
-            raise RuntimeError("update_registration() before register()")
+            raise NotRegistered
         registration.record = record
         async with self._lock:
             if registration.lease is None:
@@ -191,7 +199,7 @@ class EtcdStore:
             except StoreError as error:
                 log.warning("could not revoke the instance lease (it will expire): %s", error)
 
-    async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
+    async def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
         end = prefix_range_end(self._instances)
         listing = await self._client.range(self._instances, end)
         instances = {self._node_id(kv.key): kv.value for kv in listing.kvs}

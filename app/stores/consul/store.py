@@ -1,0 +1,112 @@
+"""The Consul store: projects in the KV store, instances held by sessions.
+
+The key layout and revisions are described in docs/design.md §3; the two
+halves live in :mod:`app.stores.consul.projects` and :mod:`app.stores.consul.instances`,
+over one :class:`ConsulClient` opened with the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+
+from app.stores.base import (
+    CONSUL_VALUE_LIMIT,
+    ProjectChange,
+    ProjectListing,
+    PutResult,
+    StoreError,
+    projects_prefix,
+)
+from app.stores.consul.client import ConsulClient, kv_path
+from app.stores.consul.config import ConsulConfig
+from app.stores.consul.instances import ConsulInstances
+from app.stores.consul.projects import ConsulProjects
+
+
+class ConsulStore:
+    """:class:`app.stores.base.Store` over Consul's HTTP API."""
+
+    kind = "consul"
+    value_limit = CONSUL_VALUE_LIMIT
+
+    def __init__(
+        self,
+        config: ConsulConfig,
+        cluster_id: str,
+        *,
+        instance_ttl: int = 10,
+        timeout: float = 5.0,
+        watch_wait: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.cluster_id = cluster_id
+        self.timeout = timeout
+        self.watch_wait = watch_wait
+        self._client: ConsulClient | None = None
+        self._projects = ConsulProjects(self._open_client, cluster_id)
+        self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
+
+    @property
+    def instance_ttl(self) -> int:
+        """The session TTL in use (Consul's minimum is 10 s)."""
+        return self._instances.ttl
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = ConsulClient(self.config, self.timeout, self.watch_wait)
+
+    async def close(self) -> None:
+        if self._instances.registered:
+            with contextlib.suppress(StoreError):
+                await self.deregister()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def check(self) -> None:
+        """Read the projects prefix's own key: Consul checks ``key_prefix`` read on it
+        (a recursive list would only filter out what the token may not see)."""
+        prefix = projects_prefix(self.cluster_id)
+        await self.client.request("GET", kv_path(prefix), expect=(200, 404))
+
+    @property
+    def client(self) -> ConsulClient:
+        return self._open_client()
+
+    def _open_client(self) -> ConsulClient:
+        if self._client is None:
+            raise StoreError("the Consul store is not open")
+        return self._client
+
+    # --- projects -----------------------------------------------------------------
+
+    async def list_projects(self) -> ProjectListing:
+        return await self._projects.listing()
+
+    async def put_project(
+        self, project_id: str, value: bytes, expected_revision: int | None = None
+    ) -> PutResult:
+        return await self._projects.put(project_id, value, expected_revision)
+
+    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
+        return await self._projects.delete(project_id, expected_revision)
+
+    def watch_projects(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
+        return self._projects.watch(since)
+
+    # --- instances ----------------------------------------------------------------
+
+    async def register(self, node_id: str, record: bytes) -> None:
+        await self._instances.register(node_id, record)
+
+    async def update_registration(self, record: bytes) -> None:
+        await self._instances.update(record)
+
+    async def deregister(self) -> None:
+        await self._instances.deregister()
+
+    def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._instances.watch()

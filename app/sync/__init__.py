@@ -1,0 +1,23 @@
+"""The sync layer: the applied state, its event stream, and the loop that feeds them.
+
+* :mod:`app.sync.state`: what this instance has applied (projects, revision, peers) and
+  waiting for a revision;
+* :mod:`app.sync.stream`: the event stream (history, resume, subscribers, peers events);
+* :mod:`app.sync.frames`: the one definition of the event frames;
+* :mod:`app.sync.source`: what the loop consumes (a store, or a follower);
+* :mod:`app.sync.loop`: the loop itself, and this instance's registration.
+"""
+
+from app.sync.loop import InstanceInfo, Syncer, utc_now_iso
+from app.sync.source import ChangeSource, Registrar
+from app.sync.state import NOT_SYNCED, ClusterState
+
+__all__ = [
+    "NOT_SYNCED",
+    "ChangeSource",
+    "ClusterState",
+    "InstanceInfo",
+    "Registrar",
+    "Syncer",
+    "utc_now_iso",
+]

@@ -1,0 +1,328 @@
+"""The Store contract, once, against every store: the local file, a real etcd and a real
+Consul (tests/servers/ starts them; each test works in a cluster id of its own).
+
+What only one store does (etcd compaction and failover, Consul sessions and deletion
+marks, the local file's atomic writes and lock, TLS and credentials) stays in
+``test_store_etcd.py``, ``test_store_consul.py`` and ``test_local_store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from app.stores.base import (
+    ABSENT,
+    CONSUL_VALUE_LIMIT,
+    ETCD_VALUE_LIMIT,
+    NotRegistered,
+    ProjectChange,
+    ProjectNotFound,
+    RevisionMismatch,
+    Store,
+    ValueTooLarge,
+)
+from app.stores.consul import ConsulStore
+from app.stores.etcd import EtcdStore
+from app.stores.local import LocalStore
+
+T = TypeVar("T")
+OpenStore = Callable[[str], Awaitable[Store]]
+
+TIMEOUT = 5.0
+VALUE_LIMITS = {"local": ETCD_VALUE_LIMIT, "etcd": ETCD_VALUE_LIMIT, "consul": CONSUL_VALUE_LIMIT}
+
+
+@pytest.fixture(params=["local", "etcd", "consul"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, backend: str) -> Any:
+    """The etcd or Consul server of the run; None for the local store."""
+    return None if backend == "local" else request.getfixturevalue(f"{backend}_server")
+
+
+@pytest.fixture
+async def open_store(backend: str, server: Any, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Open stores of ``backend`` in a given cluster; all closed at teardown."""
+    stores: list[Store] = []
+
+    async def open_(cluster: str) -> Store:
+        store: Store
+        if backend == "local":
+            store = LocalStore(tmp_path / f"{cluster}.yaml")
+        elif backend == "etcd":
+            store = EtcdStore(server.config(), cluster, instance_ttl=3, timeout=TIMEOUT)
+        else:
+            store = ConsulStore(server.config(), cluster, timeout=TIMEOUT)
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield open_
+    for store in reversed(stores):
+        await store.close()
+
+
+@pytest.fixture
+def cluster() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def store(open_store: OpenStore, cluster: str) -> Store:
+    return await open_store(cluster)
+
+
+#: Clusters and other instances exist only for etcd and Consul (the local store is one).
+distributed = pytest.mark.parametrize("backend", ["etcd", "consul"], indirect=True)
+
+
+def doc(project_id: str, version: int = 1, size: int | None = None) -> bytes:
+    """A project's JSON (every store keeps JSON objects), exactly ``size`` bytes if given."""
+    value = orjson.dumps({"id": project_id, "v": version})
+    if size is None:
+        return value
+    padding = size - len(value) - len(',"pad":""')
+    return orjson.dumps({"id": project_id, "v": version, "pad": "x" * padding})
+
+
+@asynccontextmanager
+async def watching(watch: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """The watch, closed when the block ends (every store's watch is an async generator)."""
+    try:
+        yield watch
+    finally:
+        assert isinstance(watch, AsyncGenerator)
+        await watch.aclose()
+
+
+async def within(awaitable: Awaitable[T], timeout: float = TIMEOUT) -> T:
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+async def changes_until(
+    watch: AsyncIterator[list[ProjectChange]], last_id: str
+) -> list[ProjectChange]:
+    """Every change the watch yields up to and including a change of ``last_id``."""
+    seen: list[ProjectChange] = []
+    while not any(change.id == last_id for change in seen):
+        seen += await within(anext(watch))
+    return seen
+
+
+# --- the protocol ---------------------------------------------------------------------
+
+
+async def test_a_new_store_is_empty_and_checks(store: Store, backend: str) -> None:
+    assert isinstance(store, Store)
+    assert (store.kind, store.value_limit) == (backend, VALUE_LIMITS[backend])
+    await store.check()
+    assert (await store.list_projects()).projects == {}
+
+
+# --- conditional writes ---------------------------------------------------------------
+
+
+async def test_put_creates_then_replaces_and_lists(store: Store) -> None:
+    first = await store.put_project("alpha", b'{"id":"alpha"}')
+    again = await store.put_project("alpha", b'{"id":"alpha","v":2}')
+    beta = await store.put_project("beta", b'{"id":"beta"}', ABSENT)
+    listing = await store.list_projects()
+
+    assert first.created and not again.created and beta.created
+    assert first.revision < again.revision < beta.revision <= listing.revision
+    assert {p.id: (p.value, p.revision) for p in listing.projects.values()} == {
+        "alpha": (b'{"id":"alpha","v":2}', again.revision),
+        "beta": (b'{"id":"beta"}', beta.revision),
+    }
+
+
+async def test_every_put_is_a_new_revision_even_with_the_same_value(store: Store) -> None:
+    first = await store.put_project("same", doc("same"))
+    again = await store.put_project("same", doc("same"))
+    matching = await store.put_project("same", doc("same"), again.revision)
+    assert first.created and not again.created and not matching.created
+    assert first.revision < again.revision < matching.revision
+
+
+async def test_if_none_match_creates_only(store: Store) -> None:
+    created = await store.put_project("p", doc("p", 1), ABSENT)
+    with pytest.raises(RevisionMismatch) as exists:
+        await store.put_project("p", doc("p", 2), ABSENT)
+    assert created.created
+    assert (exists.value.expected, exists.value.actual) == (ABSENT, created.revision)
+    assert "already exists" in str(exists.value)
+    assert (await store.list_projects()).projects["p"].value == doc("p", 1)
+
+
+async def test_if_match_replaces_only_that_revision(store: Store) -> None:
+    created = await store.put_project("p", doc("p", 1))
+    replaced = await store.put_project("p", doc("p", 2), created.revision)
+    with pytest.raises(RevisionMismatch) as stale:
+        await store.put_project("p", doc("p", 3), created.revision)
+    with pytest.raises(RevisionMismatch) as missing:
+        await store.put_project("nobody", doc("nobody", 4), created.revision)
+
+    assert not replaced.created and replaced.revision > created.revision
+    assert (stale.value.expected, stale.value.actual) == (created.revision, replaced.revision)
+    assert missing.value.actual is None
+    listing = await store.list_projects()
+    assert set(listing.projects) == {"p"}  # the failed writes wrote nothing
+    stored = listing.projects["p"]
+    assert (stored.value, stored.revision) == (doc("p", 2), replaced.revision)
+
+
+# --- deletes --------------------------------------------------------------------------
+
+
+async def test_delete_and_conditional_delete(store: Store) -> None:
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("ghost")
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("ghost", 5)
+    put = await store.put_project("doomed", doc("doomed"))
+    with pytest.raises(RevisionMismatch) as stale:
+        await store.delete_project("doomed", put.revision + 1)
+    assert (stale.value.expected, stale.value.actual) == (put.revision + 1, put.revision)
+
+    deleted = await store.delete_project("doomed", put.revision)
+    listing = await store.list_projects()
+    assert deleted > put.revision
+    assert listing.projects == {} and listing.revision >= deleted
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("doomed")
+
+    again = await store.put_project("doomed", doc("doomed"))
+    assert again.created and again.revision > deleted
+    assert await store.delete_project("doomed") > again.revision
+
+
+# --- size limits ----------------------------------------------------------------------
+
+
+async def test_values_up_to_the_limit_and_not_one_byte_more(store: Store) -> None:
+    limit = store.value_limit
+    fits = await store.put_project("big", doc("big", size=limit), ABSENT)
+    with pytest.raises(ValueTooLarge) as too_large:
+        await store.put_project("big", doc("big", 2, size=limit + 1))
+
+    assert fits.created
+    assert (too_large.value.size, too_large.value.limit) == (limit + 1, limit)
+    stored = (await store.list_projects()).projects["big"]
+    assert (stored.value, stored.revision) == (doc("big", size=limit), fits.revision)
+
+
+# --- watching projects ----------------------------------------------------------------
+
+
+async def test_a_watch_from_a_listing_yields_every_later_change_once_in_order(
+    store: Store,
+) -> None:
+    await store.put_project("before", doc("before", 0))
+    listing = await store.list_projects()
+    a = await store.put_project("a", doc("a", 1))
+    b = await store.put_project("b", doc("b", 2))
+
+    async with watching(store.watch_projects(listing)) as watch:
+        # Made after the listing, before the watch started: replayed, once.
+        assert await changes_until(watch, "b") == [
+            ProjectChange("put", "a", a.revision, doc("a", 1)),
+            ProjectChange("put", "b", b.revision, doc("b", 2)),
+        ]
+        # The watch is live now: these arrive as they are made.
+        a2 = await store.put_project("a", doc("a", 3), a.revision)
+        deleted = await store.delete_project("b")
+        end = await store.put_project("end", doc("end"))
+        assert await changes_until(watch, "end") == [
+            ProjectChange("put", "a", a2.revision, doc("a", 3)),
+            ProjectChange("delete", "b", deleted),
+            ProjectChange("put", "end", end.revision, doc("end")),
+        ]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(watch), 0.5)
+
+
+async def test_concurrent_writes_reach_the_watch_in_revision_order(store: Store) -> None:
+    listing = await store.list_projects()
+    results = await asyncio.gather(*(store.put_project(f"p{i}", doc(f"p{i}")) for i in range(8)))
+    async with watching(store.watch_projects(listing)) as watch:
+        seen: list[ProjectChange] = []
+        while len(seen) < 8:
+            seen += await within(anext(watch))
+    assert [change.revision for change in seen] == sorted(r.revision for r in results)
+    assert {change.id for change in seen} == {f"p{i}" for i in range(8)}
+
+
+@distributed
+async def test_cluster_a_never_sees_cluster_ab(open_store: OpenStore, cluster: str) -> None:
+    a = await open_store(cluster)
+    ab = await open_store(cluster + "b")
+    listing = await a.list_projects()
+    await ab.put_project("other", doc("other"))
+    mine = await a.put_project("mine", doc("mine"))
+
+    async with watching(a.watch_projects(listing)) as watch:
+        assert await changes_until(watch, "mine") == [
+            ProjectChange("put", "mine", mine.revision, doc("mine"))
+        ]
+    assert set((await a.list_projects()).projects) == {"mine"}
+    assert set((await ab.list_projects()).projects) == {"other"}
+
+
+@distributed
+async def test_changes_by_another_instance_reach_the_watch(
+    open_store: OpenStore, cluster: str
+) -> None:
+    watcher = await open_store(cluster)
+    writer = await open_store(cluster)
+    listing = await watcher.list_projects()
+    async with watching(watcher.watch_projects(listing)) as watch:
+        put = await writer.put_project("p", doc("p"))
+        assert await within(anext(watch)) == [ProjectChange("put", "p", put.revision, doc("p"))]
+        deleted = await writer.delete_project("p", put.revision)
+        assert await within(anext(watch)) == [ProjectChange("delete", "p", deleted)]
+
+
+# --- instances ------------------------------------------------------------------------
+
+
+async def test_registration_is_seen_by_the_instance_watch(store: Store) -> None:
+    with pytest.raises(NotRegistered):
+        await store.update_registration(b"too early")
+    async with watching(store.watch_instances()) as instances:
+        assert await within(anext(instances)) == {}
+        await store.register("node-1", b'{"id":"node-1"}')
+        assert await within(anext(instances)) == {"node-1": b'{"id":"node-1"}'}
+        await store.update_registration(b'{"id":"node-1","appliedRevision":7}')
+        assert await within(anext(instances)) == {"node-1": b'{"id":"node-1","appliedRevision":7}'}
+        await store.deregister()
+        assert await within(anext(instances)) == {}
+
+
+@distributed
+async def test_the_instance_watch_sees_other_instances_join_and_leave(
+    open_store: OpenStore, cluster: str
+) -> None:
+    watcher = await open_store(cluster)
+    other = await open_store(cluster)
+    outsider = await open_store(cluster + "b")
+    await outsider.register("elsewhere", b"x")
+    await watcher.register("n1", b"one")
+    async with watching(watcher.watch_instances()) as instances:
+        assert await within(anext(instances)) == {"n1": b"one"}
+        await other.register("n2", b"two")
+        assert await within(anext(instances)) == {"n1": b"one", "n2": b"two"}
+        await other.update_registration(b"two-b")
+        assert await within(anext(instances)) == {"n1": b"one", "n2": b"two-b"}
+        await other.deregister()
+        assert await within(anext(instances)) == {"n1": b"one"}
