@@ -54,6 +54,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 
     def _start(**overrides: object) -> TestClient:
         settings = make_settings(**overrides)
+        assert settings.local_value_limit is not None
         store = LocalStore(tmp_path / "c.yaml", value_limit=settings.local_value_limit)
         client = TestClient(create_app(settings, store))
         client.__enter__()

@@ -6,6 +6,7 @@ environment, all of them at once (so the set stays fast).
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field

@@ -80,7 +80,7 @@ def openapi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.chdir(tmp_path)  # no .env from the repository
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
-    settings = Settings(_env_file=None, admin_pass="x", node_id="n1")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, admin_pass="x", node_id="n1")
     app = create_app(settings, LocalStore(tmp_path / "c.yaml"))
     return app.openapi()
 

@@ -24,11 +24,28 @@ LOCKS = ("requirements.lock", "requirements-test.lock", "requirements-bench.lock
 PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)")
 
 
+PACKAGE = canonicalize_name(PYPROJECT["project"]["name"])
+#: Extras that only the project's own tooling installs; the others are features of the app.
+TOOLING_EXTRAS = ("test", "bench")
+
+
 def declared(extra: str | None = None) -> dict[str, Requirement]:
+    """The requirements of the package or of one extra, the extra's own extras expanded."""
     project = PYPROJECT["project"]
     lines = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
-    requirements = [Requirement(line) for line in lines]
-    return {canonicalize_name(r.name): r for r in requirements}
+    found: dict[str, Requirement] = {}
+    for requirement in map(Requirement, lines):
+        if canonicalize_name(requirement.name) == PACKAGE:  # "space-cloud-gateway[otel]"
+            for own in requirement.extras:
+                found |= declared(own)
+        else:
+            found[canonicalize_name(requirement.name)] = requirement
+    return found
+
+
+def app_extras() -> list[str]:
+    extras = PYPROJECT["project"].get("optional-dependencies", {})
+    return [name for name in extras if name not in TOOLING_EXTRAS]
 
 
 def locked(name: str) -> dict[str, str]:
@@ -58,8 +75,11 @@ def imported_top_level_modules(folder: Path) -> set[str]:
 
 
 def test_every_third_party_package_app_imports_is_declared() -> None:
+    """In the dependencies, or in an extra of the app's (imported only where it is used)."""
     distributions = packages_distributions()
     dependencies = declared()
+    for extra in app_extras():
+        dependencies |= declared(extra)
     for module in sorted(imported_top_level_modules(ROOT / "app")):
         names = {canonicalize_name(d) for d in distributions.get(module, [])}
         assert names, f"app imports {module}, which no installed distribution provides"

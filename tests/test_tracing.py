@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -119,7 +120,7 @@ def test_asking_without_the_extra_stops_the_start(monkeypatch: pytest.MonkeyPatc
 
     real_import = builtins.__import__
 
-    def without_sdk(name: str, *args: object, **kwargs: object):
+    def without_sdk(name: str, *args: Any, **kwargs: Any) -> Any:
         if name.startswith("opentelemetry.sdk"):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)

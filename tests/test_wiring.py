@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def settings(**overrides: object) -> Settings:
     options: dict = {"admin_pass": PASSWORD, "admin_secret": SECRET, "node_id": "n1"}
-    return Settings(_env_file=None, **options | overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **options | overrides)
 
 
 @pytest.fixture
