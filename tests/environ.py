@@ -1,8 +1,9 @@
 """The environment a test hands the gateway: the caller's, minus every gateway variable.
 
 What counts as a gateway variable is derived from the settings model (one variable per
-field), plus everything under the etcd and Consul clients' prefixes, so a variable added
-to the settings is cleaned without touching the tests.
+field) and the variables the etcd and Consul configs read, plus everything under those
+clients' prefixes (their own tools read more), so a variable added to the settings or a
+store config is cleaned without touching the tests.
 """
 
 from __future__ import annotations
@@ -13,20 +14,23 @@ from collections.abc import Mapping
 import pytest
 
 from app.settings import Settings
+from app.stores.consul import CONSUL_VARIABLES
+from app.stores.etcd import ETCD_VARIABLES
 
-#: The store clients read their variables under these prefixes, as etcdctl and consul do.
+#: The store clients' prefixes, as etcdctl and consul read theirs.
 STORE_PREFIXES = ("ETCD_", "CONSUL_")
 
 
-def settings_variables() -> frozenset[str]:
-    """The variables the gateway's settings read (one per field)."""
+def gateway_variables() -> frozenset[str]:
+    """The variables the gateway reads: one per settings field, then the stores' own."""
     prefix = Settings.model_config.get("env_prefix", "")
-    return frozenset(f"{prefix}{name}".upper() for name in Settings.model_fields)
+    fields = {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    return frozenset(fields | set(ETCD_VARIABLES) | set(CONSUL_VARIABLES))
 
 
 def is_gateway_variable(name: str) -> bool:
     upper = name.upper()
-    return upper.startswith(STORE_PREFIXES) or upper in settings_variables()
+    return upper.startswith(STORE_PREFIXES) or upper in gateway_variables()
 
 
 def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -23,6 +23,7 @@ from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT, free_port
 
@@ -33,9 +34,7 @@ CLUSTER = "default-cluster"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env from the repository
 
 

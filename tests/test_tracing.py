@@ -21,6 +21,7 @@ from app.cli import tracer_provider_from_env
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -30,9 +31,7 @@ SECRET = "test-secret-0123456789-0123456789-abcdef"
 def spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, InMemorySpanExporter]]:
-    for name in list(os.environ):
-        if name.lower() in Settings.model_fields or name.startswith(("ETCD_", "CONSUL_")):
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
