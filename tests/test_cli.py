@@ -166,6 +166,9 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
     monkeypatch.setattr(cli.uvicorn, "run", fake_uvicorn_run)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
     monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
+    # The run path tunes this process's collector; the tests after this one keep theirs.
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
     return captured
 
 
