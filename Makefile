@@ -19,10 +19,11 @@ test: AUDIT_UNREACHABLE = warn
 test: install-test deps lint audit minimums ## install everything (etcd, Consul included), run it all
 	$(BIN)/pytest
 
-# Four workers: the fast tier mostly waits on the gateway processes it starts (serial
-# 123 s, -n 4 94 s on a shared, loaded 2-core machine).
+# Four workers, a file each at a time: the fast tier mostly waits on the gateway processes
+# it starts, and a file's module fixtures (tests/test_cli.py starts every failing case at
+# once) then run once, not once per worker.
 check: lint ## the fast tier: lint, then every test that needs no server, browser, wrk or root
-	$(BIN)/pytest -n 4 --dist loadgroup -m "$(FAST)"
+	$(BIN)/pytest -n 4 --dist loadfile -m "$(FAST)"
 
 install: $(BIN)/space-cloud
 

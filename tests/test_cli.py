@@ -20,10 +20,6 @@ from app.settings import Settings
 from tests.environ import clean_environ, clear_gateway_environ
 from tests.servers.process import free_port
 
-# One xdist worker for the whole file: its session fixture starts every failing case at
-# once, which each worker would otherwise repeat (make check: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("cli")
-
 ADMIN = {"ADMIN_PASS": "pw"}
 DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
 
