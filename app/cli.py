@@ -20,12 +20,12 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, NoReturn
 
-import uvicorn
 from pydantic import ValidationError
 
 from app import __version__, tracing
 from app.client.commands import add_commands, run_command
 from app.logs import configure_logging
+from app.server import ServerConfigError, serve
 from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, read_environment
 from app.stores.base import StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
@@ -222,16 +222,10 @@ def run(overrides: dict[str, object]) -> None:
     # handlers turn that into a plain exit instead of a death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        log_config=None,  # configure_logging above covers uvicorn's loggers too
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
+    try:
+        serve(app, settings)
+    except ServerConfigError as error:
+        fail(str(error))
 
 
 def tracer_provider_from_env(node_id: str) -> TracerProvider | None:

@@ -131,6 +131,10 @@ def _in_existing_folder(value: Path | None) -> Path | None:
     return value
 
 
+def _blank_as_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _random_node_id() -> str:
     return f"auto-{secrets.token_hex(4)}"
 
@@ -182,6 +186,17 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1)
     login_window_seconds: float = Field(60.0, gt=0)
     login_max_block_seconds: float = Field(300.0, ge=1)
+    # Limits on what a client may hold (docs/design.md §10).
+    #: Largest request head (request line and headers); a bigger one is a 431.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: A request head not complete this long after its first byte is a 408, closed.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    #: A request body not complete this long after its head is a 408, closed.
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    #: An idle keep-alive connection is closed after this.
+    keep_alive_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    #: Open client connections served; None: sized from the descriptor limit at start.
+    max_connections: Annotated[int | None, BeforeValidator(_blank_as_none)] = Field(None, ge=1)
 
     @field_validator("advertise_addr")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from app.auth import ALGORITHM, ISSUER
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
+from tests.eventually import eventually
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -25,9 +26,7 @@ VALUE_LIMIT = 1024
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env from the repository
 
 
@@ -45,13 +44,7 @@ def make_settings(**overrides: object) -> Settings:
 
 
 def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        response = client.get("/readyz")
-        if response.status_code == 200:
-            return
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.01)
+    eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready")
 
 
 @pytest.fixture
@@ -61,6 +54,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 
     def _start(**overrides: object) -> TestClient:
         settings = make_settings(**overrides)
+        assert settings.local_value_limit is not None
         store = LocalStore(tmp_path / "c.yaml", value_limit=settings.local_value_limit)
         client = TestClient(create_app(settings, store))
         client.__enter__()
@@ -489,11 +483,11 @@ def test_wait_revision_beyond_the_store_answers_400_at_once(
 
 
 def test_peers_hold_this_instance(client: TestClient, auth: dict[str, str]) -> None:
-    deadline = time.monotonic() + 5
-    while not (peers := client.get("/v1/config/peers", headers=auth).json()["peers"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    [peer] = peers
+    [peer] = eventually(
+        lambda: client.get("/v1/config/peers", headers=auth).json()["peers"],
+        5,
+        "this instance in its peer list",
+    )
     assert peer["id"] == "node-1"
     assert peer["addr"] == "127.0.0.1:4122"
     assert peer["self"] is True

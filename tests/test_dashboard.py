@@ -22,7 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from tests.gateway import ADMIN_PASS, Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import ADMIN_PASS, Gateway
 from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
 
@@ -144,7 +145,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     browser: Browser, page: Page, etcd_gateways: GatewayFactory, tmp_path: Path
 ) -> None:
     a, b = etcd_gateways("a"), etcd_gateways("b")
-    wait_for(lambda: {p["id"] for p in a.peers()} == {"a", "b"}, 20, "a to see both instances")
+    eventually(lambda: {p["id"] for p in a.peers()} == {"a", "b"}, 20, "a to see both instances")
     shop = b.put("shop", project("shop", "Shop", db={"mongo": {"enabled": True}})).json()
     b.put("blog", project("blog", "Blog", auth={"email": True}, filestore={"local": {}}))
 
@@ -226,7 +227,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     delete.click()
     delete.click()  # confirm
     expect(row(page, "projects", "fresh")).to_have_count(0)
-    wait_for(
+    eventually(
         lambda: b.get("/v1/config/projects/fresh").status_code == 404,
         10,
         "the page's delete to reach B",
@@ -284,7 +285,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     # The README's screenshot: the page with data and the editor open.
     row(page, "projects", "shop").locator("button.edit").click()
     expect(page.locator("#editor-title")).to_have_text("Edit shop")
-    wait_for(
+    eventually(
         lambda: page.locator("#peers .badge.lag").count() == 0,
         10,
         "every instance to report the newest revision",

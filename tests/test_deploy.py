@@ -29,8 +29,9 @@ import yaml
 from kubernetes_validate import utils as k8s_validate
 
 from app.settings import Settings, split_host_port
-from app.stores.consul import CONSUL_VARIABLES, ConsulConfig
-from app.stores.etcd import ETCD_VARIABLES, EtcdConfig
+from app.stores.consul import ConsulConfig
+from app.stores.etcd import EtcdConfig
+from tests.environ import clear_gateway_environ, gateway_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -48,12 +49,6 @@ PLACEHOLDER = "REPLACE"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def gateway_variables() -> frozenset[str]:
-    """Every environment variable the gateway reads, derived from its settings models."""
-    names = {field.upper() for field in Settings.model_fields}
-    return frozenset(names | set(ETCD_VARIABLES) | set(CONSUL_VARIABLES))
 
 
 GATEWAY_VARIABLES = gateway_variables()
@@ -164,8 +159,7 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Settings built in a test see only what the test gives them."""
-    for name in GATEWAY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
@@ -192,9 +186,9 @@ def validate_k8s(doc: dict[str, Any]) -> None:
 
 def test_the_network_guard_works(no_network: None) -> None:
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.create_connection(("pypi.org", 443), timeout=1)
+        socket.create_connection(("example.com", 443), timeout=1)
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.getaddrinfo("pypi.org", 443)
+        socket.getaddrinfo("example.com", 443)
 
 
 def test_the_base_has_every_kind_it_needs() -> None:
@@ -533,7 +527,7 @@ def test_compose_gateways_are_distinct_instances(name: str, clean_env: None) -> 
     for svc_name, svc in gateways(compose(name)).items():
         env = environment(svc)
         assert env["ADVERTISE_ADDR"] == f"{svc_name}:{GATEWAY_PORT}"
-        values = {k.lower(): v for k, v in interpolate(env).items()}
+        values: dict[str, Any] = {k.lower(): v for k, v in interpolate(env).items()}
         settings = Settings(
             **{k: v for k, v in values.items() if k in Settings.model_fields}, _env_file=None
         )
@@ -650,3 +644,28 @@ def test_deploy_readme_covers_every_deployment() -> None:
     text = (DEPLOY / "README.md").read_text()
     for needle in ("compose/etcd.yml", "compose/consul.yml", "kubectl apply -k"):
         assert needle in text, f"deploy/README.md does not mention {needle}"
+
+
+def test_dockerfile_base_image_is_pinned_to_a_release() -> None:
+    bases = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert len(bases) == 1, bases
+    image, _, tag = bases[0].partition("@")[0].partition(":")
+    assert image == "python", bases[0]
+    pinned = "@sha256:" in bases[0] or re.fullmatch(r"\d+\.\d+\.\d+-slim-\w+", tag)
+    assert pinned, f"FROM {bases[0]}: a floating tag (pin Python's patch release and Debian's)"
+
+
+def test_dockerfile_installs_the_lock_in_its_own_layer_before_the_code() -> None:
+    instructions = dockerfile_instructions()
+    installs = [i for i, (keyword, args) in enumerate(instructions) if "pip install" in args]
+    assert len(installs) == 2, "one install of the lock, one of the project"
+    lock, project = (instructions[i][1] for i in installs)
+    assert re.search(r"pip install --require-hashes -r requirements\.lock(\s|$)", lock), lock
+    assert re.search(r"pip install --no-deps \.(\s|$)", project), project
+    copied_before = [args for keyword, args in instructions[: installs[0]] if keyword == "COPY"]
+    assert copied_before == ["requirements.lock ./"], "only the lock precedes its layer"
+    copies = [i for i, (keyword, args) in enumerate(instructions) if keyword == "COPY"]
+    code = [i for i in copies if instructions[i][1].split()[0] == "app"]
+    assert code and installs[0] < code[0] < installs[1]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "requirements.lock" not in ignored and "app" not in ignored

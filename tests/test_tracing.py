@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +21,7 @@ from app.cli import tracer_provider_from_env
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -29,9 +31,7 @@ SECRET = "test-secret-0123456789-0123456789-abcdef"
 def spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, InMemorySpanExporter]]:
-    for name in list(os.environ):
-        if name.lower() in Settings.model_fields or name.startswith(("ETCD_", "CONSUL_")):
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -119,7 +119,7 @@ def test_asking_without_the_extra_stops_the_start(monkeypatch: pytest.MonkeyPatc
 
     real_import = builtins.__import__
 
-    def without_sdk(name: str, *args: object, **kwargs: object):
+    def without_sdk(name: str, *args: Any, **kwargs: Any) -> Any:
         if name.startswith("opentelemetry.sdk"):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
