@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import textwrap
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -167,7 +167,7 @@ def describe(error: ValidationError, names: dict[str, str]) -> str:
     return f"invalid {name} {given!r}: {message}" if given is not None else f"{name}: {message}"
 
 
-def load_settings(overrides: dict[str, object]) -> Settings:
+def load_settings(overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -87,7 +87,8 @@ def build_server(app: FastAPI, settings: Settings, limits: ConnectionLimits) -> 
         log_level=settings.log_level,
         access_log=settings.access_log,
         log_config=None,  # app.logs.configure_logging (app.cli) covers uvicorn's loggers too
-        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        # uvicorn hints an int but only hands it to call_later: fractions work.
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=5,
         server_header=False,
     )

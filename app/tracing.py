@@ -122,4 +122,4 @@ class TracedStore:
 
 
 def traced_store(store: Store, provider: TracerProvider) -> Store:
-    return TracedStore(store, provider.get_tracer("space_cloud.store"))  # type: ignore[return-value]
+    return TracedStore(store, provider.get_tracer("space_cloud.store"))

@@ -21,8 +21,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.gateway import Gateway
+    from tests.servers.consul import ConsulAgent
+    from tests.servers.etcd import EtcdServer
 
 MIB = 1 << 20
 _CHUNK = b"a" * MIB
@@ -328,24 +334,25 @@ def consul_heartbeat_left(url: str, key: str, ttl: float) -> Callable[[], int | 
 @contextmanager
 def store_pair(
     kind: str, workdir: Path, env: dict[str, str]
-) -> Iterator[tuple[Callable[[str], Callable[[], int | None]], object, object]]:
+) -> Iterator[tuple[Callable[[str], Callable[[], int | None]], Gateway, Gateway]]:
     """A store and two gateways on it: the target and the peer whose list is watched.
     Yields a factory of the target's registration probe, the target and the peer."""
     from tests.gateway import Gateway
     from tests.servers.consul import start_consul
     from tests.servers.etcd import start_etcd
 
+    server: EtcdServer | ConsulAgent
     if kind == "etcd":
-        server = start_etcd(workdir / "etcd")
+        etcd = server = start_etcd(workdir / "etcd")
 
         def registration(key: str) -> Callable[[], int | None]:
-            return etcd_lease_ttl(server.etcdctl, key)
+            return etcd_lease_ttl(etcd.etcdctl, key)
 
     else:
-        server = start_consul(workdir / "consul")
+        consul = server = start_consul(workdir / "consul")
 
         def registration(key: str) -> Callable[[], int | None]:
-            return consul_heartbeat_left(server.url, key, 10)
+            return consul_heartbeat_left(consul.url, key, 10)
 
     gateways = []
     try:
@@ -364,7 +371,9 @@ def store_pair(
         server.stop()
 
 
-def watch_target(registration, target, peer) -> Watch:  # type: ignore[no-untyped-def]
+def watch_target(
+    registration: Callable[[str], Callable[[], int | None]], target: Gateway, peer: Gateway
+) -> Watch:
     def peer_ids() -> list[str]:
         return [item["id"] for item in peer.peers()]
 

@@ -36,7 +36,8 @@ from tests.attacks import (
     etcd_lease_ttl,
     raise_descriptor_limit,
 )
-from tests.gateway import Gateway, _clean_environ
+from tests.environ import clean_environ
+from tests.gateway import Gateway
 from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
 
@@ -205,7 +206,12 @@ async def test_the_parser_never_sees_more_than_the_header_limit() -> None:
     protocol.connection_made(transport)
     fed: list[int] = []
     feed = protocol.parser.feed_data
-    protocol.parser = SimpleNamespace(feed_data=lambda data: (fed.append(len(data)), feed(data)))
+
+    def counted_feed(data: bytes) -> None:
+        fed.append(len(data))
+        feed(data)
+
+    protocol.parser = SimpleNamespace(feed_data=counted_feed)  # type: ignore[assignment]
     protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ")
     chunk = b"a" * (256 * 1024)
     reads = 0
@@ -485,14 +491,14 @@ BAD_LIMITS = {
 def test_the_default_cap_leaves_a_reserve_of_descriptors(
     descriptors: int, cap: int, overflow: int
 ) -> None:
-    settings = Settings(_env_file=None, admin_pass="pw")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, admin_pass="pw")
     limits = connection_limits(settings, descriptors)
     assert (limits.max_connections, limits.overflow) == (cap, overflow)
     assert limits.max_connections + limits.overflow < descriptors
 
 
 def test_a_cap_above_the_descriptors_is_refused() -> None:
-    settings = Settings(_env_file=None, admin_pass="pw", max_connections=1000)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, admin_pass="pw", max_connections=1000)
     assert connection_limits(settings, 4096).max_connections == 1000
     with pytest.raises(ServerConfigError, match="at most 896"):
         connection_limits(settings, 1024)
@@ -501,7 +507,7 @@ def test_a_cap_above_the_descriptors_is_refused() -> None:
 def test_bad_limits_exit_2_with_one_line(tmp_path: Path) -> None:
     running = {}
     for name, (value, _) in BAD_LIMITS.items():
-        env = {**_clean_environ(), "ADMIN_PASS": "pw", "HOST": "127.0.0.1", name: value}
+        env = {**clean_environ(), "ADMIN_PASS": "pw", "HOST": "127.0.0.1", name: value}
         env["PORT"] = str(free_port())
         running[name] = subprocess.Popen(
             [sys.executable, "-m", "app", "run", "--config", str(tmp_path / f"{name}.yaml")],

@@ -568,6 +568,9 @@ class FakeStore:
 
     async def check(self) -> None: ...
 
+    async def current_revision(self) -> int | None:
+        return self.revision
+
     async def list_projects(self) -> ProjectListing:
         self.list_calls += 1
         if not self.available:

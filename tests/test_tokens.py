@@ -54,7 +54,7 @@ def start(config: Path) -> Iterator[Start]:
             "advertise_addr": "127.0.0.1:4122",
             **overrides,
         }
-        app = create_app(Settings(_env_file=None, **options), LocalStore(config))  # type: ignore[call-arg]
+        app = create_app(Settings(_env_file=None, **options), LocalStore(config))
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
@@ -361,7 +361,7 @@ def test_a_follower_holds_no_tokens(tmp_path: Path) -> None:
         "store_type": "follow",
         "upstream": ["http://127.0.0.1:9"],
     }
-    app = create_app(Settings(_env_file=None, **options))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None, **options))
     with TestClient(app) as follower:
         login = follower.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
         admin = bearer(login.json()["token"])
