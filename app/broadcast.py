@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from starlette.types import Message, Send
@@ -48,7 +48,7 @@ def body_message(chunk: bytes) -> Message:
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+def _resume(coro: Generator[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
     """Finish, inside a task, a send coroutine that :meth:`Subscription._write` started
     by hand and that suspended on ``waiting`` (what it yielded to the event loop)."""
     while True:
@@ -157,7 +157,7 @@ class Subscription:
 
     def _write(self, message: Message) -> None:
         assert self._send is not None
-        coro = self._send(message)
+        coro = self._send(message).__await__()
         try:
             waiting = coro.send(None)
         except StopIteration:
@@ -171,7 +171,7 @@ class Subscription:
     def _try_send(self, message: Message) -> bool:
         """Send without waiting; False when the send would have had to wait."""
         assert self._send is not None
-        coro = self._send(message)
+        coro = self._send(message).__await__()
         try:
             coro.send(None)
         except StopIteration:
@@ -181,7 +181,7 @@ class Subscription:
         coro.close()
         return False
 
-    async def _flush(self, paused: Coroutine[Any, Any, None], waiting: Any) -> None:
+    async def _flush(self, paused: Generator[Any, Any, None], waiting: Any) -> None:
         assert self._send is not None
         try:
             async with asyncio.timeout(self._send_timeout):

@@ -44,7 +44,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
 
 @router.get(
     "/v1/config/events",
-    response_class=EventStream,  # type: ignore[arg-type]
+    response_class=EventStream,
     status_code=status.HTTP_200_OK,
     responses={
         200: {"content": frames.events_openapi_content(), "description": "The event stream"},
