@@ -92,7 +92,7 @@ async def events(
         b"".join(first),
         state=state,
         send_timeout=settings.sse_send_timeout_seconds,
-        lifetime=TokenLifetime(principal, request.app.state.minted_tokens),
+        lifetime=TokenLifetime.of(principal, request.app.state.minted_tokens),
     )
 
 

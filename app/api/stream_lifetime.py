@@ -21,6 +21,13 @@ class TokenLifetime:
         self._timer: asyncio.TimerHandle | None = None
         self._unwatch: Callable[[], None] | None = None
 
+    @classmethod
+    def of(cls, principal: Principal, tokens: AppliedTokens) -> TokenLifetime | None:
+        """None for a credential that neither expires nor can be revoked (``--dev``)."""
+        if principal.expires_at is None and principal.token_id is None:
+            return None
+        return cls(principal, tokens)
+
     def bind(self, end: Callable[[str], None]) -> None:
         """From now on, call ``end(why)`` (once) when the token ends."""
         expires_at = self.principal.expires_at
