@@ -95,16 +95,7 @@ class AdminBearerOrQueryToken(AdminBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         header = _bearer(request.headers.get("authorization"))
-        principal = _authenticate(request, header or request.query_params.get("token"))
-        if not principal.scope.is_everything:
-            # The stream is not filtered per token yet: a scoped token would see every
-            # project. Refused until scoped streams exist (docs/design.md §9).
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"the token {principal.name!r} is scoped to some projects, and this "
-                "instance's event stream is not: use a token for every project ('*')",
-            )
-        return principal
+        return _authenticate(request, header or request.query_params.get("token"))
 
 
 require_admin_or_query_token = AdminBearerOrQueryToken()

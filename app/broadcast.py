@@ -11,6 +11,11 @@ finishes the paused send and flushes the backlog, within ``send_timeout`` per se
 subscriber whose backlog overflows or whose send times out is dropped (its connection is
 closed; the client resumes with ``Last-Event-ID``), so a stuck reader can never hold up
 the others or the watch.
+
+A scoped subscriber (a token for some projects, or ``?projects=``) carries what it
+``sees``: a hashable test of a project id. Scoped subscribers are grouped by that test, so
+a project frame costs one test per distinct scope, not per subscriber, and the unscoped
+subscribers are written to exactly as before (docs/design.md §6).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Generator, Hashable
+from typing import Any, Protocol
 
 from starlette.types import Message, Send
 
@@ -29,6 +34,12 @@ log = logging.getLogger("space_cloud.events")
 PING_FRAME = b": ping\n\n"
 
 _END_OF_STREAM: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+class Sees(Hashable, Protocol):
+    """Whether a scoped subscriber sees the frames of project ``project_id``."""
+
+    def __call__(self, project_id: str, /) -> bool: ...
 
 
 def encode_frame(
@@ -79,10 +90,11 @@ class Subscription:
         "_send_timeout",
         "client",
         "dropped",
+        "sees",
         "skip_through",
     )
 
-    def __init__(self, limit: int, skip_through: int = 0) -> None:
+    def __init__(self, limit: int, skip_through: int = 0, sees: Sees | None = None) -> None:
         #: Frames not yet written: before :meth:`attach`, or while flow control pauses
         #: the stream. Never longer than ``limit``.
         self._frames: list[tuple[int, bytes]] = []  # a list: 56 bytes empty, a deque 600
@@ -97,6 +109,8 @@ class Subscription:
         #: Frames of revision <= this were already seen by the client (a resume from an
         #: instance that is ahead of this one); they are not sent again.
         self.skip_through = skip_through
+        #: The projects whose frames it gets; None: every project.
+        self.sees = sees
 
     def attach(
         self,
@@ -135,8 +149,9 @@ class Subscription:
         return not self.dropped
 
     def close(self) -> None:
-        """End the stream (server shutdown): the response completes if the socket takes
-        it at once, else the connection is closed. Queued frames are discarded."""
+        """End the stream (server shutdown, its token ended): the response completes if
+        the socket takes it at once, else the connection is closed. Queued frames are
+        discarded."""
         if self.dropped:
             return
         self.dropped = True
@@ -233,31 +248,60 @@ class Broadcaster:
 
     def __init__(self, queue_limit: int) -> None:
         self.queue_limit = queue_limit
+        #: Subscribers of every project.
         self._subscriptions: set[Subscription] = set()
+        #: Scoped subscribers, by what they see.
+        self._scoped: dict[Sees, set[Subscription]] = {}
+        self._scoped_count = 0
         self.dropped_total = 0
 
     def __len__(self) -> int:
-        return len(self._subscriptions)
+        return len(self._subscriptions) + self._scoped_count
 
-    def subscribe(self, skip_through: int = 0) -> Subscription:
-        subscription = Subscription(self.queue_limit, skip_through)
-        self._subscriptions.add(subscription)
+    def subscribe(self, skip_through: int = 0, sees: Sees | None = None) -> Subscription:
+        subscription = Subscription(self.queue_limit, skip_through, sees)
+        if sees is None:
+            self._subscriptions.add(subscription)
+        else:
+            self._scoped.setdefault(sees, set()).add(subscription)
+            self._scoped_count += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription.sees is None:
+            self._subscriptions.discard(subscription)
+            return
+        group = self._scoped.get(subscription.sees)
+        if group is None or subscription not in group:
+            return
+        group.remove(subscription)
+        self._scoped_count -= 1
+        if not group:
+            del self._scoped[subscription.sees]
 
-    def publish(self, frame: bytes, revision: int = 0) -> int:
-        """Write ``frame`` to everyone; returns how many subscribers received it."""
+    def publish(self, frame: bytes, revision: int = 0, project_id: str | None = None) -> int:
+        """Write ``frame`` to everyone who sees it (a frame of no project, such as
+        ``peers``, goes to all); returns how many subscribers received it."""
         message = body_message(frame)
         dropped = [sub for sub in self._subscriptions if not sub.offer(revision, frame, message)]
+        offered = len(self._subscriptions)
+        if self._scoped:
+            for sees, group in self._scoped.items():
+                if project_id is None or sees(project_id):
+                    offered += len(group)
+                    dropped += [sub for sub in group if not sub.offer(revision, frame, message)]
         for subscription in dropped:
-            self._subscriptions.discard(subscription)
+            self.unsubscribe(subscription)
         self.dropped_total += len(dropped)
-        return len(self._subscriptions)
+        return offered - len(dropped)
 
     def close_all(self) -> None:
         """End every stream (server shutdown)."""
         for subscription in list(self._subscriptions):
             subscription.close()
+        for group in list(self._scoped.values()):
+            for subscription in list(group):
+                subscription.close()
         self._subscriptions.clear()
+        self._scoped.clear()
+        self._scoped_count = 0

@@ -1,6 +1,7 @@
 """Fan-out: what one published frame costs the server, for N open SSE streams.
 
     python -m bench.fanout [--subscribers 1000,5000,10000] [--writes 20] [--workers 4]
+                           [--series floor,baseline,gateway,gateway-scoped,gateway-scoped-each]
 
 For each N, three servers in the same run, each held open by the same client processes
 (bench/sse_clients.py, ``--workers`` of them): the floor (bench/floor_server.py, a bare
@@ -14,6 +15,11 @@ everybody. Per server:
 - write -> last subscriber: from sending the write to the last stream receiving it (for
   the gateway that includes its durable store write), and first -> last subscriber;
 - RSS per open stream: resident memory with the streams open, less before, over N.
+
+The scoped series are the same gateway with every stream filtered by ``?projects=``
+(docs/design.md §6): ``gateway-scoped`` gives all of them one scope (one test per frame),
+``gateway-scoped-each`` gives each its own (one test per subscriber and frame, the worst
+case). Their cost is reported against the unscoped gateway of the same run.
 """
 
 from __future__ import annotations
@@ -39,7 +45,15 @@ from bench.common import (
 from bench.servers import ROOT, Server, baseline, floor, gateway
 
 PAYLOAD = 100  # bytes of module config per write
-SERIES = ("floor", "baseline", "gateway")
+SERIES = ("floor", "baseline", "gateway", "gateway-scoped", "gateway-scoped-each")
+DEFAULT_SERIES = ("floor", "baseline", "gateway")
+#: The event stream each gateway series subscribes to; every scope includes the project
+#: written, so every stream receives every write.
+GATEWAY_PATHS = {
+    "gateway": "/v1/config/events",
+    "gateway-scoped": "/v1/config/events?projects=fanout,other",
+    "gateway-scoped-each": "/v1/config/events?projects=fanout,w{worker}-{n}",
+}
 
 
 class Subscribers:
@@ -55,7 +69,7 @@ class Subscribers:
                     "bench.sse_clients",
                     "127.0.0.1",
                     str(server.port),
-                    path,
+                    path.replace("{worker}", str(index)),
                     str(share),
                     f"127.0.0.{2 + index}",  # past ~28 000 connections per source address
                 ],
@@ -149,11 +163,12 @@ def publish_bare(client: httpx.Client, number: int) -> int:
 def measure_one(
     series: str, work: Path, count: int, writes: int, workers: int, source: Path | None
 ) -> dict:
-    if series == "gateway":
+    if series in GATEWAY_PATHS:
         # No ping inside the measured window: it would be one more frame per stream.
         env = {"LOG_LEVEL": "warning", "SSE_PING_SECONDS": "3600"}
-        server = gateway(work, "--dev", env=env, node_id=f"fanout-{count}", source=source)
-        path, publish = "/v1/config/events", publish_gateway
+        node_id = f"fanout-{series}-{count}"
+        server = gateway(work, "--dev", env=env, node_id=node_id, source=source)
+        path, publish = GATEWAY_PATHS[series], publish_gateway
     else:
         server = floor(work) if series == "floor" else baseline(work)
         path, publish = "/events", publish_bare
@@ -190,6 +205,15 @@ def run(
                         ours["first_to_last"]["p50_ms"], floor_["first_to_last"]["p50_ms"]
                     ),
                 }
+            for name in ("gateway-scoped", "gateway-scoped-each"):
+                if name in result and "gateway" in result:
+                    unscoped, scoped = result["gateway"], result[name]
+                    result[f"{name}_vs_gateway"] = {
+                        "cpu": _ratio(scoped["cpu_us_per_frame"], unscoped["cpu_us_per_frame"]),
+                        "p50": _ratio(
+                            scoped["last_delivery"]["p50_ms"], unscoped["last_delivery"]["p50_ms"]
+                        ),
+                    }
             results.append(result)
     rows = [
         [
@@ -222,7 +246,11 @@ def main() -> None:
     parser.add_argument("--subscribers", default="1000,5000,10000")
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--series", default=",".join(SERIES), help="which servers to measure")
+    parser.add_argument(
+        "--series",
+        default=",".join(DEFAULT_SERIES),
+        help=f"which servers to measure, of {', '.join(SERIES)}",
+    )
     parser.add_argument(
         "--gateway-source", type=Path, help="run the gateway from another checkout's app/"
     )

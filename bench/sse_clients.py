@@ -7,7 +7,8 @@ later event id ``got <id> <time the last connection received it> <time the first
 (monotonic), and runs until its stdin closes. With SOURCE_IP, connections start from that
 loopback address (each address has its own ~28 000 ephemeral ports). Kept minimal
 (asyncio protocols on uvloop) so that the clients cost as little CPU as possible beside
-the server under test.
+the server under test. A ``{n}`` in PATH becomes each connection's number (a distinct
+query per connection).
 """
 
 from __future__ import annotations
@@ -67,10 +68,8 @@ class _Board:
 async def main(host: str, port: int, path: str, count: int, source: str | None) -> None:
     loop = asyncio.get_running_loop()
     board = _Board(count)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
-    ).encode()
-    for _ in range(count):
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    for number in range(count):
         for attempt in range(50):
             try:
                 transport, _ = await loop.create_connection(
@@ -84,7 +83,7 @@ async def main(host: str, port: int, path: str, count: int, source: str | None) 
                 await asyncio.sleep(0.05 * (attempt + 1))
         else:
             raise SystemExit("could not connect")
-        transport.write(request)
+        transport.write(request.replace("{n}", str(number)).encode())
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     print(f"lost {board.lost}", flush=True)
 

@@ -144,8 +144,12 @@ class Gateway:
         last_event_id: int | None = None,
         query_token: bool = False,
         read_timeout: float = 20.0,
+        *,
+        token: str | None = None,
+        projects: str | None = None,
     ) -> SSEStream:
-        return SSEStream(self, last_event_id, query_token, read_timeout)
+        """``token``: another than the admin's; ``projects``: the ``?projects=`` filter."""
+        return SSEStream(self, last_event_id, query_token, read_timeout, token, projects)
 
 
 @dataclass
@@ -165,13 +169,16 @@ class SSEStream:
         last_event_id: int | None = None,
         query_token: bool = False,
         read_timeout: float = 20.0,
+        token: str | None = None,
+        projects: str | None = None,
     ) -> None:
         headers = {"Accept": "text/event-stream"}
-        params = {}
+        params = {} if projects is None else {"projects": projects}
+        token = token or gateway.token()
         if query_token:
-            params["token"] = gateway.token()
+            params["token"] = token
         else:
-            headers["Authorization"] = f"Bearer {gateway.token()}"
+            headers["Authorization"] = f"Bearer {token}"
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=read_timeout))

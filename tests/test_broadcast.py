@@ -254,3 +254,71 @@ def test_unsubscribe() -> None:
     hub.unsubscribe(sub)  # twice is harmless
     assert len(hub) == 0
     assert hub.publish(frame(1), 1) == 0
+
+
+# --- scoped subscribers ---------------------------------------------------------------
+
+
+def sees_shop(project_id: str) -> bool:
+    return project_id.startswith("shop")
+
+
+async def test_a_scoped_subscriber_gets_only_its_projects_and_every_peers_frame() -> None:
+    hub = Broadcaster(queue_limit=10)
+    everyone, shop = Stream(), Stream()
+    everyone.attach(hub.subscribe())
+    shop.attach(hub.subscribe(sees=sees_shop))
+    assert len(hub) == 2
+    assert hub.publish(frame(1), 1, "shop-eu") == 2
+    assert hub.publish(frame(2), 2, "blog") == 1
+    peers = encode_frame("peers", b"{}")
+    assert hub.publish(peers, 0) == 2  # a frame of no project goes to all
+    assert everyone.chunks == [frame(1), frame(2), peers]
+    assert shop.chunks == [frame(1), peers]
+    # The scoped one got the very same bytes object: frames are still encoded once.
+    assert shop.chunks[0] is everyone.chunks[0]
+
+
+async def test_subscribers_of_one_scope_share_one_test_per_frame() -> None:
+    tested: list[str] = []
+
+    def sees(project_id: str) -> bool:
+        tested.append(project_id)
+        return project_id == "shop"
+
+    hub = Broadcaster(queue_limit=10)
+    streams = [Stream() for _ in range(5)]
+    for stream in streams:
+        stream.attach(hub.subscribe(sees=sees))
+    assert hub.publish(frame(1), 1, "shop") == 5
+    assert hub.publish(frame(2), 2, "blog") == 0
+    assert tested == ["shop", "blog"]
+    assert all(stream.chunks == [frame(1)] for stream in streams)
+
+
+async def test_unsubscribing_scoped_subscribers_and_closing_them_all() -> None:
+    hub = Broadcaster(queue_limit=10)
+    one, two = Stream(), Stream()
+    first = one.attach(hub.subscribe(sees=sees_shop))
+    two.attach(hub.subscribe(sees=sees_shop))
+    hub.unsubscribe(first)
+    hub.unsubscribe(first)  # twice: still one left
+    assert len(hub) == 1
+    assert hub.publish(frame(1), 1, "shop") == 1
+    assert one.chunks == [] and two.chunks == [frame(1)]
+    hub.close_all()
+    assert len(hub) == 0 and two.ended
+
+
+async def test_a_scoped_subscriber_that_falls_behind_is_dropped_and_counted() -> None:
+    hub = Broadcaster(queue_limit=2)
+    slow = Stream()
+    slow.attach(hub.subscribe(sees=sees_shop))
+    slow.pause()
+    hub.publish(frame(1), 1, "shop")  # in the paused send
+    for n in (2, 3):
+        hub.publish(frame(n), n, "shop")  # the backlog: full
+    hub.publish(frame(4), 4, "blog")  # not its project: no harm
+    assert len(hub) == 1
+    hub.publish(frame(5), 5, "shop")
+    assert len(hub) == 0 and hub.dropped_total == 1 and slow.aborted == 1

@@ -344,13 +344,15 @@ def test_the_tokens_panel_and_a_page_opened_with_a_reader_token(
     expect(reader.locator("#doc")).not_to_be_editable()
     expect(reader.locator("#save")).to_be_hidden()
 
-    # Its projects' changes reach it; others' never do.
+    # Its projects' changes reach it through its own scoped event stream; others' never do.
+    expect(reader.locator("#log .ev-snapshot .kind")).to_have_text("snapshot")
     a.put("blog", project("blog", "Blog v2"))
     a.put("shop", project("shop", "Shop v2"))
     expect(row(reader, "projects", "shop").locator(".name")).to_have_text(
         "Shop v2", timeout=LIVE_WITHIN_MS
     )
     expect(reader.locator("#projects tbody tr")).to_have_count(1)
+    expect(reader.locator("#log .ev-put .text")).to_have_text(["shop · Shop v2"])
 
     # Revoked on A's page: B refuses it, and the reader's page is sent back to the login.
     revoke = row(page, "tokens", listed["id"]).locator("button.revoke")

@@ -776,3 +776,47 @@ async def test_a_source_that_is_no_registrar_is_synced_and_never_registered() ->
     assert store.register_calls == 0
     assert store.updates == []
     assert store.deregistered is False
+
+
+# --- scoped streams -------------------------------------------------------------------
+
+
+def test_a_scoped_snapshot_holds_only_its_projects_at_the_clusters_revision() -> None:
+    from app.access import ProjectScope, StreamScope
+
+    state = synced_state(5, project("shop", 2), project("shop-eu", 4), project("blog", 5))
+    sees = StreamScope(ProjectScope.parse(["shop*"]))
+    _, first = state.subscribe(None, sees)
+    [snapshot] = parse(b"".join(first))
+    assert snapshot["event"] == "snapshot" and snapshot["id"] == 5
+    assert [p["id"] for p in snapshot["data"]["projects"]] == ["shop", "shop-eu"]
+    assert snapshot["data"]["revisions"] == {"shop": 2, "shop-eu": 4}
+    assert snapshot["data"]["revision"] == 5
+    # Narrowed further by ?projects=.
+    narrowed = StreamScope(ProjectScope.parse(["shop*"]), frozenset({"shop-eu", "blog"}))
+    [snapshot] = parse(b"".join(state.subscribe(None, narrowed)[1]))
+    assert snapshot["data"]["revisions"] == {"shop-eu": 4}
+    # The unscoped snapshot is untouched, and a change rebuilds the scoped one.
+    assert len(parse(state.snapshot_frame())[0]["data"]["projects"]) == 3
+    state.apply_changes([delete("shop", 6)])
+    [snapshot] = parse(b"".join(state.subscribe(None, sees)[1]))
+    assert snapshot["data"]["revisions"] == {"shop-eu": 4} and snapshot["id"] == 6
+
+
+def test_a_scoped_stream_gets_its_projects_changes_and_resumes_with_only_them() -> None:
+    from app.access import ProjectScope, StreamScope
+
+    state = synced_state(0)
+    sees = StreamScope(ProjectScope.parse(["shop"]))
+    live, _ = state.subscribe(None, sees)
+    everyone, _ = state.subscribe(None)
+    state.apply_changes([put("shop", 1), put("blog", 2), put("shop", 3), delete("shop", 4)])
+    state.apply_changes([delete("blog", 5)])
+    expected = [("put", 1, "shop"), ("put", 3, "shop"), ("delete", 4, "shop")]
+    assert summary(queued(live)) == expected
+    assert len(summary(queued(everyone))) == 5
+    # A resume replays only its projects, from any point, and misses none of them.
+    for last_event_id in range(6):
+        _, first = state.subscribe(last_event_id, sees)
+        replayed = summary(parse(b"".join(first)))
+        assert replayed == [event for event in expected if event[1] > last_event_id]

@@ -125,3 +125,27 @@ async def test_the_loop_watches_again_after_a_broken_watch(tmp_path: Path) -> No
     finally:
         await syncer.stop()
         await store.close()
+
+
+def test_a_revoked_or_replaced_record_calls_back_its_watchers_once() -> None:
+    tokens = AppliedTokens()
+    kept, _ = minted()
+    revoked, _ = minted()
+    tokens.apply({kept.id: kept.to_json(), revoked.id: revoked.to_json()})
+    ended: list[str] = []
+    tokens.when_gone(kept.id, lambda: ended.append("kept"))
+    tokens.when_gone(revoked.id, lambda: ended.append("revoked-1"))
+    tokens.when_gone(revoked.id, lambda: ended.append("revoked-2"))
+    cancel = tokens.when_gone(revoked.id, lambda: ended.append("cancelled"))
+    cancel()
+    tokens.apply({kept.id: kept.to_json(), revoked.id: revoked.to_json()})  # no change
+    assert ended == []
+    tokens.apply({kept.id: kept.to_json()})
+    assert sorted(ended) == ["revoked-1", "revoked-2"]
+    tokens.apply({})
+    assert sorted(ended) == ["kept", "revoked-1", "revoked-2"]
+    tokens.apply({})  # each is called once
+    assert len(ended) == 3
+    # A token already gone ends at once.
+    tokens.when_gone(revoked.id, lambda: ended.append("late"))
+    assert ended[-1] == "late"

@@ -329,15 +329,24 @@ def test_tokens_need_a_token(client: TestClient) -> None:
     assert_error(client.post("/v1/config/tokens", json=GOOD), 401)
 
 
-def test_a_scoped_token_cannot_open_the_unscoped_event_stream(
+def test_the_event_stream_refuses_a_filter_outside_the_token_or_not_of_ids(
     client: TestClient, tokens: dict[str, dict[str, str]]
 ) -> None:
-    answer = client.get("/v1/config/events", headers=tokens["reader"])
-    assert_error(answer, 403, "scoped to some projects")
+    # The streams themselves (scoped snapshots and events) are in test_scoped_streams.py.
+    reader = tokens["reader"]
+    answer = client.get("/v1/config/events", params={"projects": "shop,blog"}, headers=reader)
+    assert_error(answer, 403, "may not read project 'blog'")
     answer = client.get(
-        "/v1/config/events", params={"token": tokens["reader"]["Authorization"][7:]}
+        "/v1/config/events",
+        params={"projects": "blog", "token": reader["Authorization"][7:]},
     )
-    assert_error(answer, 403, "scoped to some projects")
+    assert_error(answer, 403, "may not read project 'blog'")
+    for bad in ("", "shop,", "Shop", "shop/eu"):
+        answer = client.get("/v1/config/events", params={"projects": bad}, headers=reader)
+        assert_error(answer, 400, "comma-separated project ids")
+    events = client.get("/openapi.json").json()["paths"]["/v1/config/events"]["get"]
+    assert {"400", "401", "403"} <= set(events["responses"])
+    assert "projects" in {parameter["name"] for parameter in events["parameters"]}
 
 
 def test_the_routes_and_their_errors_are_documented(client: TestClient) -> None:

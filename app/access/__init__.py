@@ -6,7 +6,7 @@ the routes ask a principal what it may do.
 
 from app.access.errors import AccessError, InvalidScope, MalformedToken, TokenRefused
 from app.access.principal import Principal
-from app.access.scopes import ProjectPattern, ProjectScope, Role
+from app.access.scopes import ProjectPattern, ProjectScope, Role, StreamScope
 
 __all__ = [
     "AccessError",
@@ -16,5 +16,6 @@ __all__ = [
     "ProjectPattern",
     "ProjectScope",
     "Role",
+    "StreamScope",
     "TokenRefused",
 ]

@@ -11,13 +11,15 @@ from app.access.scopes import ProjectScope, Role
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The holder of a credential: a name (the admin user or a token's name), a role, the
-    projects the role applies to, and when the credential expires (epoch seconds; None:
-    never). Every route asks it rather than looking at the role itself."""
+    projects the role applies to, when the credential expires (epoch seconds; None:
+    never), and the id of the minted token it holds (None: an admin login). Every route
+    asks it rather than looking at the role itself."""
 
     name: str
     role: Role
     scope: ProjectScope
     expires_at: float | None = None
+    token_id: str | None = None
 
     @classmethod
     def admin(cls, name: str, expires_at: float | None = None) -> Principal:

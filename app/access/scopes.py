@@ -104,3 +104,22 @@ class ProjectScope:
 
     def texts(self) -> list[str]:
         return [pattern.text for pattern in self.patterns]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamScope:
+    """The projects one event stream shows: those its credential covers, narrowed to
+    ``only`` when the client named some (``?projects=``). Hashable: streams of the same
+    scope share one test per frame (docs/design.md §6)."""
+
+    scope: ProjectScope
+    only: frozenset[str] | None = None
+
+    def __call__(self, project_id: str) -> bool:
+        if self.only is not None and project_id not in self.only:
+            return False
+        return self.scope.matches(project_id)
+
+    @property
+    def is_everything(self) -> bool:
+        return self.only is None and self.scope.is_everything

@@ -60,7 +60,7 @@ class TokenRecord:
         return record, token.token
 
     def principal(self) -> Principal:
-        return Principal(self.name, self.role, self.scope, self.expires_at)
+        return Principal(self.name, self.role, self.scope, self.expires_at, self.id)
 
     def authenticate(self, presented: minted.PresentedToken, now: float | None = None) -> Principal:
         """The principal, if ``presented`` is this token's and it has not expired."""

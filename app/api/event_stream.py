@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.api.stream_lifetime import TokenLifetime
 from app.broadcast import Subscription, body_message
 from app.sync import ClusterState
 
@@ -121,6 +122,8 @@ class EventStream(Response):
     a ``Content-Length``: HTTP/1.0 has no chunked encoding and uvicorn's default parser
     would chunk an open-ended body. An SSE client reconnects after ``retry`` with its
     ``Last-Event-ID`` and so still sees every change.
+
+    With a ``lifetime``, the stream ends cleanly when its token does.
     """
 
     media_type = "text/event-stream"
@@ -132,6 +135,7 @@ class EventStream(Response):
         *,
         state: ClusterState,
         send_timeout: float,
+        lifetime: TokenLifetime | None = None,
     ) -> None:
         # Response's own __init__ would render a body; this one is written as it goes.
         self.background: BackgroundTask | None = None
@@ -140,6 +144,8 @@ class EventStream(Response):
         self.first = first
         self.send_timeout = send_timeout
         self.state = state
+        self.lifetime = lifetime
+        self._client = "?"
         self._task: asyncio.Task | None = None
         self.aborted = False
         self._ended = False
@@ -195,7 +201,7 @@ class EventStream(Response):
     async def _start(self, scope: Scope, send: Send) -> bool:
         """Headers and first frames, then the subscription takes over; False (and the
         subscriber dropped) when they could not be sent within the send timeout."""
-        client = "%s:%s" % (scope.get("client") or ("?", 0))
+        client = self._client = "%s:%s" % (scope.get("client") or ("?", 0))
         try:
             async with asyncio.timeout(self.send_timeout):
                 await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
@@ -215,7 +221,21 @@ class EventStream(Response):
             on_stalled=self._stalled,
             client=client,
         )
+        if self.lifetime is not None:
+            self.lifetime.bind(self._token_ended)
         return True
+
+    def _token_ended(self, why: str) -> None:
+        if self._ended or self.subscription.dropped:
+            return
+        assert self.lifetime is not None
+        log.info(
+            "ended the stream of %s (%s): its token %s",
+            self._client,
+            self.lifetime.principal.name,
+            why,
+        )
+        self.state.end(self.subscription)
 
     def _abort(self) -> None:
         if not self.aborted and self._task is not None:
@@ -228,5 +248,7 @@ class EventStream(Response):
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
+            if self.lifetime is not None:
+                self.lifetime.release()
             self.subscription.release()
             self.state.unsubscribe(self.subscription)

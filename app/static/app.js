@@ -7,8 +7,8 @@
 // for the event stream: EventSource cannot set headers, so that one URL carries ?token=
 // (the API takes it there and nowhere else). The page shows only what the token may do
 // (GET /v1/config/tokens/self): a reader sees no editing, only an admin of every project
-// sees the Tokens panel, and a token scoped to some projects, which the event stream
-// does not take yet, follows the project list with ?waitRevision= instead.
+// sees the Tokens panel, and a token scoped to some projects gets a stream of only those
+// (the instance filters it). A stream ends with its token: the page then logs out.
 "use strict";
 
 const API = "/v1/config";
@@ -20,14 +20,11 @@ const EVENT_TYPES = ["snapshot", "project.put", "project.delete", "peers"];
 const NEVER = 253402300799;
 // setTimeout fires at once beyond this many milliseconds.
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const PEERS_POLL_MS = 5000;
 
 const state = {
   token: null,         // the session's token (null in --dev mode)
   expiresAt: 0,        // seconds since the epoch
   principal: null,     // {name, role, projects, expiresAt} of the token (null in --dev mode)
-  polling: 0,          // generation of the list-following loop (a scoped token's view)
-  peersTimer: null,
   env: null,           // GET /v1/config/env of the instance serving this page
   projects: new Map(), // id -> {doc, revision (null until known)}
   peers: [],
@@ -187,7 +184,6 @@ async function openSession(token) {
 const mayWrite = () => !state.principal || state.principal.role !== "reader";
 const mayAdmin = () => !state.principal ||
   (state.principal.role === "admin" && state.principal.projects.includes("*"));
-const seesEverything = () => !state.principal || state.principal.projects.includes("*");
 
 let expiryTimer = null;
 
@@ -209,11 +205,9 @@ function startDashboard(token, expiresAt, principal) {
   resetView();
   renderWho();
   $("#new-project").hidden = !mayWrite();
-  $("#pause").hidden = !seesEverything();
   $("#tokens-card").hidden = !mayAdmin();
   if (mayAdmin()) loadTokens();
-  if (seesEverything()) connect();
-  else followList();
+  connect();
 }
 
 function renderWho() {
@@ -225,7 +219,6 @@ function renderWho() {
 
 function logout(message) {
   clearTimeout(expiryTimer);
-  stopFollowing();
   hideMinted();
   closeStream();
   clearTimeout(state.reconnectTimer);
@@ -334,82 +327,6 @@ async function scheduleReconnect() {
   if (state.source === null || state.source.readyState !== EventSource.CLOSED) return;
   setConnection("reconnecting", `${reconnectingText()}: ${reason}`);
   logLine("ev-conn", "refused", null, `${reason}; next try in ${(delay / 1000).toFixed(1)} s`);
-}
-
-// --- a scoped token's view: the project list, followed with ?waitRevision= ---------------
-//
-// Each answer is the list of this token's projects at the cluster's revision R; the next
-// request waits for R + 1 (or times out with 504 and is sent again).
-
-function followList() {
-  const generation = ++state.polling;
-  setConnection("connecting", "loading this token's projects…");
-  followLoop(generation);
-  refreshPeers();
-  state.peersTimer = setInterval(refreshPeers, PEERS_POLL_MS);
-}
-
-function stopFollowing() {
-  state.polling += 1;
-  clearInterval(state.peersTimer);
-  state.peersTimer = null;
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function followLoop(generation) {
-  let revision = null;
-  while (generation === state.polling) {
-    try {
-      const query = revision === null ? "" : `?waitRevision=${revision + 1}`;
-      const response = await api("GET", `/projects${query}`);
-      if (generation !== state.polling) return;
-      if (response.status === 504) continue;
-      if (!response.ok) {
-        setConnection("reconnecting", `retrying: ${await errorOf(response)}`);
-        await sleep(2000);
-        continue;
-      }
-      const list = await response.json();
-      onList(list, revision === null);
-      revision = list.revision;
-      setConnection("connected", `connected · this token's projects, at revision ${revision}`);
-    } catch (error) {
-      if (error instanceof ApiError) return; // logged out
-      setConnection("reconnecting", "retrying: the instance does not answer");
-      await sleep(2000);
-    }
-  }
-}
-
-function onList(list, first) {
-  const before = state.projects;
-  const next = new Map(list.projects.map((doc) => [doc.id, { doc, revision: null }]));
-  const changed = list.projects.filter((doc) => {
-    const old = before.get(doc.id);
-    return !old || canonical(old.doc) !== canonical(doc);
-  }).map((doc) => doc.id);
-  const gone = [...before.keys()].filter((id) => !next.has(id));
-  state.projects = next;
-  state.newest = Math.max(state.newest, list.revision);
-  if (first) {
-    const count = next.size === 1 ? "1 project" : `${next.size} projects`;
-    logLine("ev-snapshot", "list", list.revision, `${count} this token may read`);
-  }
-  else if (changed.length || gone.length) {
-    const parts = [changed.length ? `changed: ${changed.join(", ")}` : "", gone.length ? `gone: ${gone.join(", ")}` : ""];
-    logLine("ev-put", "list", list.revision, parts.filter(Boolean).join(" · "));
-  }
-  renderProjects();
-  for (const id of changed) if (!first) noteEditedProjectChanged(id, list.revision, false);
-  for (const id of gone) noteEditedProjectChanged(id, list.revision, true);
-}
-
-async function refreshPeers() {
-  try {
-    const response = await api("GET", "/peers");
-    if (response.ok) onPeers((await response.json()).peers, true);
-  } catch (_) { /* the list loop reports the connection */ }
 }
 
 function togglePause() {

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import orjson
 
-from app.broadcast import Subscription
+from app.broadcast import Sees, Subscription
 from app.metrics import Metrics
 from app.stores.base import ProjectChange, ProjectListing, StoredProject
 from app.sync import frames
@@ -26,6 +26,10 @@ from app.sync.stream import Clock, EventStream
 log = logging.getLogger("space_cloud.sync")
 
 NOT_SYNCED = "the first sync with the store has not finished"
+
+#: Scoped snapshots kept between changes (one per distinct scope); beyond this many
+#: scopes the oldest are rebuilt on demand.
+SCOPED_SNAPSHOTS_KEPT = 256
 
 
 class ClusterState:
@@ -63,6 +67,7 @@ class ClusterState:
         self._projects_array: bytes | None = None
         self._list_body: bytes | None = None
         self._snapshot_frame: bytes | None = None
+        self._scoped_snapshots: dict[Sees, bytes] = {}
         self._peers_frame: bytes | None = None
 
     # --- applying what the store says -------------------------------------------------
@@ -110,7 +115,7 @@ class ClusterState:
             del self.projects[change.id]
             frame = frames.project_delete_frame(change.revision, change.id)
         self._advance(change.revision)
-        self.events.change(change.revision, frame)
+        self.events.change(change.revision, frame, change.id)
         return True
 
     def _advance(self, revision: int) -> None:
@@ -140,6 +145,7 @@ class ClusterState:
             log_membership(log, self._peers, peers)
         self._peers = peers
         self._snapshot_frame = None
+        self._scoped_snapshots.clear()
         self._peers_frame = None
         self.events.peers_changed(joined_or_left)
 
@@ -174,6 +180,24 @@ class ClusterState:
             )
         return self._snapshot_frame
 
+    def scoped_snapshot_frame(self, sees: Sees) -> bytes:
+        """The snapshot of the projects ``sees`` allows; the revision stays the cluster's
+        (a resume from it misses nothing), and the peers are everyone's."""
+        frame = self._scoped_snapshots.get(sees)
+        if frame is None:
+            shown = [project for project in self.projects.values() if sees(project.id)]
+            frame = frames.snapshot_frame(
+                self.revision,
+                b"[%s]" % b",".join(project.value for project in shown),
+                orjson.dumps({project.id: project.revision for project in shown}),
+                orjson.dumps(self._peers),
+                self.retry_ms,
+            )
+            if len(self._scoped_snapshots) >= SCOPED_SNAPSHOTS_KEPT:
+                del self._scoped_snapshots[next(iter(self._scoped_snapshots))]
+            self._scoped_snapshots[sees] = frame
+        return frame
+
     def peers_frame(self) -> bytes:
         if self._peers_frame is None:
             self._peers_frame = frames.peers_frame(orjson.dumps(self._peers))
@@ -193,8 +217,13 @@ class ClusterState:
 
     # --- the stream, as the API uses it ------------------------------------------------
 
-    def subscribe(self, last_event_id: int | None) -> tuple[Subscription, list[bytes]]:
-        return self.events.subscribe(last_event_id)
+    def subscribe(
+        self, last_event_id: int | None, sees: Sees | None = None
+    ) -> tuple[Subscription, list[bytes]]:
+        return self.events.subscribe(last_event_id, sees)
+
+    def end(self, subscription: Subscription) -> None:
+        self.events.end(subscription)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.events.unsubscribe(subscription)
@@ -220,6 +249,7 @@ class ClusterState:
             self._projects_array = None
         self._list_body = None
         self._snapshot_frame = None
+        self._scoped_snapshots.clear()
 
 
 def difference(

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from app.broadcast import Broadcaster, Subscription
+from app.broadcast import Broadcaster, Sees, Subscription
 from app.metrics import Metrics
 from app.sync.frames import PING_FRAME, retry_frame
 
@@ -51,6 +51,8 @@ class Frames(Protocol):
 
     def snapshot_frame(self) -> bytes: ...
 
+    def scoped_snapshot_frame(self, sees: Sees) -> bytes: ...
+
     def peers_frame(self) -> bytes: ...
 
 
@@ -74,7 +76,8 @@ class EventStream:
         self._clock = clock or LoopClock()
         self._retry_ms = retry_ms
         self._coalesce_seconds = peers_coalesce_seconds
-        self._history: deque[tuple[int, bytes]] = deque(maxlen=history_size)
+        #: (revision, project id, frame) of the latest changes.
+        self._history: deque[tuple[int, str, bytes]] = deque(maxlen=history_size)
         # The history holds every change after this revision.
         self._history_floor = 0
         self._peers_published_at: float | None = None
@@ -84,12 +87,12 @@ class EventStream:
         """The first listing: a resume from before it gets a snapshot."""
         self._history_floor = revision
 
-    def change(self, revision: int, frame: bytes) -> None:
-        """One project change, in revision order: kept for resumes and sent."""
+    def change(self, revision: int, frame: bytes, project_id: str) -> None:
+        """One change of ``project_id``, in revision order: kept for resumes and sent."""
         if len(self._history) == self._history.maxlen:
             self._history_floor = max(self._history_floor, self._history[0][0])
-        self._history.append((revision, frame))
-        self._publish(frame, revision)
+        self._history.append((revision, project_id, frame))
+        self._publish(frame, revision, project_id)
 
     def peers_changed(self, joined_or_left: bool) -> None:
         """Joins and leaves go out at once; applied-revision updates (every instance
@@ -111,20 +114,30 @@ class EventStream:
 
     # --- subscribers ------------------------------------------------------------------
 
-    def subscribe(self, last_event_id: int | None) -> tuple[Subscription, list[bytes]]:
-        """A new subscription and the frames that must come first.
+    def subscribe(
+        self, last_event_id: int | None, sees: Sees | None = None
+    ) -> tuple[Subscription, list[bytes]]:
+        """A new subscription and the frames that must come first; ``sees``: the only
+        projects it gets (None: every project).
 
         No resume id, or one older than the history: a ``snapshot``. Otherwise every
         change after it from the history, then the current peers. Runs without awaiting,
         so nothing can slip between the first frames and the live queue.
         """
         if last_event_id is None or last_event_id < self._history_floor:
-            subscription = self.broadcaster.subscribe()
-            first = [self._frames.snapshot_frame()]
+            subscription = self.broadcaster.subscribe(sees=sees)
+            if sees is None:
+                first = [self._frames.snapshot_frame()]
+            else:
+                first = [self._frames.scoped_snapshot_frame(sees)]
         else:
-            subscription = self.broadcaster.subscribe(skip_through=last_event_id)
+            subscription = self.broadcaster.subscribe(skip_through=last_event_id, sees=sees)
             first = [retry_frame(self._retry_ms)]
-            first += [frame for revision, frame in self._history if revision > last_event_id]
+            first += [
+                frame
+                for revision, project_id, frame in self._history
+                if revision > last_event_id and (sees is None or sees(project_id))
+            ]
             first.append(self._frames.peers_frame())
         self._metrics.sse_subscribers.set(len(self.broadcaster))
         return subscription, first
@@ -132,6 +145,11 @@ class EventStream:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.broadcaster.unsubscribe(subscription)
         self._metrics.sse_subscribers.set(len(self.broadcaster))
+
+    def end(self, subscription: Subscription) -> None:
+        """End one stream cleanly (its token expired or was revoked)."""
+        subscription.close()
+        self.unsubscribe(subscription)
 
     def drop_stalled(self, subscription: Subscription) -> None:
         """A send to this subscriber timed out: it is gone (counted once, however found)."""
@@ -149,9 +167,9 @@ class EventStream:
         self._peers_published_at = self._clock.time()
         self._publish(self._frames.peers_frame(), 0)
 
-    def _publish(self, frame: bytes, revision: int) -> None:
+    def _publish(self, frame: bytes, revision: int, project_id: str | None = None) -> None:
         dropped_before = self.broadcaster.dropped_total
-        receivers = self.broadcaster.publish(frame, revision)
+        receivers = self.broadcaster.publish(frame, revision, project_id)
         self._metrics.sse_events_sent.inc(receivers)
         if self.broadcaster.dropped_total != dropped_before:
             self._metrics.sse_dropped.inc(self.broadcaster.dropped_total - dropped_before)

@@ -40,6 +40,8 @@ class AppliedTokens:
         self._records: dict[str, TokenRecord] = {}
         self._raw: dict[str, bytes] = {}
         self._changed = asyncio.Event()
+        #: What to call when a token's record goes (or changes): its open streams end.
+        self._on_gone: dict[str, set[Callable[[], None]]] = {}
 
     def apply(self, raw: Mapping[str, bytes]) -> None:
         """Take the full map ``token id -> stored record``."""
@@ -51,7 +53,15 @@ class AppliedTokens:
             record = _checked(token_id, value, already_logged=self._raw.get(token_id) == value)
             if record is not None:
                 records[token_id] = record
+        gone = [
+            token_id
+            for token_id in self._on_gone
+            if records.get(token_id) is not self._records.get(token_id)
+        ]
         self._records, self._raw = records, dict(raw)
+        for token_id in gone:
+            for callback in self._on_gone.pop(token_id):
+                callback()
         self.synced.set()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -71,6 +81,22 @@ class AppliedTokens:
         if record is None:
             raise TokenRefused("the token is not valid: it was revoked or never minted here")
         return record.authenticate(presented)
+
+    def when_gone(self, token_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once the record of ``token_id`` is revoked or replaced (at
+        once if it is already gone); returns what cancels that."""
+        if token_id not in self._records:
+            callback()
+            return _nothing
+        callbacks = self._on_gone.setdefault(token_id, set())
+        callbacks.add(callback)
+
+        def cancel() -> None:
+            callbacks.discard(callback)
+            if not callbacks and self._on_gone.get(token_id) is callbacks:
+                del self._on_gone[token_id]
+
+        return cancel
 
     def get(self, token_id: str) -> TokenRecord | None:
         return self._records.get(token_id)
@@ -92,6 +118,10 @@ class AppliedTokens:
             except TimeoutError:
                 return check()
         return True
+
+
+def _nothing() -> None:
+    pass
 
 
 def _checked(token_id: str, value: bytes, *, already_logged: bool) -> TokenRecord | None:
