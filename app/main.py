@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, events, health, login, peers, projects
+from app.api import dashboard, events, health, history, login, peers, projects
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
@@ -130,6 +130,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.store = store
     app.state.source = source
     app.state.metrics = metrics
+    if store is not None:
+        metrics.count_versions(store.version_counts)
     app.state.cluster = state
     app.state.tokens = TokenIssuer(
         settings.admin_user,
@@ -146,6 +148,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, dashboard):
+    for module in (projects, peers, events, login, health, history, dashboard):
         app.include_router(module.router)
     return app
