@@ -430,3 +430,18 @@ async def test_concurrent_writers_each_keep_a_version_and_never_prune_the_newest
         n = int(version.by.removeprefix("w"))
         assert version.value == doc("p", n)
         assert results[n].revision == version.revision
+
+
+async def test_versions_survive_reopening_the_store(open_store: OpenStore, cluster: str) -> None:
+    store = await open_store(cluster)
+    odd = b'{"id":"p","n":1e16,"s":"\\u2028 \xc3\xa9 : #","x":[true,null,-0.5]}'
+    put = await store.put_project("p", odd, None, stamp("alice"))
+    deleted = await store.delete_project("p", None, stamp("bob"))
+    before = await store.list_versions("p", limit=10)
+    await store.close()
+
+    reopened = await open_store(cluster)
+    assert await reopened.list_versions("p", limit=10) == before
+    version = await reopened.get_version("p", put.revision)
+    assert version is not None and version.value == odd  # the very bytes
+    assert [v.revision for v in before] == [deleted, put.revision]

@@ -221,8 +221,26 @@ def decode_version(project_id: str, revision: int, raw: bytes) -> Version | None
     texts = [record.get(name) for name in ("at", "by", "node")]
     if not all(isinstance(text, str) for text in texts):
         return None
-    value = orjson.dumps(project) if project is not None else None
+    value = _project_bytes(raw, project) if project is not None else None
     return Version(project_id, revision, record["op"], *texts, value=value)  # type: ignore[arg-type]
+
+
+_PROJECT_FIELD = b',"project":'
+
+
+def _project_bytes(raw: bytes, project: Any) -> bytes:
+    """The project's JSON exactly as written: :func:`encode_version` puts it last, after
+    fields whose quotes are escaped, so the first ``,"project":`` is the field's. A record
+    laid out otherwise (another tool's) gets its project re-encoded."""
+    start = raw.find(_PROJECT_FIELD)
+    if start >= 0 and raw.endswith(b"}"):
+        exact = raw[start + len(_PROJECT_FIELD) : -1]
+        try:
+            if orjson.loads(exact) == project:
+                return exact
+        except orjson.JSONDecodeError:
+            pass
+    return orjson.dumps(project)
 
 
 @dataclass
