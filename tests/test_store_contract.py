@@ -445,3 +445,21 @@ async def test_versions_survive_reopening_the_store(open_store: OpenStore, clust
     version = await reopened.get_version("p", put.revision)
     assert version is not None and version.value == odd  # the very bytes
     assert [v.revision for v in before] == [deleted, put.revision]
+
+
+@distributed
+async def test_foreign_keys_under_the_history_are_skipped_not_fatal(
+    store: Store, server: Any, backend: str, cluster: str
+) -> None:
+    """Another tool's keys and values under a project's history neither break a write nor
+    show up as versions (a key that is not a slot is also never pruned)."""
+    prefix = f"sc/history/{cluster}/p/"
+    foreign = {prefix + "zz-not-a-slot": "x", prefix + "9".zfill(20): '{"op":"launch"}'}
+    for key, value in foreign.items():
+        if backend == "etcd":
+            server.etcdctl("put", key, value)
+        else:
+            assert server.api("PUT", f"/v1/kv/{key}", content=value.encode()).status_code == 200
+    put = await store.put_project("p", doc("p"))
+    assert [v.revision for v in await store.list_versions("p", limit=10)] == [put.revision]
+    assert await store.get_version("p", put.revision) is not None

@@ -251,11 +251,32 @@ class VersionCounts:
     pruned: int = 0
 
 
-def versions_to_prune(names: list[str], keep: int, writing: int = 1) -> list[str]:
-    """The oldest of ``names`` (sorted oldest first) beyond the newest ``keep``, once
-    ``writing`` more are written; at most :data:`MAX_PRUNED_PER_WRITE`."""
-    excess = len(names) + writing - keep
-    return names[: max(0, min(excess, MAX_PRUNED_PER_WRITE))]
+#: Digits of a version slot, so that key order is slot order (see ``app.stores.etcd.history``).
+SLOT_DIGITS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """The slot a write's version takes, and the old versions its write prunes (names
+    under the project's history prefix)."""
+
+    slot: str
+    pruned: list[str]
+
+
+def plan_slot(names: list[str], keep: int) -> SlotPlan:
+    """The slot after the newest of ``names`` (the project's version key names), and the
+    oldest beyond the newest ``keep`` once it is written (at most
+    :data:`MAX_PRUNED_PER_WRITE`). A name that is not a slot (another tool's) is left alone."""
+    slots = sorted(name for name in names if _is_slot(name))
+    newest = int(slots[-1]) if slots else 0
+    excess = len(slots) + 1 - keep
+    pruned = slots[: max(0, min(excess, MAX_PRUNED_PER_WRITE))]
+    return SlotPlan(str(newest + 1).zfill(SLOT_DIGITS), pruned)
+
+
+def _is_slot(name: str) -> bool:
+    return len(name) == SLOT_DIGITS and name.isdigit()
 
 
 @runtime_checkable

@@ -24,10 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.stores.base import Version, decode_version, history_prefix, versions_to_prune
+from app.stores.base import Version, decode_version, history_prefix, plan_slot
 from app.stores.consul.client import ClientSource, entry_value, kv_path
-
-SLOT_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +59,10 @@ class ConsulHistory:
         response = await self._client().request(
             "GET", kv_path(prefix), params={"keys": ""}, expect=(200, 404)
         )
-        keys = sorted(response.json() or []) if response.status == 200 else []
-        newest = int(keys[-1][len(prefix) :]) if keys else 0
-        slot = prefix + str(newest + 1).zfill(SLOT_DIGITS)
-        return VersionSlot(slot, versions_to_prune(keys, self.keep))
+        keys = response.json() if response.status == 200 else []
+        names = [key[len(prefix) :] for key in keys or [] if isinstance(key, str)]
+        plan = plan_slot(names, self.keep)
+        return VersionSlot(prefix + plan.slot, [prefix + name for name in plan.pruned])
 
     async def slot_taken(self, slot: VersionSlot) -> bool:
         response = await self._client().request("GET", kv_path(slot.key), expect=(200, 404))

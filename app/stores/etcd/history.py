@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from app.stores.base import Version, decode_version, history_prefix, versions_to_prune
+from app.stores.base import Version, decode_version, history_prefix, plan_slot
 from app.stores.etcd.client import EtcdClient
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _CREATE = rpc.Compare.CompareTarget.CREATE
 _DESCEND = rpc.RangeRequest.SortOrder.DESCEND
 _BY_MOD = rpc.RangeRequest.SortTarget.MOD
-SLOT_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +71,15 @@ class EtcdHistory:
         """The slot after the newest version, and the versions a write there prunes."""
         prefix = self._prefix(project_id)
         listing = await self._client.range(prefix, prefix_range_end(prefix), keys_only=True)
-        keys = [kv.key for kv in listing.kvs]  # key order: slot order
-        newest = int(keys[-1][len(prefix) :]) if keys else 0
-        slot = prefix + str(newest + 1).zfill(SLOT_DIGITS).encode()
-        return VersionSlot(slot, versions_to_prune(keys, self.keep))
+        names = [kv.key[len(prefix) :].decode(errors="replace") for kv in listing.kvs]
+        plan = plan_slot(names, self.keep)
+        return VersionSlot(
+            prefix + plan.slot.encode(), [prefix + name.encode() for name in plan.pruned]
+        )
 
     async def list(self, project_id: str, limit: int, before: int | None) -> list[Version]:
+        if before is not None and before <= 1:
+            return []  # etcd reads max_mod_revision 0 as "no bound"
         prefix = self._prefix(project_id)
         request = rpc.RangeRequest(
             key=prefix,
@@ -85,10 +87,8 @@ class EtcdHistory:
             limit=limit,
             sort_order=_DESCEND,
             sort_target=_BY_MOD,
-            max_mod_revision=0 if before is None else max(before - 1, 0),
+            max_mod_revision=0 if before is None else before - 1,
         )
-        if before is not None and before <= 1:
-            return []
         response = await self._client.range_request(request)
         return _versions(project_id, response)
 
