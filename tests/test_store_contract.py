@@ -463,3 +463,34 @@ async def test_foreign_keys_under_the_history_are_skipped_not_fatal(
     put = await store.put_project("p", doc("p"))
     assert [v.revision for v in await store.list_versions("p", limit=10)] == [put.revision]
     assert await store.get_version("p", put.revision) is not None
+
+
+@distributed
+async def test_writes_interleaved_across_instances_keep_revision_order(
+    open_store: OpenStore, cluster: str
+) -> None:
+    """An instance whose own last version was superseded, or pruned, by another's writes
+    still puts its next version after theirs, and prunes only the oldest."""
+    a = await open_store(cluster, keep_versions=2)
+    b = await open_store(cluster, keep_versions=2)
+    written: list[int] = []
+
+    async def check() -> None:
+        for store in (a, b):
+            versions = await store.list_versions("p", limit=10)
+            assert [v.revision for v in versions] == written[::-1][:2]
+
+    written.append((await a.put_project("p", doc("p", 0))).revision)
+    written.append((await b.put_project("p", doc("p", 1))).revision)
+    await check()
+    written.append((await a.put_project("p", doc("p", 2))).revision)  # its next slot taken
+    await check()
+    for n in (3, 4, 5):
+        written.append((await b.put_project("p", doc("p", n))).revision)
+    await check()
+    written.append(await a.delete_project("p"))  # its last version pruned meanwhile
+    await check()
+    written.append((await b.put_project("p", doc("p", 7))).revision)
+    await check()
+    versions = await a.list_versions("p", limit=10)
+    assert [v.value for v in versions] == [doc("p", 7), None]

@@ -268,14 +268,14 @@ def plan_slot(names: list[str], keep: int) -> SlotPlan:
     """The slot after the newest of ``names`` (the project's version key names), and the
     oldest beyond the newest ``keep`` once it is written (at most
     :data:`MAX_PRUNED_PER_WRITE`). A name that is not a slot (another tool's) is left alone."""
-    slots = sorted(name for name in names if _is_slot(name))
+    slots = sorted(name for name in names if is_slot(name))
     newest = int(slots[-1]) if slots else 0
     excess = len(slots) + 1 - keep
     pruned = slots[: max(0, min(excess, MAX_PRUNED_PER_WRITE))]
     return SlotPlan(str(newest + 1).zfill(SLOT_DIGITS), pruned)
 
 
-def _is_slot(name: str) -> bool:
+def is_slot(name: str) -> bool:
     return len(name) == SLOT_DIGITS and name.isdigit()
 
 
@@ -386,11 +386,12 @@ ETCD_VALUE_LIMIT = 785_408
 #: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
 #: body Consul caps at ``txn_max_req_len`` (512 KiB) with every value base64-encoded in
 #: it, the project twice (beside its version). Measured on Consul 1.8.7
-#: (tests/test_store_consul.py checks it): 196 102 bytes is
+#: (tests/test_store_consul.py checks it): 196 023 bytes is
 #: the largest project the largest transaction takes (63-character ids, the longest
-#: author and node id, a cas index, the deletion mark's delete and 16 pruned versions);
-#: a few bytes below it leave room for the widest cas index and Flags.
-CONSUL_VALUE_LIMIT = 196_096
+#: author and node id, a cas index, the deletion mark's delete, the check of the last
+#: version and 16 pruned versions); a few bytes below it leave room for the widest cas
+#: index and Flags.
+CONSUL_VALUE_LIMIT = 196_016
 
 
 def projects_prefix(cluster_id: str) -> str:

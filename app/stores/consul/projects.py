@@ -97,8 +97,9 @@ class ConsulProjects:
                 raise ValueTooLarge(len(value), limit) from None
             if results is not None:
                 entry = _entry(results, key)
+                self.history.written(slot, entry["ModifyIndex"])
                 return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
-            if await self.history.slot_taken(slot):
+            if await self._lost_slot(slot):
                 continue
             assert expected is not None
             raise RevisionMismatch(project_id, expected, await self._current(project_id))
@@ -116,14 +117,24 @@ class ConsulProjects:
             ops = [_kv("check-index", key, Index=cas), _kv("delete", key), _kv("set", mark)]
             results = await self._versioned_txn(ops, slot, record)
             if results is not None:
-                return _entry(results, mark)["ModifyIndex"]
-            if await self.history.slot_taken(slot):
+                revision: int = _entry(results, mark)["ModifyIndex"]
+                self.history.written(slot, revision)
+                return revision
+            if await self._lost_slot(slot):
                 continue
             actual = await self._existing(project_id)
             if expected is not None:
                 raise RevisionMismatch(project_id, expected, actual)
             cas = actual
         raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
+
+    async def _lost_slot(self, slot: VersionSlot) -> bool:
+        """Whether a failed transaction failed for its version slot (plan again) rather
+        than for the project's condition."""
+        if slot.newest is not None:
+            self.history.forget(slot.project_id)  # planned from a stale last write, perhaps
+            return True
+        return await self.history.slot_taken(slot)
 
     async def _versioned_txn(
         self, ops: list[dict[str, Any]], slot: VersionSlot, record: bytes
