@@ -251,34 +251,6 @@ class VersionCounts:
     pruned: int = 0
 
 
-#: Digits of a version slot, so that key order is slot order (see ``app.stores.etcd.history``).
-SLOT_DIGITS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class SlotPlan:
-    """The slot a write's version takes, and the old versions its write prunes (names
-    under the project's history prefix)."""
-
-    slot: str
-    pruned: list[str]
-
-
-def plan_slot(names: list[str], keep: int) -> SlotPlan:
-    """The slot after the newest of ``names`` (the project's version key names), and the
-    oldest beyond the newest ``keep`` once it is written (at most
-    :data:`MAX_PRUNED_PER_WRITE`). A name that is not a slot (another tool's) is left alone."""
-    slots = sorted(name for name in names if is_slot(name))
-    newest = int(slots[-1]) if slots else 0
-    excess = len(slots) + 1 - keep
-    pruned = slots[: max(0, min(excess, MAX_PRUNED_PER_WRITE))]
-    return SlotPlan(str(newest + 1).zfill(SLOT_DIGITS), pruned)
-
-
-def is_slot(name: str) -> bool:
-    return len(name) == SLOT_DIGITS and name.isdigit()
-
-
 @runtime_checkable
 class Store(Protocol):
     """What the gateway needs of a config store; one instance per process."""
@@ -378,20 +350,20 @@ class Store(Protocol):
 MiB = 1024 * 1024
 #: etcd refuses requests over 1.5 MiB (``--max-request-bytes``), and a write's transaction
 #: carries the project twice: as the project and inside its version. Measured on etcd 3.4
-#: (tests/test_store_etcd.py checks it): 785 656 bytes is the largest project
-#: that fits the largest transaction (63-character ids, the longest author and node id,
-#: an If-Match compare and 16 pruned versions); a little below it leaves room for wider
-#: revision numbers.
+#: (tests/test_store_etcd.py checks it): 785 571 bytes is the largest project that fits
+#: the largest transaction (63-character ids, the longest author and node id, an If-Match
+#: compare, the check of the last version and 16 pruned versions); a little below it
+#: leaves room for wider revision numbers.
 ETCD_VALUE_LIMIT = 785_408
 #: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
 #: body Consul caps at ``txn_max_req_len`` (512 KiB) with every value base64-encoded in
 #: it, the project twice (beside its version). Measured on Consul 1.8.7
-#: (tests/test_store_consul.py checks it): 196 023 bytes is
-#: the largest project the largest transaction takes (63-character ids, the longest
-#: author and node id, a cas index, the deletion mark's delete, the check of the last
-#: version and 16 pruned versions); a few bytes below it leave room for the widest cas
-#: index and Flags.
-CONSUL_VALUE_LIMIT = 196_016
+#: (tests/test_store_consul.py checks it): 196 016 to 196 023 bytes (with the random
+#: Flags' width) is the largest project the largest transaction takes (63-character ids,
+#: the longest author and node id, a cas index, the deletion mark's delete, the check of
+#: the last version and 16 pruned versions); a few bytes below it leave room for the
+#: widest cas index and Flags.
+CONSUL_VALUE_LIMIT = 196_000
 
 
 def projects_prefix(cluster_id: str) -> str:

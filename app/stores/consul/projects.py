@@ -99,7 +99,7 @@ class ConsulProjects:
                 entry = _entry(results, key)
                 self.history.written(slot, entry["ModifyIndex"])
                 return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
-            if await self._lost_slot(slot):
+            if await self.history.lost(slot):
                 continue
             assert expected is not None
             raise RevisionMismatch(project_id, expected, await self._current(project_id))
@@ -120,7 +120,7 @@ class ConsulProjects:
                 revision: int = _entry(results, mark)["ModifyIndex"]
                 self.history.written(slot, revision)
                 return revision
-            if await self._lost_slot(slot):
+            if await self.history.lost(slot):
                 continue
             actual = await self._existing(project_id)
             if expected is not None:
@@ -128,21 +128,13 @@ class ConsulProjects:
             cas = actual
         raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
 
-    async def _lost_slot(self, slot: VersionSlot) -> bool:
-        """Whether a failed transaction failed for its version slot (plan again) rather
-        than for the project's condition."""
-        if slot.newest is not None:
-            self.history.forget(slot.project_id)  # planned from a stale last write, perhaps
-            return True
-        return await self.history.slot_taken(slot)
-
     async def _versioned_txn(
         self, ops: list[dict[str, Any]], slot: VersionSlot, record: bytes
     ) -> list[dict[str, Any]] | None:
         results = await self._txn([*ops, *slot.ops(_base64(record))])
         if results is not None:
             self.version_counts.written += 1
-            self.version_counts.pruned += len(slot.pruned)
+            self.version_counts.pruned += len(slot.plan.pruned)
         return results
 
     async def watch(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:

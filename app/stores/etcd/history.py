@@ -1,20 +1,10 @@
 """A project's versions in etcd, written in the same transaction as the write.
 
-A version lives at ``sc/history/<cluster>/<project>/<slot>`` (docs/design.md,
-"Versions"). Its revision is the write's revision, which etcd assigns only when it
-applies the transaction, so no key can be named by it beforehand. The key is named by a
-*slot* known before: the project's next sequence number (20 digits, so that key order is
-slot order), and the transaction also asks that the slot be free. The version's revision
-is its key's own ``mod_revision``: the same transaction wrote it, so it is exactly the
-write's revision, on every member and after any compaction (the key is ordinary data).
-
-A slot is taken only after the one before it exists, so slot order is revision order;
-two writers that picked the same slot cannot both commit: the loser lists again and
-takes the next one. The slot's listing also names what to prune: the oldest beyond the
-newest ``keep`` (at most :data:`~app.stores.base.MAX_PRUNED_PER_WRITE`), deleted in the
-same transaction. As the transaction commits only while its slot is free, the listing it
-was computed from still held the newest versions then: a prune never deletes one of the
-newest ``keep``, whatever other writers do.
+Where a version goes, and why its key is a slot rather than its revision, is in
+:mod:`app.stores.slots`. On etcd the transaction compares the slot's ``create_revision``
+with 0 (free), and every key a transaction writes gets the transaction's revision, so the
+version key's own ``mod_revision`` *is* the write's revision, on every member and after
+any compaction (the key is ordinary data). etcd sorts and filters versions by it itself.
 """
 
 from __future__ import annotations
@@ -24,36 +14,53 @@ from dataclasses import dataclass
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from app.stores.base import Version, decode_version, history_prefix, plan_slot
+from app.stores.base import Version, decode_version, history_prefix
 from app.stores.etcd.client import EtcdClient
+from app.stores.slots import SlotPlan, SlotPlanner
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _CREATE = rpc.Compare.CompareTarget.CREATE
+_MOD = rpc.Compare.CompareTarget.MOD
 _DESCEND = rpc.RangeRequest.SortOrder.DESCEND
 _BY_MOD = rpc.RangeRequest.SortTarget.MOD
 
 
 @dataclass(frozen=True, slots=True)
 class VersionSlot:
-    """Where a write's version goes, and the old versions its transaction prunes."""
+    """A slot plan as etcd keys, compares and transaction ops."""
 
-    key: bytes
-    pruned: list[bytes]
+    plan: SlotPlan
+    prefix: bytes
+
+    @property
+    def key(self) -> bytes:
+        return self.prefix + self.plan.slot.encode()
 
     def ops(self, record: bytes) -> list[rpc.RequestOp]:
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=self.key, value=record))
         deletes = [
-            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-            for key in self.pruned
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._key(slot)))
+            for slot in self.plan.pruned
         ]
         return [put, *deletes]
 
-    def is_free(self) -> rpc.Compare:
-        return rpc.Compare(result=_EQUAL, target=_CREATE, key=self.key, create_revision=0)
+    def compares(self) -> list[rpc.Compare]:
+        """The slot is free and, planned from a last write, that version is unchanged."""
+        free = rpc.Compare(result=_EQUAL, target=_CREATE, key=self.key, create_revision=0)
+        if self.plan.newest is None:
+            return [free]
+        slot, revision = self.plan.newest
+        unchanged = rpc.Compare(
+            result=_EQUAL, target=_MOD, key=self._key(slot), mod_revision=revision
+        )
+        return [free, unchanged]
 
     def taken(self) -> rpc.RequestOp:
         """For a transaction's failure branch: read the slot, to tell a lost race."""
         return rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key, keys_only=True))
+
+    def _key(self, slot: str) -> bytes:
+        return self.prefix + slot.encode()
 
 
 class EtcdHistory:
@@ -62,20 +69,31 @@ class EtcdHistory:
     def __init__(self, client: EtcdClient, cluster_id: str, keep: int) -> None:
         self._client = client
         self._cluster_id = cluster_id
-        self.keep = keep
+        self.planner = SlotPlanner(keep)
 
     def _prefix(self, project_id: str) -> bytes:
         return history_prefix(self._cluster_id, project_id).encode()
 
     async def next_slot(self, project_id: str) -> VersionSlot:
-        """The slot after the newest version, and the versions a write there prunes."""
+        """Where the project's next version goes (see :mod:`app.stores.slots`)."""
         prefix = self._prefix(project_id)
-        listing = await self._client.range(prefix, prefix_range_end(prefix), keys_only=True)
-        names = [kv.key[len(prefix) :].decode(errors="replace") for kv in listing.kvs]
-        plan = plan_slot(names, self.keep)
-        return VersionSlot(
-            prefix + plan.slot.encode(), [prefix + name.encode() for name in plan.pruned]
-        )
+        plan = self.planner.remembered(project_id)
+        if plan is None:
+            listing = await self._client.range(prefix, prefix_range_end(prefix), keys_only=True)
+            names = [kv.key[len(prefix) :].decode(errors="replace") for kv in listing.kvs]
+            plan = self.planner.from_listing(project_id, names)
+        return VersionSlot(plan, prefix)
+
+    def lost(self, slot: VersionSlot, response: rpc.TxnResponse) -> bool:
+        """Whether a failed transaction (its failure branch: the project's range, then the
+        slot's) failed for its slot (plan again) rather than the project's condition."""
+        if slot.plan.newest is not None:
+            self.planner.forget(slot.plan.project_id)  # planned from a stale last write, perhaps
+            return True
+        return bool(response.responses[1].response_range.kvs)
+
+    def written(self, slot: VersionSlot, revision: int) -> None:
+        self.planner.written(slot.plan, revision)
 
     async def list(self, project_id: str, limit: int, before: int | None) -> list[Version]:
         if before is not None and before <= 1:

@@ -39,7 +39,7 @@ from app.stores.base import (
 from app.stores.etcd.client import EtcdClient
 from app.stores.etcd.config import EtcdConfig
 from app.stores.etcd.errors import LeaseNotFound, RequestTooLarge
-from app.stores.etcd.history import EtcdHistory, VersionSlot
+from app.stores.etcd.history import EtcdHistory
 
 log = logging.getLogger("space_cloud.stores.etcd")
 
@@ -181,21 +181,19 @@ class EtcdStore:
         for _ in range(SLOT_ATTEMPTS):
             slot = await self._history.next_slot(project_id)
             request = rpc.TxnRequest(
-                compare=[*compare, slot.is_free()],
+                compare=[*compare, *slot.compares()],
                 success=[*ops, *slot.ops(record)],
                 failure=[get, slot.taken()],
             )
             response = await self._client.txn(request, idempotent=idempotent)
             if response.succeeded:
-                self._count(slot)
+                self._history.written(slot, response.header.revision)
+                self.version_counts.written += 1
+                self.version_counts.pruned += len(slot.plan.pruned)
                 return response
-            if not _slot_taken(response):
+            if not self._history.lost(slot, response):
                 return response
         raise StoreUnavailable(f"project {project_id!r} kept changing while writing it")
-
-    def _count(self, slot: VersionSlot) -> None:
-        self.version_counts.written += 1
-        self.version_counts.pruned += len(slot.pruned)
 
     # --- versions -----------------------------------------------------------------
 
@@ -323,11 +321,6 @@ def _revision_is(key: bytes, expected_revision: int) -> rpc.Compare:
 
 def _get(key: bytes) -> rpc.RequestOp:
     return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
-
-
-def _slot_taken(response: rpc.TxnResponse) -> bool:
-    """Whether a failed versioned transaction lost its slot to another writer."""
-    return bool(response.responses[1].response_range.kvs)
 
 
 def _found_revision(response: rpc.TxnResponse) -> int | None:
