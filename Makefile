@@ -1,29 +1,66 @@
-# One command to run the gateway on the local store, one to run every test.
+# One command to run the gateway on the local store, one to run every test, one fast tier.
+# Every install comes from the hashed locks; `make lock` regenerates them from pyproject.toml.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install --quiet --require-hashes
+# The tests that need no etcd, Consul, browser, wrk or root (markers: tests/conftest.py).
+FAST   := not (etcd or consul or browser or wrk or root)
+# `make audit` fails when the vulnerability database is unreachable; `make test` only
+# says so loudly (CI machines may reach no more than the package index).
+AUDIT_UNREACHABLE ?= fail
 
-.PHONY: run test install install-test stores deps lint bench clean
+.PHONY: run test check install install-test lock lint audit minimums stores deps bench clean
 
 run: install .env ## install, then run the gateway on the local store (config.yaml)
 	$(BIN)/space-cloud run
 
-test: install-test deps lint ## install everything the tests need (etcd, Consul included), run them all
+test: AUDIT_UNREACHABLE = warn
+test: install-test deps lint audit minimums ## install everything (etcd, Consul included), run it all
 	$(BIN)/pytest
+
+# Four workers, a file each at a time: the fast tier mostly waits on the gateway processes
+# it starts, and a file's module fixtures (tests/test_cli.py starts every failing case at
+# once) then run once, not once per worker.
+check: lint ## the fast tier: lint, then every test that needs no server, browser, wrk or root
+	$(BIN)/pytest -n 4 --dist loadfile -m "$(FAST)"
 
 install: $(BIN)/space-cloud
 
 install-test: install $(BIN)/pytest
 
-$(BIN)/space-cloud: pyproject.toml
+$(BIN)/space-cloud: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP) -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-$(BIN)/pytest: pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+$(BIN)/pytest: requirements-test.lock $(BIN)/space-cloud
+	$(PIP) -r requirements-test.lock
 	@touch $@
+
+LOCK_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --no-emit-index-url --no-emit-find-links \
+	--custom-compile-command "make lock"
+
+lock: install-test ## regenerate the locks from pyproject.toml (pins kept; UPGRADE=--upgrade)
+	$(LOCK_COMPILE) $(UPGRADE) -o requirements.lock
+	$(LOCK_COMPILE) $(UPGRADE) --extra test -c requirements.lock -o requirements-test.lock
+	$(LOCK_COMPILE) $(UPGRADE) --extra test --extra bench -c requirements-test.lock \
+		-o requirements-bench.lock
+	@! grep -nE '://|index-url|find-links' requirements*.lock  # no registry address committed
+
+lint: install-test ## ruff (lint and format) and mypy, all clean
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+audit: install-test ## known vulnerabilities in the locked dependencies (needs the network)
+	PATH="$(CURDIR)/$(BIN):$$PATH" AUDIT_UNREACHABLE=$(AUDIT_UNREACHABLE) \
+		bash scripts/audit.sh requirements-test.lock
+
+minimums: install-test ## the lowest versions pyproject.toml allows start and serve
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/check-minimums.sh
 
 stores: ## install etcd and Consul when they are not on PATH
 	bash scripts/install-stores.sh
@@ -32,14 +69,11 @@ deps: stores ## and Chromium (dashboard test) and wrk (benchmark smoke test)
 	bash scripts/install-browser.sh
 	bash scripts/install-wrk.sh
 
-lint:
-	$(BIN)/ruff check .
-
 .env: ## first run: a .env with a random admin password and token secret
 	bash scripts/make-env.sh
 
 bench: install-test deps ## every benchmark at full size (several minutes), then the plot
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(PIP) -r requirements-bench.lock
 	$(BIN)/python -m bench.propagation
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.reads
@@ -47,4 +81,4 @@ bench: install-test deps ## every benchmark at full size (several minutes), then
 	$(BIN)/python -m bench.plot
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -1,4 +1,9 @@
-"""The dependencies that turn a request's token into a :class:`~app.access.Principal`."""
+"""The dependencies that turn a request's token into a :class:`~app.access.Principal`.
+
+Two kinds of token are accepted: admin JWTs from ``POST /v1/config/login`` (checked by
+the :class:`TokenIssuer`) and minted ``sct_`` tokens from ``POST /v1/config/tokens``
+(checked against the applied token records, :class:`~app.sync.AppliedTokens`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
-from app.access import AccessError, Principal
+from app.access import AccessError, Principal, minted
 from app.access.admin_tokens import ALGORITHM, ISSUER, TokenIssuer
+from app.sync import TokensNotSynced
 
 __all__ = [
     "ALGORITHM",
@@ -45,15 +51,24 @@ def _authenticate(request: Request, token: str | None) -> Principal:
     if token is None:
         raise _unauthorized("a token is required: log in at POST /v1/config/login")
     try:
-        principal: Principal = request.app.state.tokens.authenticate(token)
+        if minted.looks_minted(token):
+            principal: Principal = request.app.state.minted_tokens.authenticate(token)
+        else:
+            principal = request.app.state.tokens.authenticate(token)
+    except TokensNotSynced:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "this instance has not finished its first sync of the minted tokens",
+            headers={"Retry-After": "1"},
+        ) from None
     except AccessError as refused:
         raise _unauthorized(str(refused)) from None
     return principal
 
 
 class AdminBearer(HTTPBearer):
-    """A valid ``Authorization: Bearer`` token (nothing with ``--dev``); returns its
-    principal.
+    """A valid ``Authorization: Bearer`` token of any role (nothing with ``--dev``);
+    returns its principal, whose role and scope the routes then ask.
 
     A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
     lock in Swagger UI), and reading the header directly keeps FastAPI's per-request
@@ -62,8 +77,8 @@ class AdminBearer(HTTPBearer):
 
     def __init__(self) -> None:
         super().__init__(
-            bearerFormat="JWT",
-            description="A token from POST /v1/config/login.",
+            description="An admin token from POST /v1/config/login, or a token minted by "
+            "POST /v1/config/tokens (sct_<id>.<secret>).",
             auto_error=False,
         )
 
@@ -80,7 +95,16 @@ class AdminBearerOrQueryToken(AdminBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         header = _bearer(request.headers.get("authorization"))
-        return _authenticate(request, header or request.query_params.get("token"))
+        principal = _authenticate(request, header or request.query_params.get("token"))
+        if not principal.scope.is_everything:
+            # The stream is not filtered per token yet: a scoped token would see every
+            # project. Refused until scoped streams exist (docs/design.md §9).
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"the token {principal.name!r} is scoped to some projects, and this "
+                "instance's event stream is not: use a token for every project ('*')",
+            )
+        return principal
 
 
 require_admin_or_query_token = AdminBearerOrQueryToken()

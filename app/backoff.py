@@ -17,7 +17,10 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
-    async def sleep(self) -> None:
+    def next_delay(self) -> float:
         delay = min(self.cap, self.base * 2**self.attempt)
         self.attempt += 1
-        await asyncio.sleep(random.uniform(delay / 2, delay))
+        return random.uniform(delay / 2, delay)
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next_delay())

@@ -1,4 +1,6 @@
 """``space-cloud run``: flags -> Settings -> a start-up check of the store -> uvicorn.
+The client commands (``login``, ``list``, ``watch``, ...) are dispatched to
+:mod:`app.client.commands`.
 
 Bad flags, variables or store credentials end the start with one line on stderr and
 exit code 2; nothing else parses the command line.
@@ -8,23 +10,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import os
-import re
 import signal
+import socket
 import sys
-from typing import TYPE_CHECKING, NoReturn
+import textwrap
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import uvicorn
 from pydantic import ValidationError
 
-from app import __version__
+from app import __version__, tracing
+from app.client.commands import add_commands, run_command
+from app.logs import configure_logging
+from app.server import ServerConfigError, serve
 from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, read_environment
 from app.stores.base import StoreConfigError, StoreUnavailable
 from app.stores.factory import build_store
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from app.sync import ChangeSource
 
 EXIT_USAGE = 2
@@ -38,18 +46,33 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{message} (see '{self.prog} --help')")
 
 
-class RedactTokens(logging.Filter):
-    """Keeps ``?token=`` (the event stream's query token) out of the access log."""
+#: Variables of their own tools, read only with their store type.
+STORE_VARIABLES = {
+    "ETCD_*": "with --store-type etcd: ETCD_ENDPOINTS, ETCD_USER, ETCD_PASSWORD, "
+    "ETCD_HTTP_SSL, ETCD_CACERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY",
+    "CONSUL_*": "with --store-type consul: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, "
+    "CONSUL_HTTP_AUTH, CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT, "
+    "CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY",
+}
 
-    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        return True
+def run_epilog() -> str:
+    """``run --help``'s variable groups; the settings without a flag are read from the
+    settings model, so a new one is listed without anyone remembering to."""
+    unflagged = [name for name in env_names().values() if " / " not in name]
+    logs = [name for name in unflagged if name.startswith(("LOG_", "ACCESS_LOG"))]
+    tuning = [name for name in unflagged if name not in logs]
+    groups = {**STORE_VARIABLES, "logs": ", ".join(logs), "tuning": ", ".join(tuning)}
+    lines = ["Variables besides the flags' own (.env.example lists them all, with comments):"]
+    for group, names in groups.items():
+        wrapped = textwrap.wrap(names, 76)
+        lines.append(f"  {group:<10} {wrapped[0]}")
+        lines.extend(f"  {'':<10} {line}" for line in wrapped[1:])
+    lines += [
+        "A flag wins over a variable, a variable over the file .env, which is read from the",
+        "working directory (where space-cloud is started), and that over the default.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def fail(message: str) -> NoReturn:
@@ -65,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the gateway",
         description="Run the gateway. Every flag also has an environment variable.",
+        epilog=run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     valid = ", ".join([*STORE_TYPES, *STORE_TYPE_ALIASES])
@@ -90,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-token",
         help="UPSTREAM_TOKEN: a token for the upstream (default: signed with ADMIN_SECRET)",
     )
+    run.add_argument(
+        "--cache-file",
+        help="CACHE_FILE: keep the last applied configs here and serve them when the "
+        "store is unreachable at start (default: none)",
+    )
+    add_commands(commands)
     return parser
 
 
@@ -110,6 +141,7 @@ def env_names() -> dict[str, str]:
         "dev": "--dev",
         "upstream": "--upstream",
         "upstream_token": "--upstream-token",
+        "cache_file": "--cache-file",
     }
     names = {}
     for field in Settings.model_fields:
@@ -135,7 +167,7 @@ def describe(error: ValidationError, names: dict[str, str]) -> str:
     return f"invalid {name} {given!r}: {message}" if given is not None else f"{name}: {message}"
 
 
-def load_settings(overrides: dict[str, object]) -> Settings:
+def load_settings(overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as error:
@@ -157,12 +189,9 @@ def run(overrides: dict[str, object]) -> None:
     if problem := settings.auth_problem():
         fail(problem)
     env = read_environment()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Consul request
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    configure_logging(settings.log_format, settings.log_level)
+    check_port_free(settings.host, settings.port)
+    tracer_provider = tracer_provider_from_env(settings.node_id)
     follows = settings.store_type == "follow"  # no store: another instance's stream
     try:
         if follows:
@@ -182,7 +211,8 @@ def run(overrides: dict[str, object]) -> None:
 
     from app.main import create_app
 
-    app = create_app(settings, None if follows else build_store(settings, env))
+    store = None if follows else build_store(settings, env)
+    app = create_app(settings, store, tracer_provider)
     # Start-up objects live as long as the process: keep them out of GC scans. With
     # thousands of open streams the default thresholds make full collections often
     # enough to show in fan-out latency (bench/fanout.py: p99 at 10k streams halved).
@@ -192,25 +222,45 @@ def run(overrides: dict[str, object]) -> None:
     # handlers turn that into a plain exit instead of a death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
+    try:
+        serve(app, settings)
+    except ServerConfigError as error:
+        fail(str(error))
+
+
+def tracer_provider_from_env(node_id: str) -> TracerProvider | None:
+    """Tracing when the OTEL_* variables ask for it (the [otel] extra), else None."""
+    if not tracing.requested(os.environ):
+        return None
+    try:
+        return tracing.provider_from_env(os.environ, node_id)
+    except tracing.TracingUnavailable as error:
+        fail(str(error))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A busy port stops the start here, in one line, before the store is touched."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(f"port {port} is already in use on {host} (choose another with --port)")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 def main(argv: list[str] | None = None) -> None:
     # gRPC's C core writes its own lines to stderr (TLS failures among them); the etcd
     # store reports every failure itself, in one line. GRPC_VERBOSITY=debug brings them back.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        overrides = {key: value for key, value in vars(args).items() if key != "command"}
-        run(overrides)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        fail(f"unrecognized arguments: {' '.join(unknown)} (see '{PROG} {args.command} --help')")
+    if args.command != "run":
+        raise SystemExit(run_command(args))
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    run(overrides)
 
 
 if __name__ == "__main__":

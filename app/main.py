@@ -6,21 +6,34 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, tracing
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, events, health, history, login, peers, projects
+from app.api import dashboard, docs, events, health, history, login, peers, projects, tokens
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.auth import TokenIssuer
 from app.follow import Follower, TokenSource
 from app.metrics import Metrics
 from app.settings import Settings
-from app.stores.base import Store
+from app.stores.base import ETCD_VALUE_LIMIT, Store
 from app.stores.factory import build_store
-from app.sync import ChangeSource, ClusterState, InstanceInfo, Syncer, utc_now_iso
+from app.sync import (
+    AppliedTokens,
+    ChangeSource,
+    ClusterState,
+    InstanceInfo,
+    Syncer,
+    utc_now_iso,
+)
+from app.sync.cache import CacheFile
+from app.sync.store_revision import StoreRevision
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("space_cloud")
 
@@ -74,14 +87,25 @@ def build_follower(settings: Settings) -> Follower:
     )
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+def build_cache_file(settings: Settings) -> CacheFile | None:
+    if settings.cache_file is None:
+        return None
+    return CacheFile(settings.cache_file, settings.cluster_id, settings.store_type)
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """The app over ``store`` (built from the settings when not given), or, for
-    ``--store-type follow``, over another instance's stream, read-only (no store)."""
+    ``--store-type follow``, over another instance's stream, read-only (no store).
+    With ``tracer_provider`` (the ``[otel]`` extra), requests and store calls are traced."""
     source: ChangeSource
     if settings.store_type == "follow":
         source, store = build_follower(settings), None
     else:
         source = store = store or build_store(settings)
+        if tracer_provider is not None:
+            source = store = tracing.traced_store(store, tracer_provider)
     metrics = Metrics()
     state = ClusterState(
         settings.node_id,
@@ -96,7 +120,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         started_at=utc_now_iso(),
     )
-    syncer = Syncer(source, state, instance, metrics, registrar=store)
+    applied_tokens = AppliedTokens(held=store is not None)
+    syncer = Syncer(
+        source,
+        state,
+        instance,
+        metrics,
+        registrar=store,
+        token_source=store,
+        tokens=applied_tokens,
+        # A follower's upstream checked its values against its own store's limit.
+        value_limit=ETCD_VALUE_LIMIT if store is None else store.value_limit,
+        cache=build_cache_file(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,11 +142,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         syncer.start()
         pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
         log.info(
-            "node %s (%s) serving cluster %r from the %s store",
+            "node %s serving cluster %r from the %s store, listening on %s:%d, advertised as %s",
             settings.node_id,
-            settings.advertise_addr,
             settings.cluster_id,
             source.kind,
+            settings.host,
+            settings.port,
+            settings.advertise_addr,
         )
         try:
             yield
@@ -124,6 +162,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves Swagger UI without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     #: None on a read-only instance (a follower): the API answers writes with 405.
@@ -133,6 +173,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     if store is not None:
         metrics.count_versions(store.version_counts)
     app.state.cluster = state
+    app.state.intake = syncer.intake
+    app.state.store_revision = StoreRevision(source, settings.store_timeout_seconds)
     app.state.tokens = TokenIssuer(
         settings.admin_user,
         settings.admin_pass,
@@ -140,6 +182,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         settings.token_ttl_seconds,
         cluster_id=settings.cluster_id,
     )
+    #: The minted tokens' records every request is checked against (docs/design.md §9).
+    app.state.minted_tokens = applied_tokens
     app.state.login_limiter = LoginLimiter(
         max_failures=settings.login_max_failures,
         window_seconds=settings.login_window_seconds,
@@ -148,6 +192,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, health, history, dashboard):
+    for module in (projects, peers, events, login, tokens, health, history, dashboard, docs):
         app.include_router(module.router)
+    if tracer_provider is not None:
+        tracing.instrument_app(app, tracer_provider)
     return app

@@ -55,6 +55,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.store_values_skipped = Counter(
+            "sc_store_values_skipped",
+            "Store values not served (once per key and revision), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.store_values_invalid = Gauge(
+            "sc_store_values_invalid",
+            "Keys whose current store value is not served (listed on /readyz).",
+            registry=self.registry,
+        )
+
     @asynccontextmanager
     async def store_op(self, op: str) -> AsyncIterator[None]:
         """Time one store operation; count it as an error when the store failed."""

@@ -64,9 +64,62 @@ class Token(BaseModel):
     expiresAt: int = Field(description="Expiry, in seconds since the epoch.")
 
 
+class TokenRequest(BaseModel):
+    """What ``POST /v1/config/tokens`` takes (it checks the body itself, naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(examples=["billing-service"], description="1-64 characters.")
+    role: str = Field(examples=["reader"], description="`admin`, `writer` or `reader`.")
+    projects: list[str] = Field(
+        examples=[["billing", "shop-*"]],
+        description="Exact project ids, prefixes ending in `*`, or `*` for every project.",
+    )
+    ttlSeconds: int | None = Field(
+        None, description="Lifetime in seconds (at most 366 days); none: until revoked."
+    )
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    role: str
+    projects: list[str]
+    createdAt: int = Field(description="Seconds since the epoch.")
+    expiresAt: int | None = Field(description="Seconds since the epoch; null: never.")
+
+
+class MintedToken(TokenInfo):
+    token: str = Field(description="`sct_<id>.<secret>`: shown this once, never again.")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
+
+
+class Credential(BaseModel):
+    """Who a token stands for: what a page needs to know to show only what it may do."""
+
+    name: str
+    role: str
+    projects: list[str]
+    expiresAt: int | None = Field(description="Seconds since the epoch; null: never.")
+
+
+class SkippedStoreValue(BaseModel):
+    key: str = Field(description="The key under the projects prefix (shortened if long).")
+    revision: int = Field(description="The store revision of the value.")
+    reason: str = Field(examples=["not_json"])
+    error: str = Field(examples=["the value is not JSON (unexpected character)"])
+
+
 class Health(BaseModel):
     status: str
     revision: int | None = None
+    skipped: list[SkippedStoreValue] | None = Field(
+        None,
+        description="Store values that are not served (never a reason to be unready).",
+    )
 
 
 class ErrorBody(BaseModel):

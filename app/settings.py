@@ -123,6 +123,18 @@ Origins = Annotated[
 ]
 
 
+def _in_existing_folder(value: Path | None) -> Path | None:
+    if value is not None and not (value.parent if str(value.parent) else Path(".")).is_dir():
+        raise ValueError(f"the folder {str(value.parent)!r} does not exist")
+    if value is not None and value.is_dir():
+        raise ValueError("name a file, not a folder")
+    return value
+
+
+def _blank_as_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _random_node_id() -> str:
     return f"auto-{secrets.token_hex(4)}"
 
@@ -147,6 +159,8 @@ class Settings(BaseSettings):
     upstream: Upstreams = Field(default_factory=list)
     #: ``follow`` only: a bearer token for the upstream (else one is signed with the secret).
     upstream_token: str | None = None
+    #: The last applied configs, served when the store is unreachable at start; off if unset.
+    cache_file: Annotated[Path | None, AfterValidator(_in_existing_folder)] = None
 
     # Tuning; every one has an environment variable, none a flag.
     history_size: int = Field(1000, ge=1)
@@ -164,6 +178,7 @@ class Settings(BaseSettings):
     local_value_limit: int | None = Field(None, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    log_format: Literal["text", "json"] = "text"
     #: ``follow`` only: a silent upstream stream is given up after this (it pings every 15 s).
     upstream_read_timeout_seconds: float = Field(45.0, gt=0)
     #: Browser origins allowed to call the API (CORS); none by default.
@@ -173,10 +188,23 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1)
     login_window_seconds: float = Field(60.0, gt=0)
     login_max_block_seconds: float = Field(300.0, ge=1)
+    # Limits on what a client may hold (docs/design.md §10).
+    #: Largest request head (request line and headers); a bigger one is a 431.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: A request head not complete this long after its first byte is a 408, closed.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    #: A request body not complete this long after its head is a 408, closed.
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    #: An idle keep-alive connection is closed after this.
+    keep_alive_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    #: Open client connections served; None: sized from the descriptor limit at start.
+    max_connections: Annotated[int | None, BeforeValidator(_blank_as_none)] = Field(None, ge=1)
 
     @field_validator("advertise_addr")
     @classmethod
     def _check_advertise_addr(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("a scheme is not allowed: give host:port, as other instances dial it")
         if value:
             split_host_port(value)
         return value

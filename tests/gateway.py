@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
-from tests.servers.process import ROOT, ChildProcess, free_port, wait_until
+from tests.environ import clean_environ
+from tests.eventually import eventually
+from tests.servers.process import ROOT, ChildProcess, free_port
 
-T = TypeVar("T")
+#: Query parameter values the API takes (``waitRevision=5``...).
+Param = str | int
 
 ADMIN_PASS = "test-pass"
 ADMIN_SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -58,7 +58,7 @@ class Gateway:
             *(args or []),
         ]
         self.env = {
-            **_clean_environ(),
+            **clean_environ(),
             "ADMIN_PASS": ADMIN_PASS,
             "ADMIN_SECRET": ADMIN_SECRET,
             "LOG_LEVEL": "info",
@@ -99,7 +99,7 @@ class Gateway:
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, timeout, f"{self.node_id} to be ready")
+        eventually(ready, timeout, f"{self.node_id} to be ready")
 
     def stop(self) -> int | None:
         return self.process.stop()
@@ -132,33 +132,20 @@ class Gateway:
         with self.client() as client:
             return client.put(f"/v1/config/projects/{project}", json=document, headers=sent)
 
-    def get(self, path: str, **params: object) -> httpx.Response:
+    def get(self, path: str, **params: Param) -> httpx.Response:
         with self.client() as client:
             return client.get(path, params=params)
 
-    def peers(self, **params: object) -> list[dict]:
+    def peers(self, **params: Param) -> list[dict]:
         return self.get("/v1/config/peers", **params).json()["peers"]
 
-    def events(self, **kwargs: object) -> SSEStream:
-        return SSEStream(self, **kwargs)  # type: ignore[arg-type]
-
-
-def _clean_environ() -> dict[str, str]:
-    """The test's environment without any gateway or store setting leaking in."""
-    prefixes = (
-        "ETCD_",
-        "CONSUL_",
-        "STORE_TYPE",
-        "ADVERTISE_ADDR",
-        "NODE_ID",
-        "CLUSTER_ID",
-        "ADMIN_",
-        "DEV",
-        "CONFIG",
-        "PORT",
-        "HOST",
-    )
-    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    def events(
+        self,
+        last_event_id: int | None = None,
+        query_token: bool = False,
+        read_timeout: float = 20.0,
+    ) -> SSEStream:
+        return SSEStream(self, last_event_id, query_token, read_timeout)
 
 
 @dataclass
@@ -247,16 +234,8 @@ class SSEStream:
             yield self.next()
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``check`` until it returns a truthy value; return that value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+#: The polling helper under its former name here (tests.eventually is its home).
+wait_for = eventually
 
 
-__all__ = ["ADMIN_PASS", "ROOT", "Event", "Gateway", "SSEStream", "wait_for"]
+__all__ = ["ADMIN_PASS", "ROOT", "Event", "Gateway", "SSEStream", "eventually", "wait_for"]

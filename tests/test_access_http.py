@@ -23,6 +23,7 @@ from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT, free_port
 
@@ -33,9 +34,7 @@ CLUSTER = "default-cluster"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env from the repository
 
 
@@ -220,7 +219,12 @@ def test_the_guard_and_the_route_share_one_authentication(
     tokens = client.app.state.tokens  # type: ignore[attr-defined]
     calls = []
     authenticate = tokens.authenticate
-    tokens.authenticate = lambda text: calls.append(text) or authenticate(text)
+
+    def counted(text: str) -> object:
+        calls.append(text)
+        return authenticate(text)
+
+    tokens.authenticate = counted
     assert client.post("/test/whoami", headers=bearer(token)).status_code == 200
     assert calls == [token]
 
@@ -418,5 +422,5 @@ def test_make_env_writes_a_secret_the_gateway_accepts(tmp_path: Path) -> None:
         if "=" in line and not line.startswith("#")
     )
     assert len(values["ADMIN_SECRET"].encode()) >= 32
-    settings = Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    settings = Settings(_env_file=tmp_path / ".env")
     assert settings.admin_secret == values["ADMIN_SECRET"] and settings.auth_problem() is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from app.auth import ALGORITHM, ISSUER
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
+from tests.eventually import eventually
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -25,9 +26,7 @@ VALUE_LIMIT = 1024
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env from the repository
 
 
@@ -45,13 +44,7 @@ def make_settings(**overrides: object) -> Settings:
 
 
 def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        response = client.get("/readyz")
-        if response.status_code == 200:
-            return
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.01)
+    eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready")
 
 
 @pytest.fixture
@@ -61,6 +54,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 
     def _start(**overrides: object) -> TestClient:
         settings = make_settings(**overrides)
+        assert settings.local_value_limit is not None
         store = LocalStore(tmp_path / "c.yaml", value_limit=settings.local_value_limit)
         client = TestClient(create_app(settings, store))
         client.__enter__()
@@ -247,8 +241,7 @@ def test_wrong_method(client: TestClient, auth: dict[str, str], method: str, pat
 
 
 def test_validation_errors(client: TestClient, auth: dict[str, str]) -> None:
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth), 422)
-    assert_error(client.get("/v1/config/projects", params={"waitRevision": "x"}, headers=auth), 422)
+    assert_error(client.get("/v1/config/projects", params={"waitRevision": -1}, headers=auth), 400)
     assert_error(
         client.put("/v1/config/projects/Bad_Id", json=project("Bad_Id"), headers=auth), 422
     )
@@ -257,6 +250,19 @@ def test_validation_errors(client: TestClient, auth: dict[str, str]) -> None:
     )
     assert_error(client.post("/v1/config/projects", json={"name": "no id"}, headers=auth), 422)
     assert_error(client.post("/v1/config/projects", json=project("UPPER"), headers=auth), 422)
+
+
+@pytest.mark.parametrize("path", ["/v1/config/projects", "/v1/config/peers"])
+def test_bad_wait_revision_and_bad_last_event_id_answer_the_same(
+    client: TestClient, auth: dict[str, str], path: str
+) -> None:
+    waiting = client.get(path, params={"waitRevision": "abc"}, headers=auth)
+    assert "waitRevision" in assert_error(waiting, 400)
+    with client.stream(
+        "GET", "/v1/config/events", headers={**auth, "Last-Event-ID": "abc"}
+    ) as resumed:
+        resumed.read()
+        assert "Last-Event-ID" in assert_error(resumed, 400)
 
 
 def test_bad_json(client: TestClient, auth: dict[str, str]) -> None:
@@ -274,12 +280,22 @@ def test_path_and_body_ids_differ(client: TestClient, auth: dict[str, str]) -> N
 def test_too_large(client: TestClient, auth: dict[str, str]) -> None:
     # Over twice the limit: refused from Content-Length alone.
     huge = project("a", modules={"pad": "x" * (3 * VALUE_LIMIT)})
-    assert_error(client.put("/v1/config/projects/a", json=huge, headers=auth), 413)
-    assert_error(client.post("/v1/config/projects", json=huge, headers=auth), 413)
+    messages = [
+        assert_error(client.put("/v1/config/projects/a", json=huge, headers=auth), 413),
+        assert_error(client.post("/v1/config/projects", json=huge, headers=auth), 413),
+    ]
+    # Over twice the limit without a Content-Length: refused while it streams in.
+    chunks = iter([orjson.dumps(huge)])
+    streamed = client.put("/v1/config/projects/a", content=chunks, headers=auth)
+    messages.append(assert_error(streamed, 413))
     # Under twice the limit as sent, over it once compacted.
     big = project("a", modules={"pad": "x" * (VALUE_LIMIT + 10)})
     assert len(orjson.dumps(big)) < 2 * VALUE_LIMIT
-    assert_error(client.put("/v1/config/projects/a", json=big, headers=auth), 413)
+    messages.append(assert_error(client.put("/v1/config/projects/a", json=big, headers=auth), 413))
+    # Every 413 names the one limit the store has, never the raw-body allowance.
+    for message in messages:
+        assert f"at most {VALUE_LIMIT}" in message, message
+        assert str(2 * VALUE_LIMIT) not in message, message
     # Pretty-printed whitespace does not count against the limit.
     fits = project("a", modules={"pad": "x" * (VALUE_LIMIT - 200)})
     pretty = orjson.dumps(fits, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 40)
@@ -388,6 +404,23 @@ def test_if_none_match(client: TestClient, auth: dict[str, str]) -> None:
     )
 
 
+def test_get_honours_if_none_match(client: TestClient, auth: dict[str, str]) -> None:
+    revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
+        "revision"
+    ]
+    path = "/v1/config/projects/a"
+    for tag in (f'"{revision}"', f'W/"{revision}"', f'"{revision + 5}", "{revision}"', "*"):
+        response = client.get(path, headers={**auth, "If-None-Match": tag})
+        assert response.status_code == 304, tag
+        assert response.content == b""
+        assert response.headers["ETag"] == f'"{revision}"'
+    changed = client.get(path, headers={**auth, "If-None-Match": f'"{revision - 1}"'})
+    assert changed.status_code == 200
+    assert changed.json()["id"] == "a"
+    missing = client.get("/v1/config/projects/b", headers={**auth, "If-None-Match": "*"})
+    assert_error(missing, 404)
+
+
 def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
     start: Callable[..., TestClient], tmp_path: Path
 ) -> None:
@@ -430,20 +463,31 @@ def test_wait_revision_of_an_applied_revision_answers_at_once(
     assert time.monotonic() - started < 2.5  # not held up to the 5 s bound
 
 
-def test_wait_revision_in_the_future_times_out(client: TestClient, auth: dict[str, str]) -> None:
+def test_wait_revision_beyond_the_store_answers_400_at_once(
+    start: Callable[..., TestClient],
+) -> None:
+    client = start(wait_revision_timeout_seconds=5)
+    token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
+    auth = {"Authorization": f"Bearer {token.json()['token']}"}
+    revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
+        "revision"
+    ]
+    started = time.monotonic()
     response = client.get("/v1/config/projects", params={"waitRevision": 99}, headers=auth)
-    assert "99" in assert_error(response, 504)
+    message = assert_error(response, 400)
+    assert "99" in message and f"store's current revision {revision}" in message
+    assert time.monotonic() - started < 2.5  # not held up to the 5 s bound
 
 
 # --- peers ------------------------------------------------------------------------------
 
 
 def test_peers_hold_this_instance(client: TestClient, auth: dict[str, str]) -> None:
-    deadline = time.monotonic() + 5
-    while not (peers := client.get("/v1/config/peers", headers=auth).json()["peers"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    [peer] = peers
+    [peer] = eventually(
+        lambda: client.get("/v1/config/peers", headers=auth).json()["peers"],
+        5,
+        "this instance in its peer list",
+    )
     assert peer["id"] == "node-1"
     assert peer["addr"] == "127.0.0.1:4122"
     assert peer["self"] is True
@@ -555,10 +599,19 @@ def test_openapi_request_bodies_are_real(openapi: dict) -> None:
         assert_real_schema(openapi, body["schema"], "id", "modules")
 
 
+def test_openapi_documents_the_conditional_get(openapi: dict) -> None:
+    operation = openapi["paths"]["/v1/config/projects/{project}"]["get"]
+    assert "304" in operation["responses"]
+    headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+    assert "If-None-Match" in headers
+
+
 def test_openapi_errors_use_the_error_schema(openapi: dict) -> None:
     expected = {
         ("/v1/config/login", "post"): ["401"],
-        ("/v1/config/projects/{project}", "get"): ["401", "404"],
+        ("/v1/config/projects/{project}", "get"): ["400", "401", "404"],
+        ("/v1/config/projects", "get"): ["400", "401"],
+        ("/v1/config/peers", "get"): ["400", "401"],
         ("/v1/config/projects/{project}", "put"): ["400", "401", "412", "413"],
         ("/v1/config/projects", "post"): ["409", "413"],
         ("/v1/config/projects/{project}", "delete"): ["404", "412"],

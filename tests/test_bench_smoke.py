@@ -18,9 +18,16 @@ RUNS = {
     "propagation": ["--writes", "5"],
     "scale": ["--projects", "50"],
 }
+#: What each benchmark starts besides gateways on the local store (the tiers' markers).
+NEEDS = {
+    "fanout": [],
+    "reads": [pytest.mark.wrk],
+    "propagation": [pytest.mark.etcd, pytest.mark.consul],
+    "scale": [pytest.mark.etcd, pytest.mark.consul],
+}
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=NEEDS[name]) for name in sorted(RUNS)])
 def test_benchmark_runs_and_writes_its_figures(name: str, tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(

@@ -6,7 +6,6 @@ environment, all of them at once (so the set stays fast).
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,28 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from app import cli
 from app.settings import Settings
+from tests.environ import clean_environ, clear_gateway_environ
+from tests.servers.process import free_port
 
 ADMIN = {"ADMIN_PASS": "pw"}
 DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
-
-
-def clean_environ() -> dict[str, str]:
-    """The caller's environment without any variable the gateway reads."""
-    ours = {name.upper() for name in Settings.model_fields}
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(("ETCD_", "CONSUL_", "ADMIN_")) and name.upper() not in ours
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -95,7 +81,13 @@ CASES: dict[str, Case] = {
         {**DISTRIBUTED, "CONSUL_HTTP_AUTH": "onlyuser"},
         ("CONSUL_HTTP_AUTH",),
     ),
-    "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag",)),
+    "unknown flag": Case(["--no-such-flag"], ADMIN, ("--no-such-flag", "space-cloud run --help")),
+    "advertise addr with a scheme": Case(
+        ["--advertise-addr", "http://gw.example.com:4122"],
+        ADMIN,
+        ("--advertise-addr", "scheme is not allowed", "host:port"),
+    ),
+    "unknown LOG_FORMAT": Case([], {**ADMIN, "LOG_FORMAT": "xml"}, ("LOG_FORMAT", "'xml'")),
     "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
     "distributed without secret": Case(["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)),
 }
@@ -129,7 +121,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
             )
         results = {}
         for name, process in running.items():
-            stdout, stderr = process.communicate(timeout=30)
+            # A bound on a hang, not a timing: a loaded machine starts these slowly.
+            stdout, stderr = process.communicate(timeout=120)
             results[name] = Outcome(process.returncode, stdout, stderr)
         return results
     finally:
@@ -157,21 +150,21 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
 
 @pytest.fixture
 def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
-    """Run ``main`` up to ``uvicorn.run``, which is captured instead of serving."""
-    keep = clean_environ()
-    for name in list(os.environ):
-        if name not in keep:
-            monkeypatch.delenv(name)
+    """Run ``main`` up to ``serve``, which is captured instead of serving."""
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)
     captured: dict[str, object] = {}
 
-    def fake_uvicorn_run(app: object, **kwargs: object) -> None:
+    def fake_serve(app: object, settings: Settings) -> None:
         captured["app"] = app
-        captured.update(kwargs)
+        captured["host"], captured["port"] = settings.host, settings.port
 
-    monkeypatch.setattr(cli.uvicorn, "run", fake_uvicorn_run)
+    monkeypatch.setattr(cli, "serve", fake_serve)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **_: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
+    # The run path tunes this process's collector; the tests after this one keep theirs.
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
     return captured
 
 
@@ -199,7 +192,7 @@ def test_flags_beat_variables(
     )
     assert captured_run["port"] == 3333
     assert captured_run["host"] == "127.0.0.1"
-    settings = captured_run["app"].state.settings  # type: ignore[attr-defined]
+    settings = served_settings(captured_run)
     assert settings.store_type == "local"
     assert settings.node_id == "flag-node"
     assert settings.cluster_id == "from-dotenv"
@@ -207,9 +200,18 @@ def test_flags_beat_variables(
     assert settings.config == tmp_path / "c.yaml"
 
 
+def served_settings(captured_run: dict[str, object]) -> Settings:
+    """The settings of the app that was handed to ``uvicorn.run``."""
+    app = captured_run["app"]
+    assert isinstance(app, FastAPI)
+    settings = app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
 def test_dev_flag_needs_no_password(captured_run: dict[str, object], tmp_path: Path) -> None:
     cli.main(["run", "--dev", "--config", str(tmp_path / "c.yaml")])
-    assert captured_run["app"].state.settings.dev is True  # type: ignore[attr-defined]
+    assert served_settings(captured_run).dev is True
 
 
 def test_locked_config_file_exits_2(
@@ -243,3 +245,57 @@ def test_invalid_yaml_config_exits_2(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert "not valid YAML" in lines[0]
+
+
+def test_busy_port_exits_2_naming_the_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "run", "--dev", "--host", "127.0.0.1"],
+            cwd=tmp_path,
+            env={**clean_environ(), "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"space-cloud: error: port {port} is already in use on 127.0.0.1 "
+        "(choose another with --port)"
+    ]
+    assert not (tmp_path / "config.yaml").exists()  # stopped before the store was opened
+
+
+def test_run_help_lists_the_variable_groups_and_where_env_is_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for group in (
+        "ETCD_*",
+        "CONSUL_*",
+        "tuning",
+        "LOG_FORMAT",
+        "ETCD_ENDPOINTS",
+        "CONSUL_HTTP_ADDR",
+    ):
+        assert group in text, group
+    # Every variable without a flag is listed, new ones included.
+    for name, spelled in cli.env_names().items():
+        if " / " not in spelled:
+            assert spelled in text, name
+    assert ".env" in text and "working directory" in text
+
+
+def test_env_example_names_every_variable_and_store_type() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"# {name.upper()}=" in example, name
+    store_line = next(line for line in example.splitlines() if line.startswith("# Store:"))
+    for store_type in ("local", "none", "etcd", "consul", "follow"):
+        assert store_type in store_line, store_type

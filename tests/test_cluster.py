@@ -1,11 +1,12 @@
 """A real cluster: several ``space-cloud run`` processes sharing one etcd or one Consul.
 
-The same suite runs over both stores (parametrised, DESIGN §3-§6). Each test uses its
+The same suite runs over both stores (parametrised; see docs/design.md). Each test uses its
 own cluster id on the shared store server, so tests never see each other's keys.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -17,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway import Event, Gateway, SSEStream, wait_for
+from tests.eventually import eventually
+from tests.gateway import Event, Gateway, SSEStream
 from tests.servers.proxy import CuttableProxy
 
-STORES = ["etcd", "consul"]
+STORES = ["etcd", "consul"]  # tests/conftest.py marks each test with the store it needs
 #: etcd leases can be short; Consul's minimum session TTL is 10 s.
 TTL = {"etcd": 3, "consul": 10}
 #: A dead instance leaves the peer lists within its TTL plus a watch round trip (on
@@ -94,7 +96,7 @@ def peer_addrs(gateway: Gateway) -> dict[str, str]:
 
 
 def wait_for_peers(gateway: Gateway, expected: set[str], timeout: float = 20) -> None:
-    wait_for(
+    eventually(
         lambda: set(peer_addrs(gateway)) == expected,
         timeout,
         f"{gateway.node_id} to see peers {sorted(expected)}",
@@ -131,10 +133,10 @@ def test_a_write_on_one_instance_reaches_the_others(cluster: Cluster) -> None:
     with c.client() as client:
         assert client.delete("/v1/config/projects/shop").status_code == 204
     for gateway in (a, b):
-        wait_for(
-            lambda g=gateway: g.get("/v1/config/projects/shop").status_code == 404,
+        eventually(
+            functools.partial(_answers, gateway, "/v1/config/projects/shop", 404),
             10,
-            "the delete to arrive",
+            f"the delete to reach {gateway.node_id}",
         )
     env = httpx.get(f"{a.url}/v1/config/env").json()
     assert env["storeType"] == cluster.kind and env["clusterId"] == cluster.cluster_id
@@ -251,7 +253,7 @@ def test_store_outage_serves_last_configs_refuses_writes_and_recovers(cluster: C
         assert stream.next().event == "snapshot"
         cluster.server.kill()
         try:
-            wait_for(
+            eventually(
                 lambda: httpx.get(f"{a.url}/readyz").status_code == 503,
                 30,
                 "readyz to report the outage",
@@ -267,7 +269,7 @@ def test_store_outage_serves_last_configs_refuses_writes_and_recovers(cluster: C
         a.wait_ready(60)
         recovery = time.monotonic() - recovered_at
         print(f"{cluster.kind}: ready {recovery:.1f}s after the store came back")
-        written = wait_for(lambda: _put_ok(a, "after"), 30, "a write after recovery")
+        written = eventually(lambda: _put_ok(a, "after"), 30, "a write after recovery")
         event = next_change(stream)
         while event.data.get("project", {}).get("id") != "after":
             event = next_change(stream)
@@ -283,7 +285,7 @@ def test_frozen_store_gives_503_and_recovers(cluster: Cluster) -> None:
         refused = a.put("kept", {"id": "kept", "name": "frozen", "modules": {}})
         assert refused.status_code == 503
         assert a.get("/v1/config/projects/kept").status_code == 200
-        wait_for(
+        eventually(
             lambda: httpx.get(f"{a.url}/readyz").status_code == 503,
             40,
             "readyz to notice the frozen store",
@@ -291,7 +293,7 @@ def test_frozen_store_gives_503_and_recovers(cluster: Cluster) -> None:
     finally:
         cluster.server.resume()
     a.wait_ready(60)
-    assert wait_for(lambda: _put_ok(a, "thawed"), 30, "a write after the thaw")
+    assert eventually(lambda: _put_ok(a, "thawed"), 30, "a write after the thaw")
 
 
 def test_instance_cut_off_from_the_store_resyncs_exactly(cluster: Cluster) -> None:
@@ -312,7 +314,7 @@ def test_instance_cut_off_from_the_store_resyncs_exactly(cluster: Cluster) -> No
                 assert client.delete("/v1/config/projects/drop").status_code == 204
             if cluster.kind == "etcd":
                 cluster.server.compact()
-            time.sleep(1)
+            eventually(lambda: not _ready(a), 30, "a to notice it is cut off from the store")
             proxy.restore()
             events = [next_change(stream) for _ in range(3)]
         by_id = {e.data.get("id") or e.data["project"]["id"]: e for e in events}
@@ -320,7 +322,8 @@ def test_instance_cut_off_from_the_store_resyncs_exactly(cluster: Cluster) -> No
         assert by_id["change"].id == changed["revision"]
         assert by_id["added"].id == added["revision"]
         assert by_id["drop"].event == "project.delete"
-        assert [e.id for e in events] == sorted(e.id for e in events)
+        ids = [e.id for e in events]
+        assert None not in ids and ids == sorted(i for i in ids if i is not None)
         final_b = b.get("/v1/config/projects").json()["projects"]
         final_a = a.get("/v1/config/projects").json()["projects"]
         assert sorted(final_a, key=lambda p: p["id"]) == sorted(final_b, key=lambda p: p["id"])
@@ -337,8 +340,12 @@ def test_clusters_with_a_common_prefix_do_not_mix(cluster: Cluster) -> None:
         b = other.gateway("b")
         a.put("mine")
         b.put("theirs")
-        time.sleep(1)
-        assert [p["id"] for p in a.get("/v1/config/projects").json()["projects"]] == ["mine"]
+        # Both clusters' changes share the store's revision order: once a has applied a
+        # write made after "theirs", a leaked "theirs" would have been applied too.
+        later = a.put("later").json()["revision"]
+        listing = a.get("/v1/config/projects", waitRevision=later).json()
+        assert listing["revision"] >= later
+        assert sorted(p["id"] for p in listing["projects"]) == ["later", "mine"]
         assert [p["id"] for p in b.get("/v1/config/projects").json()["projects"]] == ["theirs"]
         assert set(peer_addrs(a)) == {"a"}
     finally:
@@ -348,3 +355,11 @@ def test_clusters_with_a_common_prefix_do_not_mix(cluster: Cluster) -> None:
 def _put_ok(gateway: Gateway, name: str) -> int | None:
     response = gateway.put(name)
     return response.json()["revision"] if response.status_code in (200, 201) else None
+
+
+def _ready(gateway: Gateway) -> bool:
+    return httpx.get(f"{gateway.url}/readyz", timeout=5).status_code == 200
+
+
+def _answers(gateway: Gateway, path: str, status: int) -> bool:
+    return gateway.get(path).status_code == status

@@ -22,7 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from tests.gateway import ADMIN_PASS, Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import ADMIN_PASS, Gateway
 from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
 
@@ -144,7 +145,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     browser: Browser, page: Page, etcd_gateways: GatewayFactory, tmp_path: Path
 ) -> None:
     a, b = etcd_gateways("a"), etcd_gateways("b")
-    wait_for(lambda: {p["id"] for p in a.peers()} == {"a", "b"}, 20, "a to see both instances")
+    eventually(lambda: {p["id"] for p in a.peers()} == {"a", "b"}, 20, "a to see both instances")
     shop = b.put("shop", project("shop", "Shop", db={"mongo": {"enabled": True}})).json()
     b.put("blog", project("blog", "Blog", auth={"email": True}, filestore={"local": {}}))
 
@@ -226,7 +227,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     delete.click()
     delete.click()  # confirm
     expect(row(page, "projects", "fresh")).to_have_count(0)
-    wait_for(
+    eventually(
         lambda: b.get("/v1/config/projects/fresh").status_code == 404,
         10,
         "the page's delete to reach B",
@@ -284,7 +285,7 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     # The README's screenshot: the page with data and the editor open.
     row(page, "projects", "shop").locator("button.edit").click()
     expect(page.locator("#editor-title")).to_have_text("Edit shop")
-    wait_for(
+    eventually(
         lambda: page.locator("#peers .badge.lag").count() == 0,
         10,
         "every instance to report the newest revision",
@@ -294,6 +295,72 @@ def test_live_dashboard_on_two_instances_through_a_restart(
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000
+
+
+def test_the_tokens_panel_and_a_page_opened_with_a_reader_token(
+    browser: Browser, page: Page, etcd_gateways: GatewayFactory
+) -> None:
+    a, b = etcd_gateways("a"), etcd_gateways("b")
+    a.put("shop", project("shop", "Shop"))
+    a.put("blog", project("blog", "Blog"))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+
+    # The admin mints a reader of shop on A's page; the token is shown once.
+    log_in(page, a)
+    expect(page.locator("#tokens-card")).to_be_visible()
+    page.fill("#mint-name", "shop-reader")
+    page.select_option("#mint-role", "reader")
+    page.fill("#mint-projects", "shop")
+    page.click("#mint button[type=submit]")
+    expect(page.locator("#minted")).to_be_visible()
+    token = page.locator("#minted-token").text_content() or ""
+    assert token.startswith("sct_")
+    page.click("#copy-token")
+    expect(page.locator("#copy-msg")).to_have_text(re.compile("Copied|Selected"))
+    (listed,) = a.get("/v1/config/tokens").json()["tokens"]
+    expect(row(page, "tokens", listed["id"])).to_contain_text("shop-reader")
+    assert token not in page.locator("#tokens").inner_text()
+    page.click("#dismiss-token")
+    expect(page.locator("#minted")).to_be_hidden()
+    assert page.locator("#minted-token").text_content() == ""
+
+    # A page on B opened with the reader token: only shop, nothing to edit, no tokens.
+    reader = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    reader.set_default_timeout(10_000)
+    reader.on("console", lambda message: console.append(message.text))
+    reader.goto(f"{b.url}/")
+    reader.fill("#token-input", token)
+    reader.click("#token-login button[type=submit]")
+    expect(reader.locator("#conn")).to_have_attribute("data-state", "connected")
+    expect(reader.locator("#projects tbody tr")).to_have_count(1)
+    expect(row(reader, "projects", "shop")).to_be_visible()
+    expect(reader.locator("#new-project")).to_be_hidden()
+    expect(reader.locator("#tokens-card")).to_be_hidden()
+    expect(reader.locator("#projects button.delete")).to_have_count(0)
+    expect(reader.locator("#who")).to_contain_text("reader of shop")
+    row(reader, "projects", "shop").locator("button.edit").click()
+    expect(reader.locator("#editor-title")).to_have_text("View shop")
+    expect(reader.locator("#doc")).not_to_be_editable()
+    expect(reader.locator("#save")).to_be_hidden()
+
+    # Its projects' changes reach it; others' never do.
+    a.put("blog", project("blog", "Blog v2"))
+    a.put("shop", project("shop", "Shop v2"))
+    expect(row(reader, "projects", "shop").locator(".name")).to_have_text(
+        "Shop v2", timeout=LIVE_WITHIN_MS
+    )
+    expect(reader.locator("#projects tbody tr")).to_have_count(1)
+
+    # Revoked on A's page: B refuses it, and the reader's page is sent back to the login.
+    revoke = row(page, "tokens", listed["id"]).locator("button.revoke")
+    revoke.click()
+    revoke.click()  # confirm
+    expect(row(page, "tokens", listed["id"])).to_have_count(0)
+    expect(reader.locator("#login-view")).to_be_visible(timeout=15_000)
+    expect(reader.locator("#login-error")).to_contain_text("refused")
+    assert not [text for text in console if token in text], "the token reached the console"
+    reader.context.close()
 
 
 def test_versions_diff_and_rollback_guarded_by_if_match(

@@ -2,6 +2,8 @@
 
 - every Kubernetes manifest validates against the Kubernetes OpenAPI schemas shipped inside
   the ``kubernetes-validate`` package (strict: unknown fields fail), with the network cut;
+- every kustomization (the base and each overlay) renders with kustomize itself
+  (``kubectl kustomize``: ``scripts/install-kubectl.sh``), and what it renders validates;
 - the Deployment has the probes, the downward-API address, the Secrets and the TLS volume;
 - the compose files set on a gateway only variables the gateway reads (derived from
   ``app.settings``), with values the gateway accepts;
@@ -14,7 +16,10 @@ import copy
 import json
 import re
 import shlex
+import shutil
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,14 +29,17 @@ import yaml
 from kubernetes_validate import utils as k8s_validate
 
 from app.settings import Settings, split_host_port
-from app.stores.consul import CONSUL_VARIABLES, ConsulConfig
-from app.stores.etcd import ETCD_VARIABLES, EtcdConfig
+from app.stores.consul import ConsulConfig
+from app.stores.etcd import EtcdConfig
+from tests.environ import clear_gateway_environ, gateway_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose"
-K8S = DEPLOY / "kubernetes"
-CONSUL_OVERLAY = K8S / "consul"
+KUBERNETES = DEPLOY / "kubernetes"
+K8S = KUBERNETES / "base"
+OVERLAYS = KUBERNETES / "overlays"
+CONSUL_OVERLAY = OVERLAYS / "consul"
 
 # The oldest Kubernetes the manifests promise to fit, and the newest the validator knows.
 K8S_VERSIONS = ("1.27.0", k8s_validate.latest_version())
@@ -41,12 +49,6 @@ PLACEHOLDER = "REPLACE"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def gateway_variables() -> frozenset[str]:
-    """Every environment variable the gateway reads, derived from its settings models."""
-    names = {field.upper() for field in Settings.model_fields}
-    return frozenset(names | set(ETCD_VARIABLES) | set(CONSUL_VARIABLES))
 
 
 GATEWAY_VARIABLES = gateway_variables()
@@ -157,8 +159,7 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Settings built in a test see only what the test gives them."""
-    for name in GATEWAY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
@@ -185,9 +186,9 @@ def validate_k8s(doc: dict[str, Any]) -> None:
 
 def test_the_network_guard_works(no_network: None) -> None:
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.create_connection(("pypi.org", 443), timeout=1)
+        socket.create_connection(("example.com", 443), timeout=1)
     with pytest.raises(AssertionError, match="network access attempted"):
-        socket.getaddrinfo("pypi.org", 443)
+        socket.getaddrinfo("example.com", 443)
 
 
 def test_the_base_has_every_kind_it_needs() -> None:
@@ -248,6 +249,77 @@ def test_kustomization_lists_every_resource_but_the_placeholder_secrets() -> Non
     assert set(listed) == expected
     image = container()["image"].rpartition(":")[0]
     assert image in {entry["name"] for entry in kustomization.get("images", [])}
+
+
+# --- Kubernetes: every kustomization rendered by kustomize ----------------------------------
+
+
+def kustomizations() -> list[Path]:
+    return sorted(path.parent for path in KUBERNETES.rglob("kustomization.yaml"))
+
+
+def kubectl() -> str:
+    """kubectl on PATH or in the project's virtualenv; a missing one fails, loudly."""
+    found = shutil.which("kubectl") or shutil.which(
+        "kubectl", path=str(Path(sys.executable).parent)
+    )
+    if found is None:
+        pytest.fail("kubectl is missing: run scripts/install-kubectl.sh", pytrace=False)
+    return found
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"kustomize refused {directory}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def rendered_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [doc for doc in docs if doc["kind"] == kind]
+    return found
+
+
+def test_the_layout_is_a_base_and_overlays_beside_it() -> None:
+    names = [path.relative_to(KUBERNETES).as_posix() for path in kustomizations()]
+    assert names == ["base", "overlays/consul", "overlays/etcd"]
+    for overlay in OVERLAYS.iterdir():
+        for entry in load_one(overlay / "kustomization.yaml")["resources"]:
+            target = (overlay / entry).resolve()
+            # An overlay inside its own base is the cycle kustomize refuses.
+            assert not overlay.resolve().is_relative_to(target), f"{overlay} is inside {target}"
+
+
+@pytest.mark.parametrize(
+    "directory", kustomizations(), ids=lambda p: p.relative_to(KUBERNETES).as_posix()
+)
+def test_kustomization_renders_and_validates(directory: Path) -> None:
+    docs = render(directory)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    for doc in docs:
+        validate_k8s(doc)
+
+
+def test_the_consul_overlay_renders_a_consul_gateway(clean_env: None) -> None:
+    docs = render(CONSUL_OVERLAY)
+    data = rendered_kind(docs, "ConfigMap")["data"]
+    assert data["STORE_TYPE"] == "consul" and not any(k.startswith("ETCD_") for k in data)
+    pod = rendered_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    (gateway,) = pod["containers"]
+    names = {entry["name"] for entry in gateway["env"]}
+    assert "CONSUL_HTTP_TOKEN" in names and not any(n.startswith("ETCD_") for n in names)
+    assert "etcd-tls" not in {volume["name"] for volume in pod.get("volumes", [])}
+    assert not any("etcd" in mount["mountPath"] for mount in gateway.get("volumeMounts", []))
+
+
+def test_the_etcd_overlay_renders_the_base(clean_env: None) -> None:
+    docs = render(OVERLAYS / "etcd")
+    assert docs == render(K8S)
+    data = rendered_kind(docs, "ConfigMap")["data"]
+    assert data["STORE_TYPE"] == "etcd"
+    assert EtcdConfig.from_env({"ETCD_ENDPOINTS": data["ETCD_ENDPOINTS"]}).endpoints
 
 
 # --- Kubernetes: the Deployment -------------------------------------------------------------
@@ -396,7 +468,7 @@ def test_example_secrets_are_marked_as_placeholders() -> None:
 
 def test_the_consul_overlay_patches_the_base(clean_env: None) -> None:
     kustomization = load_one(CONSUL_OVERLAY / "kustomization.yaml")
-    assert kustomization["resources"] == [".."]
+    assert kustomization["resources"] == ["../../base"]
     base = {(doc["kind"], doc["metadata"]["name"]) for p in k8s_manifests() for doc in load_all(p)}
     patches = {}
     for entry in kustomization["patches"]:
@@ -455,7 +527,7 @@ def test_compose_gateways_are_distinct_instances(name: str, clean_env: None) -> 
     for svc_name, svc in gateways(compose(name)).items():
         env = environment(svc)
         assert env["ADVERTISE_ADDR"] == f"{svc_name}:{GATEWAY_PORT}"
-        values = {k.lower(): v for k, v in interpolate(env).items()}
+        values: dict[str, Any] = {k.lower(): v for k, v in interpolate(env).items()}
         settings = Settings(
             **{k: v for k, v in values.items() if k in Settings.model_fields}, _env_file=None
         )
@@ -572,3 +644,28 @@ def test_deploy_readme_covers_every_deployment() -> None:
     text = (DEPLOY / "README.md").read_text()
     for needle in ("compose/etcd.yml", "compose/consul.yml", "kubectl apply -k"):
         assert needle in text, f"deploy/README.md does not mention {needle}"
+
+
+def test_dockerfile_base_image_is_pinned_to_a_release() -> None:
+    bases = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert len(bases) == 1, bases
+    image, _, tag = bases[0].partition("@")[0].partition(":")
+    assert image == "python", bases[0]
+    pinned = "@sha256:" in bases[0] or re.fullmatch(r"\d+\.\d+\.\d+-slim-\w+", tag)
+    assert pinned, f"FROM {bases[0]}: a floating tag (pin Python's patch release and Debian's)"
+
+
+def test_dockerfile_installs_the_lock_in_its_own_layer_before_the_code() -> None:
+    instructions = dockerfile_instructions()
+    installs = [i for i, (keyword, args) in enumerate(instructions) if "pip install" in args]
+    assert len(installs) == 2, "one install of the lock, one of the project"
+    lock, project = (instructions[i][1] for i in installs)
+    assert re.search(r"pip install --require-hashes -r requirements\.lock(\s|$)", lock), lock
+    assert re.search(r"pip install --no-deps \.(\s|$)", project), project
+    copied_before = [args for keyword, args in instructions[: installs[0]] if keyword == "COPY"]
+    assert copied_before == ["requirements.lock ./"], "only the lock precedes its layer"
+    copies = [i for i, (keyword, args) in enumerate(instructions) if keyword == "COPY"]
+    code = [i for i in copies if instructions[i][1].split()[0] == "app"]
+    assert code and installs[0] < code[0] < installs[1]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "requirements.lock" not in ignored and "app" not in ignored

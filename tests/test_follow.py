@@ -265,7 +265,7 @@ def test_an_unknown_event_only_makes_the_connection_live() -> None:
 def test_upstream_urls_are_validated_and_split() -> None:
     from app.settings import Settings
 
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         store_type="follow",
         admin_pass="x",

@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.stores.base import ProjectChange, ProjectListing, StoredProject
 from app.stores.local import LocalStore
 from app.sync import ClusterState, frames
+from tests.environ import clear_gateway_environ
 
 
 def parse_frame(frame: bytes) -> dict[str, str]:
@@ -78,9 +79,8 @@ def test_the_frames_the_applied_state_sends_match_their_models() -> None:
 @pytest.fixture
 def openapi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.chdir(tmp_path)  # no .env from the repository
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-    settings = Settings(_env_file=None, admin_pass="x", node_id="n1")  # type: ignore[call-arg]
+    clear_gateway_environ(monkeypatch)
+    settings = Settings(_env_file=None, admin_pass="x", node_id="n1")
     app = create_app(settings, LocalStore(tmp_path / "c.yaml"))
     return app.openapi()
 

@@ -211,8 +211,8 @@ async def test_space_cloud_file_without_revisions_can_be_updated_conditionally(
         "projects: [\n",  # not YAML
         "- a\n- b\n",  # not a mapping
         "projects: {id: a}\n",  # projects not a list
-        "projects:\n  - name: no id\n",
-        "projects:\n  - id: 5\n",
+        "tokens: [a, b]\n",  # tokens not a mapping
+        "tokens: {1: {id: x}}\n",  # a token id that is not a string
     ],
 )
 async def test_invalid_file_is_a_config_error(path: Path, text: str) -> None:
@@ -228,12 +228,48 @@ async def test_invalid_file_is_a_config_error(path: Path, text: str) -> None:
     await store.close()
 
 
+async def test_entries_without_a_string_id_go_up_under_their_position(path: Path) -> None:
+    """A hand-edited entry the store cannot key does not stop the instance: it goes up
+    under a key no project id can take, for the sync layer to skip and report, and a
+    later write keeps it in the file as it was."""
+    path.write_text("projects:\n  - id: ok\n  - name: no id\n  - id: 5\n  - just text\n")
+    store = LocalStore(path)
+    await store.open()
+    listing = await store.list_projects()
+    assert {key: p.value for key, p in listing.projects.items()} == {
+        "ok": b'{"id":"ok"}',
+        "projects[1]": b'{"name":"no id"}',
+        "projects[2]": b'{"id":5}',
+        "projects[3]": b'"just text"',
+    }
+    await store.put_project("new", b'{"id":"new"}')
+    await store.close()
+    document = yaml.safe_load(path.read_text())
+    assert {"name": "no id"} in document["projects"] and "just text" in document["projects"]
+
+
 async def test_bad_revision_in_the_file_is_a_config_error(path: Path) -> None:
     """A hand-edited file with a non-numeric revision is refused with a clear
     StoreConfigError (one line, exit 2 on the command line), not a ValueError."""
     path.write_text("revision: seven\nprojects: []\n")
     with pytest.raises(StoreConfigError):
         await LocalStore(path).open()
+
+
+async def test_token_records_live_in_the_file_beside_projects(store: LocalStore) -> None:
+    record = {"id": "0123456789abcdef", "name": "ci", "secretHash": "ab" * 32}
+    await store.put_token("0123456789abcdef", orjson.dumps(record))
+    await store.put_project("p", value("p"))  # a project write keeps the tokens
+    document = yaml.safe_load(store.path.read_text())
+    assert document["tokens"] == {"0123456789abcdef": record}
+    assert [project["id"] for project in document["projects"]] == ["p"]
+    again = await reopen(store)
+    try:
+        assert await again.list_tokens() == {"0123456789abcdef": orjson.dumps(record)}
+        assert await again.delete_token("0123456789abcdef") is True
+        assert "tokens" not in yaml.safe_load(store.path.read_text())
+    finally:
+        await again.close()
 
 
 async def test_empty_file_is_an_empty_store(path: Path) -> None:

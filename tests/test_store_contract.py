@@ -142,6 +142,31 @@ async def test_a_new_store_is_empty_and_checks(store: Store, backend: str) -> No
     assert (await store.list_projects()).projects == {}
 
 
+async def test_the_current_revision_reaches_every_write_and_grows_with_them(
+    store: Store,
+) -> None:
+    """What ``?waitRevision=`` is checked against: no write's revision is beyond it."""
+    put = await store.put_project("rev", doc("rev"))
+    assert await store.current_revision() >= put.revision
+    deleted = await store.delete_project("rev")
+    current = await store.current_revision()
+    assert current >= deleted > put.revision
+
+
+@distributed
+async def test_keys_that_are_no_project_id_are_listed_for_the_sync_layer_to_judge(
+    store: Store, backend: str, server: Any, cluster: str
+) -> None:
+    """A store never drops a key under the prefix itself (docs/design.md §12); the local
+    store's keys come from its file (test_local_store.py)."""
+    key = f"sc/projects/{cluster}/a/b"
+    if backend == "etcd":
+        server.etcdctl("put", key, "{}")
+    else:
+        server.api("PUT", f"/v1/kv/{key}", content=b"{}")
+    assert set((await store.list_projects()).projects) == {"a/b"}
+
+
 # --- conditional writes ---------------------------------------------------------------
 
 
@@ -343,6 +368,73 @@ async def test_the_instance_watch_sees_other_instances_join_and_leave(
         assert await within(anext(instances)) == {"n1": b"one", "n2": b"two-b"}
         await other.deregister()
         assert await within(anext(instances)) == {"n1": b"one"}
+
+
+# --- minted tokens' records -----------------------------------------------------------
+
+RECORD_A = b'{"id":"0123456789abcdef","name":"a"}'
+RECORD_B = b'{"id":"fedcba9876543210","name":"b"}'
+
+
+async def test_token_records_are_put_listed_and_deleted(store: Store) -> None:
+    assert await store.list_tokens() == {}
+    await store.put_token("0123456789abcdef", RECORD_A)
+    await store.put_token("fedcba9876543210", RECORD_B)
+    assert await store.list_tokens() == {
+        "0123456789abcdef": RECORD_A,
+        "fedcba9876543210": RECORD_B,
+    }
+    assert await store.delete_token("0123456789abcdef") is True
+    assert await store.delete_token("0123456789abcdef") is False
+    assert await store.delete_token("0000000000000000") is False
+    assert await store.list_tokens() == {"fedcba9876543210": RECORD_B}
+
+
+async def test_token_records_outlive_the_store_object(
+    store: Store, open_store: OpenStore, cluster: str
+) -> None:
+    await store.put_token("0123456789abcdef", RECORD_A)
+    await store.close()  # the local store's file is locked while it is open
+    again = await open_store(cluster)
+    assert await again.list_tokens() == {"0123456789abcdef": RECORD_A}
+
+
+async def test_token_records_stay_apart_from_projects(store: Store) -> None:
+    await store.put_project("p", doc("p"))
+    await store.put_token("0123456789abcdef", RECORD_A)
+    assert set((await store.list_projects()).projects) == {"p"}
+    await store.put_project("p", doc("p", 2))
+    assert await store.list_tokens() == {"0123456789abcdef": RECORD_A}
+
+
+async def test_the_token_watch_yields_the_full_map_after_every_change(store: Store) -> None:
+    await store.put_token("0123456789abcdef", RECORD_A)
+    async with watching(store.watch_tokens()) as tokens:
+        assert await within(anext(tokens)) == {"0123456789abcdef": RECORD_A}
+        await store.put_token("fedcba9876543210", RECORD_B)
+        assert await within(anext(tokens)) == {
+            "0123456789abcdef": RECORD_A,
+            "fedcba9876543210": RECORD_B,
+        }
+        await store.delete_token("0123456789abcdef")
+        assert await within(anext(tokens)) == {"fedcba9876543210": RECORD_B}
+
+
+@distributed
+async def test_another_instances_token_changes_reach_the_watch_and_no_other_cluster(
+    open_store: OpenStore, cluster: str
+) -> None:
+    watcher = await open_store(cluster)
+    other = await open_store(cluster)
+    outsider = await open_store(cluster + "b")
+    async with watching(watcher.watch_tokens()) as tokens:
+        assert await within(anext(tokens)) == {}
+        await outsider.put_token("fedcba9876543210", RECORD_B)
+        await other.put_token("0123456789abcdef", RECORD_A)
+        assert await within(anext(tokens)) == {"0123456789abcdef": RECORD_A}
+        assert await other.delete_token("0123456789abcdef") is True
+        assert await within(anext(tokens)) == {}
+    assert await outsider.list_tokens() == {"fedcba9876543210": RECORD_B}
 
 
 # --- versions -------------------------------------------------------------------------

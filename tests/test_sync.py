@@ -568,6 +568,9 @@ class FakeStore:
 
     async def check(self) -> None: ...
 
+    async def current_revision(self) -> int | None:
+        return self.revision
+
     async def list_projects(self) -> ProjectListing:
         self.list_calls += 1
         if not self.available:
@@ -675,7 +678,9 @@ async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
 
         await wait_until(lambda: store.list_calls >= 4)  # retried while failing
         assert state.store_error is not None
-        assert "StoreUnavailable" in state.store_error
+        # A sentence for /readyz, without the exception's class name.
+        assert "StoreUnavailable" not in state.store_error
+        assert state.store_error == "connection refused"
         assert state.revision == 3  # keeps serving what it applied
         assert set(state.projects) == {"a", "b", "c"}
 

@@ -15,6 +15,7 @@ from app.follow import Follower
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 
 APP = Path(__file__).resolve().parent.parent / "app"
 PASSWORD = "wiring-pass"
@@ -24,13 +25,12 @@ SECRET = "wiring-secret-0123456789-0123456789-abcdef"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no .env from the repository
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    clear_gateway_environ(monkeypatch)
 
 
 def settings(**overrides: object) -> Settings:
     options: dict = {"admin_pass": PASSWORD, "admin_secret": SECRET, "node_id": "n1"}
-    return Settings(_env_file=None, **options | overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **options | overrides)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ class Role(StrEnum):
     @classmethod
     def parse(cls, value: object) -> Role:
         try:
-            return cls(value)
+            return cls(str(value))
         except ValueError:
             valid = ", ".join(role.value for role in cls)
             raise InvalidScope(f"unknown role {value!r}: valid roles are {valid}") from None

@@ -45,6 +45,7 @@ async def synced_state(request: Request) -> ClusterState:
         )
     wait_revision = _wait_revision(request.query_params.get("waitRevision"))
     if wait_revision is not None:
+        await _refuse_beyond_the_store(request, state, wait_revision)
         within = request.app.state.settings.wait_revision_timeout_seconds
         if not await state.wait_for(wait_revision, within):
             raise HTTPException(
@@ -55,13 +56,24 @@ async def synced_state(request: Request) -> ClusterState:
     return state
 
 
+async def _refuse_beyond_the_store(request: Request, state: ClusterState, revision: int) -> None:
+    """A revision the store has not reached can never be applied: 400 at once."""
+    if revision <= state.revision:
+        return
+    store_revision = await request.app.state.store_revision.beyond(revision)
+    if store_revision is not None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"waitRevision {revision} is beyond the store's current revision {store_revision}",
+        )
+
+
 def _wait_revision(text: str | None) -> int | None:
     if text is None:
         return None
     if not text.isdigit():
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "waitRevision must be a revision number"
-        )
+        # 400, as for a bad Last-Event-ID: both name a revision.
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "waitRevision must be a revision number")
     return int(text)
 
 
@@ -71,7 +83,8 @@ WAIT_REVISION_PARAMETER = {
     "required": False,
     "schema": {"type": "integer", "minimum": 0},
     "description": "Hold the answer until this instance has applied this revision "
-    "(504 if it has not within the bound).",
+    "(504 if it has not within the bound; 400 if it is not a revision number, or beyond "
+    "the store's current revision, which the message names).",
 }
 #: ``openapi_extra`` for every read that honours ``?waitRevision=``.
 WAITS_FOR_REVISION = {"parameters": [WAIT_REVISION_PARAMETER]}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -76,11 +78,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
+# Each handler takes the exception type it is registered for (Starlette types them all as
+# taking ``Exception``).
+_HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]]] = {
+    StarletteHTTPException: _http_exception,
+    RequestValidationError: _validation_error,
+    StoreError: _store_error,
+    Exception: _unexpected,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(StarletteHTTPException, _http_exception)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StoreError, _store_error)
-    app.add_exception_handler(Exception, _unexpected)
+    for exception_type, handler in _HANDLERS.items():
+        app.add_exception_handler(exception_type, handler)
 
 
 def documented(*codes: int) -> dict[int | str, dict]:
@@ -88,6 +98,7 @@ def documented(*codes: int) -> dict[int | str, dict]:
     descriptions = {
         400: "Bad request",
         401: "Missing or invalid token",
+        403: "Outside the token's role or projects",
         404: "Not found",
         405: "This instance follows another one and is read-only (see Allow)",
         409: "Already exists",

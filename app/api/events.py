@@ -100,7 +100,7 @@ async def events(
         on_send_timeout=functools.partial(state.drop_stalled, subscription),
         ping=0,  # one app-wide pinger (ping_subscribers) instead of a task per stream
         send_timeout=settings.sse_send_timeout_seconds,
-        shutdown_event=_CloseOnShutdown(subscription),  # type: ignore[arg-type]
+        shutdown_event=_CloseOnShutdown(subscription),
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -13,6 +15,9 @@ from app.models import Env, Health
 
 router = APIRouter(tags=["health"])
 
+#: /readyz lists at most this many skipped store values (the metric counts them all).
+MAX_SKIPPED_LISTED = 100
+
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Response:
@@ -23,14 +28,23 @@ async def healthz() -> Response:
     "/readyz",
     response_model=Health,
     responses=documented(503),
-    summary="Ready: first sync done and the store reachable",
+    summary="Ready: first sync (configs and tokens) done and the store reachable",
 )
-async def readyz(state: State) -> Response:
+async def readyz(state: State, request: Request) -> Response:
     if not state.synced.is_set():
         return error(status.HTTP_503_SERVICE_UNAVAILABLE, state.store_error or "not synced yet")
+    minted_tokens = request.app.state.minted_tokens
+    if minted_tokens.held and not minted_tokens.synced.is_set():
+        return error(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            state.store_error or "the minted tokens have not been synced yet",
+        )
     if state.store_error:
         return error(status.HTTP_503_SERVICE_UNAVAILABLE, state.store_error)
-    return JSONResponse({"status": "ready", "revision": state.revision})
+    body: dict[str, object] = {"status": "ready", "revision": state.revision}
+    if skipped := request.app.state.intake.skipped:
+        body["skipped"] = [asdict(value) for value in skipped.values()][:MAX_SKIPPED_LISTED]
+    return JSONResponse(body)
 
 
 @router.get(

@@ -20,6 +20,7 @@ from app.api.dependencies import (
     SyncedState,
     WriteStamp,
 )
+from app.api.permissions import require_read, require_write
 from app.api.projects import (
     READ_YOUR_WRITE_SECONDS,
     IfMatch,
@@ -89,17 +90,11 @@ HistoryStore = Annotated[Store, Depends(_history_store)]
 
 
 def _may_read(principal: CurrentPrincipal, project: ProjectId) -> None:
-    if not principal.may_read(project):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"this token may not read project {project!r}"
-        )
+    require_read(principal, project)
 
 
 def _may_write(principal: CurrentPrincipal, project: ProjectId) -> None:
-    if not principal.may_write(project):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"this token may not write project {project!r}"
-        )
+    require_write(principal, project)
 
 
 def _number(name: str, text: str | None, lowest: int, highest: int | None = None) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request, status
 
 from app.access.limiter import LoginLimiter
@@ -13,7 +15,7 @@ router = APIRouter(tags=["auth"])
 #: The key for a client whose socket address the server does not know.
 UNKNOWN_CLIENT = "unknown"
 
-_TOO_MANY = {
+_TOO_MANY: dict[int | str, dict[str, Any]] = {
     429: {
         "model": ErrorBody,
         "description": "Too many failed logins from this address (see Retry-After)",

@@ -16,7 +16,7 @@ router = APIRouter(tags=["cluster"], dependencies=[Admin])
 @router.get(
     "/v1/config/peers",
     response_model=PeerList,
-    responses=documented(401, 503, 504),
+    responses=documented(400, 401, 503, 504),
     openapi_extra=WAITS_FOR_REVISION,
     summary="Every live instance of the cluster",
 )

@@ -1,8 +1,10 @@
-"""Project configs: read from the applied state, written through the store."""
+"""Project configs: read from the applied state, written through the store, each within
+the requesting token's role and projects (403 outside them)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -17,8 +19,9 @@ from app.api.dependencies import (
     WriteStamp,
 )
 from app.api.errors import documented
+from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
-from app.auth import Admin
+from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
 from app.stores.base import ABSENT, Store, ValueTooLarge, VersionStamp
@@ -54,6 +57,19 @@ _PROJECT_BODY: dict[str, Any] = {
     }
 }
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_CONDITIONAL_GET: dict[str, Any] = {
+    "parameters": [
+        *WAITS_FOR_REVISION["parameters"],
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "304 without a body when the project is at one of these revisions "
+            '(`"<revision>"`, comma-separated) or, for `*`, exists.',
+        },
+    ]
+}
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
 IfMatch = Annotated[
@@ -68,28 +84,44 @@ IfNoneMatch = Annotated[
 @router.get(
     "",
     response_model=ProjectList,
-    responses=documented(401, 503, 504),
+    responses=documented(400, 401, 503, 504),
     openapi_extra=WAITS_FOR_REVISION,
-    summary="Every project, with the revision the list is complete at",
+    summary="Every project the token may read, with the cluster's revision",
 )
-async def list_projects(state: SyncedState) -> Response:
-    return Response(state.list_body(), media_type="application/json")
+async def list_projects(state: SyncedState, principal: CurrentPrincipal) -> Response:
+    if principal.scope.is_everything:
+        return Response(state.list_body(), media_type="application/json")
+    return Response(_scoped_list_body(state, principal.may_read), media_type="application/json")
+
+
+def _scoped_list_body(state: ClusterState, may_read: Callable[[str], bool]) -> bytes:
+    """The list of the projects ``may_read`` allows; the revision stays the cluster's, so
+    ``?waitRevision=`` and ETags mean the same for every token."""
+    joined = b",".join(project.value for project in state.projects.values() if may_read(project.id))
+    return b'{"projects":[%s],"revision":%d}' % (joined, state.revision)
 
 
 @router.get(
     "/{project}",
     response_model=Project,
-    responses=documented(401, 404, 503, 504),
-    openapi_extra=WAITS_FOR_REVISION,
+    responses={
+        304: {"description": "Not modified: `If-None-Match` names the current revision"},
+        **documented(400, 401, 403, 404, 503, 504),
+    },
+    openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(project: ProjectId, state: SyncedState) -> Response:
+async def get_project(
+    project: ProjectId, request: Request, state: SyncedState, principal: CurrentPrincipal
+) -> Response:
+    require_read(principal, project)
     stored = state.projects.get(project)
     if stored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
-    return Response(
-        stored.value, media_type="application/json", headers={"ETag": f'"{stored.revision}"'}
-    )
+    etag = {"ETag": f'"{stored.revision}"'}
+    if _none_match(request.headers.get("if-none-match"), stored.revision):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
+    return Response(stored.value, media_type="application/json", headers=etag)
 
 
 @router.put(
@@ -98,7 +130,7 @@ async def get_project(project: ProjectId, state: SyncedState) -> Response:
     status_code=status.HTTP_200_OK,
     responses={
         201: {"model": ProjectWritten, "description": "Created"},
-        **documented(400, 401, 405, 412, 413, 422, 503),
+        **documented(400, 401, 403, 405, 412, 413, 422, 503),
     },
     dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
@@ -109,10 +141,12 @@ async def put_project(
     request: Request,
     store: CurrentStore,
     state: State,
+    principal: CurrentPrincipal,
     stamp: WriteStamp,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
+    require_write(principal, project)
     expected = _expected_revision(state, project, if_match, if_none_match)
     value = await _project_value(request, store.value_limit, project)
     return await _put(request, store, state, project, value, expected, stamp)
@@ -122,16 +156,21 @@ async def put_project(
     "",
     response_model=ProjectWritten,
     status_code=status.HTTP_201_CREATED,
-    responses=documented(400, 401, 405, 409, 413, 422, 503),
+    responses=documented(400, 401, 403, 405, 409, 413, 422, 503),
     dependencies=[Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create a project; 409 if it exists",
 )
 async def create_project(
-    request: Request, store: CurrentStore, state: State, stamp: WriteStamp
+    request: Request,
+    store: CurrentStore,
+    state: State,
+    principal: CurrentPrincipal,
+    stamp: WriteStamp,
 ) -> Response:
     value = await _project_value(request, store.value_limit, None)
     project = orjson.loads(value)["id"]
+    require_write(principal, project)
     return await _put(request, store, state, project, value, ABSENT, stamp)
 
 
@@ -139,7 +178,7 @@ async def create_project(
     "/{project}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(400, 401, 404, 405, 412, 503),
+    responses=documented(400, 401, 403, 404, 405, 412, 503),
     dependencies=[Writable],
     summary="Delete a project",
 )
@@ -148,9 +187,11 @@ async def delete_project(
     request: Request,
     store: CurrentStore,
     state: State,
+    principal: CurrentPrincipal,
     stamp: WriteStamp,
     if_match: IfMatch = None,
 ) -> Response:
+    require_write(principal, project)
     expected = _expected_revision(state, project, if_match, None)
     metrics: Metrics = request.app.state.metrics
     async with metrics.store_op("delete"):
@@ -179,6 +220,19 @@ async def _put(
         status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         headers={"ETag": f'"{result.revision}"'},
     )
+
+
+def _none_match(header: str | None, revision: int) -> bool:
+    """Whether ``If-None-Match`` names ``revision`` (or is ``*``): a 304 then."""
+    if header is None:
+        return False
+    for tag in header.split(","):
+        if tag.strip() == "*":
+            return True
+        match = _ETAG.match(tag)
+        if match is not None and int(match.group(1)) == revision:
+            return True
+    return False
 
 
 def _expected_revision(
@@ -210,7 +264,7 @@ def _expected_revision(
 
 async def _project_value(request: Request, limit: int, path_id: str | None) -> bytes:
     """The request's project, validated and compactly encoded, within ``limit`` bytes."""
-    raw = await _read_body(request, limit * RAW_BODY_FACTOR)
+    raw = await _read_body(request, limit)
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -239,15 +293,21 @@ async def _project_value(request: Request, limit: int, path_id: str | None) -> b
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit``."""
+    """The body, refused with 413 as soon as it is known to be over ``RAW_BODY_FACTOR``
+    times the store's ``limit``; the message names the store's limit only."""
+    raw_limit = limit * RAW_BODY_FACTOR
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the project is larger than this store takes: at most {limit} bytes",
+    )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ValueTooLarge(int(declared), limit)
+    if declared is not None and declared.isdigit() and int(declared) > raw_limit:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ValueTooLarge(size, limit)
+        if size > raw_limit:
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)

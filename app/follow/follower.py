@@ -113,6 +113,10 @@ class Follower:
                 failures.append(f"{url}: {upstream.describe(exc)}")
         raise StoreUnavailable(f"no upstream answers ({'; '.join(failures)})")
 
+    async def current_revision(self) -> int | None:
+        """Unknown: the upstream's stream tells what it applied, not its store's revision."""
+        return None
+
     # --- the change source ------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing:

@@ -83,8 +83,14 @@ async def open_stream(
 
 
 def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The failure in words for logs and ``/readyz``, never an exception's class name."""
+    if text := str(exc):
+        return text
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
+    return "the connection failed"
 
 
 def error_text(response: httpx.Response, prefix: str = " ") -> str:

@@ -1,11 +1,15 @@
 // space-cloud cluster dashboard: one page, no build step, no framework.
 //
-// Everything it shows comes from the API with the admin token: the live state from the
-// Server-Sent Events of /v1/config/events (snapshot, project.put, project.delete,
-// peers), edits through PUT with If-Match, a project's versions and rollback (also with
-// If-Match) through /projects/{id}/history and /rollback. The token stays in this tab's sessionStorage
-// and goes in an Authorization header, except for the event stream: EventSource cannot
-// set headers, so that one URL carries ?token= (the API takes it there and nowhere else).
+// Everything it shows comes from the API with the session's token (the admin's, or a
+// minted one): the live state from the Server-Sent Events of /v1/config/events
+// (snapshot, project.put, project.delete, peers), edits through PUT with If-Match, a
+// project's versions and rollback (also with If-Match) through /projects/{id}/history
+// and /rollback. The token stays in this tab's sessionStorage and goes in an
+// Authorization header, except for the event stream: EventSource cannot set headers, so
+// that one URL carries ?token= (the API takes it there and nowhere else). The page shows only what the token may do
+// (GET /v1/config/tokens/self): a reader sees no editing, only an admin of every project
+// sees the Tokens panel, and a token scoped to some projects, which the event stream
+// does not take yet, follows the project list with ?waitRevision= instead.
 "use strict";
 
 const API = "/v1/config";
@@ -13,10 +17,18 @@ const TOKEN_KEY = "space-cloud.session";
 const LOG_LIMIT = 300;
 const RECONNECT_MAX_MS = 5000;
 const EVENT_TYPES = ["snapshot", "project.put", "project.delete", "peers"];
+// A token without expiry (sessionStorage keeps numbers, not Infinity).
+const NEVER = 253402300799;
+// setTimeout fires at once beyond this many milliseconds.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const PEERS_POLL_MS = 5000;
 
 const state = {
-  token: null,         // admin token (null in --dev mode)
+  token: null,         // the session's token (null in --dev mode)
   expiresAt: 0,        // seconds since the epoch
+  principal: null,     // {name, role, projects, expiresAt} of the token (null in --dev mode)
+  polling: 0,          // generation of the list-following loop (a scoped token's view)
+  peersTimer: null,
   env: null,           // GET /v1/config/env of the instance serving this page
   projects: new Map(), // id -> {doc, revision (null until known)}
   peers: [],
@@ -98,15 +110,15 @@ async function boot() {
     notice("This instance does not answer /v1/config/env.", true);
   }
   const saved = readSession();
-  if (state.env && state.env.dev) startDashboard(null, 0);
-  else if (saved) startDashboard(saved.token, saved.expiresAt);
+  if (state.env && state.env.dev) startDashboard(null, 0, null);
+  else if (saved) startDashboard(saved.token, saved.expiresAt, saved.principal);
   else showLogin();
 }
 
 function readSession() {
   try {
     const saved = JSON.parse(sessionStorage.getItem(TOKEN_KEY) || "null");
-    if (saved && saved.token && saved.expiresAt * 1000 > Date.now() + 5000) return saved;
+    if (saved && saved.token && saved.principal && saved.expiresAt * 1000 > Date.now() + 5000) return saved;
   } catch (_) { /* ignore a corrupt entry */ }
   sessionStorage.removeItem(TOKEN_KEY);
   return null;
@@ -132,10 +144,9 @@ async function login(event) {
       body: JSON.stringify({ user: $("#login-user").value, pass: $("#login-pass").value }),
     });
     if (!response.ok) throw new ApiError(response.status, await errorOf(response));
-    const { token, expiresAt } = await response.json();
-    sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token, expiresAt }));
+    const { token } = await response.json();
     $("#login-pass").value = "";
-    startDashboard(token, expiresAt);
+    await openSession(token);
   } catch (error) {
     $("#login-error").textContent = error instanceof ApiError ? error.message : "The instance did not answer.";
     $("#login-error").hidden = false;
@@ -144,11 +155,47 @@ async function login(event) {
   }
 }
 
+async function tokenLogin(event) {
+  event.preventDefault();
+  const button = $("#token-login button[type=submit]");
+  button.disabled = true;
+  $("#token-error").hidden = true;
+  try {
+    await openSession($("#token-input").value.trim());
+    $("#token-input").value = "";
+  } catch (error) {
+    $("#token-error").textContent = error instanceof ApiError ? error.message : "The instance did not answer.";
+    $("#token-error").hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Ask the instance what the token may do, keep it for this tab, and open the dashboard.
+async function openSession(token) {
+  const response = await fetch(`${API}/tokens/self`, {
+    headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+    cache: "no-store",
+  });
+  if (!response.ok) throw new ApiError(response.status, await errorOf(response));
+  const principal = await response.json();
+  const expiresAt = principal.expiresAt ?? NEVER;
+  sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token, expiresAt, principal }));
+  startDashboard(token, expiresAt, principal);
+}
+
+// What the session's token may do; --dev (no principal) may do everything.
+const mayWrite = () => !state.principal || state.principal.role !== "reader";
+const mayAdmin = () => !state.principal ||
+  (state.principal.role === "admin" && state.principal.projects.includes("*"));
+const seesEverything = () => !state.principal || state.principal.projects.includes("*");
+
 let expiryTimer = null;
 
-function startDashboard(token, expiresAt) {
+function startDashboard(token, expiresAt, principal) {
   state.token = token;
   state.expiresAt = expiresAt;
+  state.principal = principal;
   $("#login-view").hidden = true;
   $("#dashboard").hidden = false;
   $("#session").hidden = false;
@@ -156,18 +203,36 @@ function startDashboard(token, expiresAt) {
   clearTimeout(expiryTimer);
   if (token) {
     const left = expiresAt * 1000 - Date.now();
-    expiryTimer = setTimeout(() => logout("The session has expired: log in again."), Math.max(0, left));
+    if (left < MAX_TIMER_MS) {
+      expiryTimer = setTimeout(() => logout("The session has expired: log in again."), Math.max(0, left));
+    }
   }
   resetView();
-  connect();
+  renderWho();
+  $("#new-project").hidden = !mayWrite();
+  $("#pause").hidden = !seesEverything();
+  $("#tokens-card").hidden = !mayAdmin();
+  if (mayAdmin()) loadTokens();
+  if (seesEverything()) connect();
+  else followList();
+}
+
+function renderWho() {
+  const principal = state.principal;
+  if (!principal) { $("#who").replaceChildren(); return; }
+  $("#who").replaceChildren(el("b", { text: principal.name }), ` · ${principal.role} of `,
+    el("b", { text: principal.projects.join(", ") }));
 }
 
 function logout(message) {
   clearTimeout(expiryTimer);
+  stopFollowing();
+  hideMinted();
   closeStream();
   clearTimeout(state.reconnectTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
+  state.principal = null;
   setConnection("idle", "not connected");
   showLogin(message);
 }
@@ -270,6 +335,82 @@ async function scheduleReconnect() {
   if (state.source === null || state.source.readyState !== EventSource.CLOSED) return;
   setConnection("reconnecting", `${reconnectingText()}: ${reason}`);
   logLine("ev-conn", "refused", null, `${reason}; next try in ${(delay / 1000).toFixed(1)} s`);
+}
+
+// --- a scoped token's view: the project list, followed with ?waitRevision= ---------------
+//
+// Each answer is the list of this token's projects at the cluster's revision R; the next
+// request waits for R + 1 (or times out with 504 and is sent again).
+
+function followList() {
+  const generation = ++state.polling;
+  setConnection("connecting", "loading this token's projects…");
+  followLoop(generation);
+  refreshPeers();
+  state.peersTimer = setInterval(refreshPeers, PEERS_POLL_MS);
+}
+
+function stopFollowing() {
+  state.polling += 1;
+  clearInterval(state.peersTimer);
+  state.peersTimer = null;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function followLoop(generation) {
+  let revision = null;
+  while (generation === state.polling) {
+    try {
+      const query = revision === null ? "" : `?waitRevision=${revision + 1}`;
+      const response = await api("GET", `/projects${query}`);
+      if (generation !== state.polling) return;
+      if (response.status === 504) continue;
+      if (!response.ok) {
+        setConnection("reconnecting", `retrying: ${await errorOf(response)}`);
+        await sleep(2000);
+        continue;
+      }
+      const list = await response.json();
+      onList(list, revision === null);
+      revision = list.revision;
+      setConnection("connected", `connected · this token's projects, at revision ${revision}`);
+    } catch (error) {
+      if (error instanceof ApiError) return; // logged out
+      setConnection("reconnecting", "retrying: the instance does not answer");
+      await sleep(2000);
+    }
+  }
+}
+
+function onList(list, first) {
+  const before = state.projects;
+  const next = new Map(list.projects.map((doc) => [doc.id, { doc, revision: null }]));
+  const changed = list.projects.filter((doc) => {
+    const old = before.get(doc.id);
+    return !old || canonical(old.doc) !== canonical(doc);
+  }).map((doc) => doc.id);
+  const gone = [...before.keys()].filter((id) => !next.has(id));
+  state.projects = next;
+  state.newest = Math.max(state.newest, list.revision);
+  if (first) {
+    const count = next.size === 1 ? "1 project" : `${next.size} projects`;
+    logLine("ev-snapshot", "list", list.revision, `${count} this token may read`);
+  }
+  else if (changed.length || gone.length) {
+    const parts = [changed.length ? `changed: ${changed.join(", ")}` : "", gone.length ? `gone: ${gone.join(", ")}` : ""];
+    logLine("ev-put", "list", list.revision, parts.filter(Boolean).join(" · "));
+  }
+  renderProjects();
+  for (const id of changed) if (!first) noteEditedProjectChanged(id, list.revision, false);
+  for (const id of gone) noteEditedProjectChanged(id, list.revision, true);
+}
+
+async function refreshPeers() {
+  try {
+    const response = await api("GET", "/peers");
+    if (response.ok) onPeers((await response.json()).peers, true);
+  } catch (_) { /* the list loop reports the connection */ }
 }
 
 function togglePause() {
@@ -432,9 +573,9 @@ function renderProjects(flashId) {
       el("td", { class: "muted", text: modules.length ? modules.join(", ") : "–" }),
       el("td", { class: "num rev", text: revision === null ? "…" : String(revision) }),
       el("td", { class: "row-actions" },
-        el("button", { class: "small edit", type: "button", text: "Edit", onclick: () => openEditor(id) }),
-        " ",
-        el("button", { class: "small ghost delete", type: "button", text: "Delete", onclick: (e) => deleteProject(id, e.currentTarget) })));
+        el("button", { class: "small edit", type: "button", text: mayWrite() ? "Edit" : "View", onclick: () => openEditor(id) }),
+        mayWrite() ? " " : "",
+        mayWrite() ? el("button", { class: "small ghost delete", type: "button", text: "Delete", onclick: (e) => deleteProject(id, e.currentTarget) }) : ""));
   });
   $("#projects tbody").replaceChildren(...rows);
   $("#projects-empty").hidden = ids.length > 0;
@@ -499,6 +640,9 @@ function showEditor(title, base, doc) {
   $("#editor-title").textContent = title;
   $("#editor-base").textContent = base;
   $("#doc").value = JSON.stringify(doc, null, 2);
+  $("#doc").readOnly = !mayWrite();
+  $("#save").hidden = !mayWrite();
+  $("#format").hidden = !mayWrite();
   $("#stale").hidden = true;
   $("#conflict").hidden = true;
   $("#versions").hidden = true;
@@ -515,8 +659,10 @@ async function openEditor(id) {
     }
     const doc = await response.json();
     const revision = revisionOf(response);
+    const listed = state.projects.get(id);
+    if (listed && listed.revision === null) listed.revision = revision; // the list has none
     state.editing = { id, revision, base: doc };
-    showEditor(`Edit ${id}`, `at revision ${revision}`, doc);
+    showEditor(`${mayWrite() ? "Edit" : "View"} ${id}`, `at revision ${revision}`, doc);
     $("#editor-base").dataset.revision = String(revision);
     await loadVersions(id);
   } catch (error) {
@@ -701,6 +847,113 @@ async function deleteProject(id, button) {
   }
 }
 
+// --- tokens (admins of every project) ----------------------------------------------------
+//
+// A minted token is shown once, in #minted, until "Done" or the next action: it goes to no
+// storage, log line or console.
+
+async function loadTokens() {
+  try {
+    const response = await api("GET", "/tokens");
+    if (!response.ok) { notice(`Could not list the tokens: ${await errorOf(response)}`, true); return; }
+    renderTokens((await response.json()).tokens);
+  } catch (error) {
+    if (!(error instanceof ApiError)) notice("Could not list the tokens: the instance did not answer.", true);
+  }
+}
+
+function renderTokens(tokens) {
+  const rows = tokens.map((token) => el("tr", { "data-id": token.id },
+    el("td", { class: "id", text: token.name, title: `id ${token.id}` }),
+    el("td", { class: "role", text: token.role }),
+    el("td", { class: "projects", text: token.projects.join(", ") }),
+    el("td", { class: "muted", text: token.expiresAt === null ? "never" : new Date(token.expiresAt * 1000).toLocaleString() }),
+    el("td", { class: "row-actions" },
+      el("button", { class: "small ghost revoke", type: "button", text: "Revoke", onclick: (e) => revokeToken(token, e.currentTarget) }))));
+  $("#tokens tbody").replaceChildren(...rows);
+  $("#tokens-empty").hidden = tokens.length > 0;
+  $("#token-count").textContent = String(tokens.length);
+}
+
+async function mintToken(event) {
+  event.preventDefault();
+  hideMinted();
+  $("#mint-error").hidden = true;
+  const ttl = $("#mint-ttl").value.trim();
+  const body = {
+    name: $("#mint-name").value.trim(),
+    role: $("#mint-role").value,
+    projects: $("#mint-projects").value.split(",").map((text) => text.trim()).filter(Boolean),
+  };
+  if (ttl) body.ttlSeconds = Number(ttl);
+  const button = $("#mint button[type=submit]");
+  button.disabled = true;
+  try {
+    const response = await api("POST", "/tokens", { body: JSON.stringify(body) });
+    if (!response.ok) {
+      $("#mint-error").textContent = await errorOf(response);
+      $("#mint-error").hidden = false;
+      return;
+    }
+    const minted = await response.json();
+    $("#minted-name").textContent = minted.name;
+    $("#minted-token").textContent = minted.token;
+    $("#copy-msg").textContent = "";
+    $("#minted").hidden = false;
+    $("#mint").reset();
+    logLine("ev-put", "token", null, `minted ${minted.name} (${minted.role} of ${minted.projects.join(", ")})`);
+    await loadTokens();
+  } catch (error) {
+    if (!(error instanceof ApiError)) {
+      $("#mint-error").textContent = "The instance did not answer: no token was made.";
+      $("#mint-error").hidden = false;
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function copyToken() {
+  const text = $("#minted-token").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    $("#copy-msg").textContent = "Copied.";
+  } catch (_) {
+    const range = document.createRange();
+    range.selectNodeContents($("#minted-token"));
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    $("#copy-msg").textContent = "Selected: copy it with Ctrl+C.";
+  }
+}
+
+function hideMinted() {
+  $("#minted").hidden = true;
+  $("#minted-token").textContent = "";
+  $("#minted-name").textContent = "";
+}
+
+async function revokeToken(token, button) {
+  if (!button.classList.contains("confirm")) {
+    button.classList.add("confirm");
+    button.textContent = "Confirm";
+    setTimeout(() => { button.classList.remove("confirm"); button.textContent = "Revoke"; }, 4000);
+    return;
+  }
+  try {
+    const response = await api("DELETE", `/tokens/${encodeURIComponent(token.id)}`);
+    if (!response.ok && response.status !== 404) {
+      notice(`Could not revoke ${token.name}: ${await errorOf(response)}`, true);
+      return;
+    }
+    notice(`Revoked ${token.name}: every instance refuses it now.`);
+    logLine("ev-delete", "token", null, `revoked ${token.name}`);
+    await loadTokens();
+  } catch (error) {
+    if (!(error instanceof ApiError)) notice(`Could not revoke ${token.name}: the instance did not answer.`, true);
+  }
+}
+
 // --- versions ----------------------------------------------------------------------------
 
 async function loadVersions(id) {
@@ -736,7 +989,7 @@ async function showVersion(id, version) {
   editing.version = { revision: version.revision, doc };
   renderDiff($("#version-diff"), canonical(doc), canonical(editing.base));
   $("#rollback").textContent = `Roll back to revision ${version.revision}`;
-  $("#rollback").hidden = false;
+  $("#rollback").hidden = !mayWrite();
 }
 
 // Only from the revision on screen (If-Match): a 412 shows the same view as a save's.
@@ -817,6 +1070,11 @@ function renderDiff(target, before, after) {
 
 function bindUi() {
   $("#login").addEventListener("submit", login);
+  $("#token-login").addEventListener("submit", tokenLogin);
+  $("#mint").addEventListener("submit", mintToken);
+  $("#refresh-tokens").addEventListener("click", loadTokens);
+  $("#copy-token").addEventListener("click", copyToken);
+  $("#dismiss-token").addEventListener("click", hideMinted);
   $("#logout").addEventListener("click", () => logout());
   $("#pause").addEventListener("click", togglePause);
   $("#new-project").addEventListener("click", newProject);

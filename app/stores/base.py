@@ -1,12 +1,13 @@
 """The protocol every config store implements, and the errors it raises.
 
-A store holds two things per cluster (docs/design.md §3):
+A store holds three things per cluster (docs/design.md §3):
 
 * projects, keyed by id, each a JSON document with a *revision*: the store's own
   cluster-wide, ever-growing modification number (etcd ``mod_revision``, Consul
   ``ModifyIndex``, a counter in the local file);
 * live instances, each registered under a TTL (etcd lease, Consul session) that the
-  store keeps alive until :meth:`Store.deregister` or the process dies.
+  store keeps alive until :meth:`Store.deregister` or the process dies;
+* minted tokens' records, keyed by token id (only a hash of each secret).
 
 The sync loop (``app.sync``) lists, then watches from the listed revision + 1; a store
 raises :class:`WatchReset` when it cannot continue a watch without a gap (etcd
@@ -272,6 +273,9 @@ class Store(Protocol):
         Raises :class:`StoreUnavailable` or :class:`StoreConfigError`.
         """
 
+    async def current_revision(self) -> int:
+        """The store's revision now, which no project's revision can pass (one round trip)."""
+
     # --- projects -----------------------------------------------------------------
 
     async def list_projects(self) -> ProjectListing: ...
@@ -344,6 +348,25 @@ class Store(Protocol):
         retries.
         """
 
+    # --- minted tokens (docs/design.md §9) ------------------------------------------
+
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        """Store a token record (``TokenRecord.to_json``) under its id."""
+
+    async def delete_token(self, token_id: str) -> bool:
+        """Delete a token record; False when there was none."""
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        """Every token record, by id, as stored (untrusted: the caller checks each)."""
+
+    def watch_tokens(self) -> AsyncIterator[dict[str, bytes]]:
+        """Yield the full map ``token id -> record`` now and on every change.
+
+        A full map rather than changes: token sets are small and rarely change, and a
+        full map makes every yield a complete resync. Raises :class:`StoreUnavailable`
+        or :class:`WatchReset`; the caller starts a new watch.
+        """
+
 
 # --- the store layout (docs/design.md §3), the same for etcd and Consul ---------------
 
@@ -378,3 +401,7 @@ def instances_prefix(cluster_id: str) -> str:
 def history_prefix(cluster_id: str, project_id: str) -> str:
     """``sc/history/<cluster>/<project>/``: the project's versions."""
     return f"sc/history/{cluster_id}/{project_id}/"
+
+
+def tokens_prefix(cluster_id: str) -> str:
+    return f"sc/tokens/{cluster_id}/"

@@ -1,11 +1,12 @@
 """The embedded store: one instance, projects in a YAML file (``--config``).
 
 The file keeps Space Cloud's shape, ``projects: [...]``, beside our own ``revision``
-counter, each project's revision and the projects' versions (``history``, keyed by
-project id, oldest first). Every write replaces the whole file atomically (temp file,
-fsync, rename, fsync of the folder), so a ``kill -9`` at any moment leaves either the old
-or the new file, a write and its version are one replace, and a write is acknowledged
-only once it is durable. A lock file keeps a second process off the same config.
+counter, each project's revision, the minted tokens' records (``tokens: {id: ...}``) and
+the projects' versions (``history``, keyed by project id, oldest first). Every write
+replaces the whole file atomically (temp file, fsync, rename, fsync of the folder), so a
+``kill -9`` at any moment leaves either the old or the new file, a write and its version
+are one replace, and a write is acknowledged only once it is durable. A lock file keeps a
+second process off the same config.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class LocalStore:
         self._instances: dict[str, bytes] = {}
         self._node_id: str | None = None
         self._instances_changed = asyncio.Condition()
+        self._tokens: dict[str, bytes] = {}
+        self._tokens_changed = asyncio.Condition()
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class LocalStore:
         if self._lock_file is None:
             self._lock_file = _acquire_lock(self.path)
         try:
-            self._projects, self._revision, self._history = _load(self.path)
+            self._projects, self._revision, self._tokens, self._history = _load(self.path)
         except BaseException:
             await self.close()
             raise
@@ -99,6 +102,9 @@ class LocalStore:
 
     async def check(self) -> None:
         """The file is readable and ours: :meth:`open` already proved both."""
+
+    async def current_revision(self) -> int:
+        return self._revision
 
     # --- projects -----------------------------------------------------------------
 
@@ -203,8 +209,8 @@ class LocalStore:
     async def _persist(
         self, projects: dict[str, StoredProject], revision: int, history: _History
     ) -> None:
-        data = _dump(projects, revision, history)
-        await asyncio.to_thread(_write_atomically, self.path, data)
+        document = _dump(projects, revision, self._tokens, history)
+        await asyncio.to_thread(_write_atomically, self.path, document)
         written = sum(map(len, history.values())) - sum(map(len, self._history.values()))
         self.version_counts.written += 1
         self.version_counts.pruned += 1 - written
@@ -248,6 +254,44 @@ class LocalStore:
             self._instances = instances
             self._instances_changed.notify_all()
 
+    # --- minted tokens: in the same file, with the same atomic writes -------------------
+
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        await asyncio.shield(self._set_token(token_id, record))
+
+    async def delete_token(self, token_id: str) -> bool:
+        return await asyncio.shield(self._set_token(token_id, None))
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        return dict(self._tokens)
+
+    async def watch_tokens(self) -> AsyncGenerator[dict[str, bytes], None]:
+        seen: dict[str, bytes] | None = None
+        while True:
+            async with self._tokens_changed:
+                await self._tokens_changed.wait_for(partial(self._tokens_replaced, seen))
+                seen = self._tokens
+            yield dict(seen)
+
+    def _tokens_replaced(self, seen: dict[str, bytes] | None) -> bool:
+        return self._tokens is not seen
+
+    async def _set_token(self, token_id: str, record: bytes | None) -> bool:
+        """Write (or, with None, delete) one token record; False if there was none to delete."""
+        async with self._write_lock:
+            tokens = dict(self._tokens)
+            existed = tokens.pop(token_id, None) is not None
+            if record is None and not existed:
+                return False
+            if record is not None:
+                tokens[token_id] = record
+            document = _dump(self._projects, self._revision, tokens, self._history)
+            await asyncio.to_thread(_write_atomically, self.path, document)
+            async with self._tokens_changed:
+                self._tokens = tokens
+                self._tokens_changed.notify_all()
+            return True
+
 
 def _check_expected(
     project_id: str, current: StoredProject | None, expected_revision: int | None
@@ -279,11 +323,11 @@ def _acquire_lock(path: Path) -> IO[bytes]:
     return lock_file
 
 
-def _load(path: Path) -> tuple[dict[str, StoredProject], int, _History]:
+def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes], _History]:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        return {}, 0, {}
+        return {}, 0, {}, {}
     except OSError as exc:
         raise StoreConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -291,7 +335,8 @@ def _load(path: Path) -> tuple[dict[str, StoredProject], int, _History]:
     except yaml.YAMLError as exc:
         raise StoreConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
     projects, revision = _parse(path, document)
-    return projects, revision, _parse_history(path, document.get("history"))
+    tokens = _parse_tokens(path, document.get("tokens"))
+    return projects, revision, tokens, _parse_history(path, document.get("history"))
 
 
 def _parse_history(path: Path, history: Any) -> _History:
@@ -337,16 +382,39 @@ def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
     if entries:
         revision = max(revision, 1)
     projects: dict[str, StoredProject] = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            raise StoreConfigError(f"{path}: every project needs a string 'id'")
-        project_id = entry["id"]
+    for position, entry in enumerate(entries):
+        # The sync layer judges every entry (docs/design.md §12): one without a string id
+        # goes up under its position, a key no project id can take, and is not served.
+        project_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(project_id, str):
+            project_id = f"projects[{position}]"
         # A project added by hand has no revision yet: it dates from the current one.
         known = _revision(path, f"revisions.{project_id}", revisions.get(project_id))
         project_revision = known or revision
         revision = max(revision, project_revision)
-        projects[project_id] = StoredProject(project_id, orjson.dumps(entry), project_revision)
+        projects[project_id] = StoredProject(project_id, _encode(entry), project_revision)
     return projects, revision
+
+
+def _parse_tokens(path: Path, tokens: Any) -> dict[str, bytes]:
+    """The token records as JSON bytes; whether each is a usable record is for the
+    reader to check (``TokenRecord.from_json``), like any value read from a store."""
+    if tokens is None:
+        return {}
+    if not isinstance(tokens, dict) or not all(isinstance(key, str) for key in tokens):
+        raise StoreConfigError(f"{path}: 'tokens' must map token ids to token records")
+    try:
+        return {token_id: orjson.dumps(record) for token_id, record in tokens.items()}
+    except TypeError as exc:
+        raise StoreConfigError(f"{path}: a token record is not plain data ({exc})") from None
+
+
+def _encode(entry: Any) -> bytes:
+    """JSON for a YAML entry; one JSON cannot hold (a set, binary) becomes a string."""
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(repr(entry))
 
 
 def _revision(path: Path, where: str, value: Any) -> int:
@@ -357,12 +425,19 @@ def _revision(path: Path, where: str, value: Any) -> int:
     return value
 
 
-def _dump(projects: dict[str, StoredProject], revision: int, history: _History) -> bytes:
-    document = {
+def _dump(
+    projects: dict[str, StoredProject],
+    revision: int,
+    tokens: dict[str, bytes],
+    history: _History,
+) -> bytes:
+    document: dict[str, Any] = {
         "revision": revision,
         "projects": [orjson.loads(project.value) for project in projects.values()],
         "revisions": {project.id: project.revision for project in projects.values()},
     }
+    if tokens:
+        document["tokens"] = {token_id: orjson.loads(value) for token_id, value in tokens.items()}
     body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     return _HEADER + body.encode() + b"history: " + _dump_history(history) + b"\n"
 

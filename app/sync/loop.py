@@ -3,7 +3,7 @@
 List, then watch from the listing; on any watch error back off with jitter, list again
 and emit exactly what changed meanwhile. Beside it, one task keeps the peer list and,
 when the source is a store, one keeps this instance registered with its applied
-revision (see docs/design.md §4).
+revision and one keeps the applied token records (see docs/design.md §4, §9).
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import orjson
 
 from app.backoff import Backoff
 from app.metrics import Metrics
-from app.stores.base import StoreError
-from app.sync.source import ChangeSource, Registrar
+from app.stores.base import ETCD_VALUE_LIMIT, StoredProject, StoreError, StoreUnavailable
+from app.sync.cache import CacheFile, CacheFileError, CacheWriter
+from app.sync.intake import Intake
+from app.sync.source import ChangeSource, Registrar, TokenSource
 from app.sync.state import ClusterState
+from app.sync.tokens import AppliedTokens
 
 log = logging.getLogger("space_cloud.sync")
 
@@ -57,7 +60,12 @@ def utc_now_iso() -> str:
 
 class Syncer:
     """Keeps a :class:`ClusterState` in step with ``source``; registers this instance in
-    ``registrar`` (the store; None for a follower, which is no member of the cluster)."""
+    ``registrar`` (the store; None for a follower, which is no member of the cluster);
+    keeps ``tokens`` in step with ``token_source`` (the store; None for a follower).
+
+    Everything the source hands up passes :attr:`intake` (values over ``value_limit``
+    are not served). With a ``cache`` file, the applied state is kept in it, and it is
+    served when the first listing finds the store unreachable."""
 
     def __init__(
         self,
@@ -67,17 +75,28 @@ class Syncer:
         metrics: Metrics,
         *,
         registrar: Registrar | None = None,
+        token_source: TokenSource | None = None,
+        tokens: AppliedTokens | None = None,
         publish_seconds: float = APPLIED_REVISION_PUBLISH_SECONDS,
+        value_limit: int = ETCD_VALUE_LIMIT,
+        cache: CacheFile | None = None,
     ) -> None:
         self.source = source
         self.state = state
         self.instance = instance
         self.metrics = metrics
         self.registrar = registrar
+        self.token_source = token_source
+        self.tokens = AppliedTokens(held=token_source is not None) if tokens is None else tokens
         self._publish_seconds = publish_seconds
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._errors: dict[str, str] = {}
+        self.intake = Intake(value_limit, metrics)
+        self.cache = cache
+        self._cache_writer = None if cache is None else CacheWriter(cache, self._applied)
+        #: Set while the cache file is served: the store has not answered since the start.
+        self._serving_cache: str | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -87,6 +106,9 @@ class Syncer:
         if self.registrar is not None:
             keep = functools.partial(self._keep_registered, self.registrar)
             self._tasks.append(asyncio.create_task(self._forever("registration", keep)))
+        if self.token_source is not None:
+            watch = functools.partial(self._sync_tokens, self.token_source)
+            self._tasks.append(asyncio.create_task(self._forever("tokens", watch)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -95,6 +117,8 @@ class Syncer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._cache_writer is not None:
+            await self._cache_writer.flush()
         if self._registered and self.registrar is not None:
             self._registered = False
             with contextlib.suppress(StoreError, TimeoutError):
@@ -107,30 +131,87 @@ class Syncer:
                 await run(backoff)
             except StoreError as exc:
                 if name != "registration":
-                    self._report(name, f"{type(exc).__name__}: {exc}")
-                log.info("%s sync interrupted: %s", name, exc)
+                    self._report(name, str(exc) or "the store failed")
+                log.debug("%s sync interrupted: %s", name, exc)
             except Exception:
                 log.exception("%s sync failed", name)
             await backoff.sleep()
 
     async def _sync_projects(self, backoff: Backoff) -> None:
-        async with self.metrics.store_op("list"):
-            listing = await self.source.list_projects()
+        try:
+            async with self.metrics.store_op("list"):
+                listing = await self.source.list_projects()
+        except StoreUnavailable:
+            self._serve_cache_file()
+            raise
         resync = self.state.synced.is_set()
-        emitted = self.state.apply_listing(listing)
-        if resync:
+        if self._serving_cache is not None and listing.revision < self.state.revision:
+            log.error(
+                "the store is at revision %d, behind the cache file's %d (restored, or another "
+                "store): projects cached at newer revisions stay as cached until written again",
+                listing.revision,
+                self.state.revision,
+            )
+        emitted = self.state.apply_listing(self.intake.listing(listing))
+        if self._serving_cache is not None:
+            log.info(
+                "the store answers at revision %d: %d changes since the cache file",
+                listing.revision,
+                emitted,
+            )
+        elif resync:
             self.metrics.resyncs.inc()
             log.info("resynced at revision %d: %d changes", listing.revision, emitted)
+        self._serving_cache = None
         self._report("projects", None)
+        self._cache_changed()
         backoff.reset()
+        # The source gets its own listing back: a Consul watch diffs against what it read.
         async for changes in self.source.watch_projects(listing):
-            self.state.apply_changes(changes)
+            through = changes[-1].revision if changes else 0
+            self.state.apply_changes(self.intake.changes(changes), through)
             self._report("projects", None)
+            self._cache_changed()
+
+    def _serve_cache_file(self) -> None:
+        """The store is unreachable before the first sync: serve the cache file, once."""
+        if self.cache is None or self._cache_writer is None or self.state.synced.is_set():
+            return
+        try:
+            listing = self.cache.read()
+        except CacheFileError as exc:
+            log.warning("the store is unreachable and the cache file is not served: %s", exc)
+            self.cache = None
+            return
+        self.state.apply_listing(self.intake.listing(listing))
+        self._cache_writer.loaded(listing.revision)
+        self._serving_cache = (
+            f"serving the cache file {self.cache.path} (revision {listing.revision}) "
+            "until the store answers"
+        )
+        log.warning("the store is unreachable: %s", self._serving_cache)
+
+    def _cache_changed(self) -> None:
+        if self._cache_writer is not None:
+            self._cache_writer.changed()
+
+    def _applied(self) -> tuple[list[StoredProject], int]:
+        return list(self.state.projects.values()), self.state.revision
 
     async def _sync_instances(self, backoff: Backoff) -> None:
         async for records in self.source.watch_instances():
             self.state.set_peers(records)
             self._report("instances", None)
+            backoff.reset()
+
+    async def _sync_tokens(self, source: TokenSource, backoff: Backoff) -> None:
+        """Its own watch, not beside the instances': a token change then never rebuilds
+        the peer list, and Consul's instance queries wake every TTL/4 for heartbeats,
+        which the token records do not need. Each yield is the full map: a new watch
+        after any error is a complete resync."""
+        async for records in source.watch_tokens():
+            self.tokens.apply(records)
+            self._report("tokens", None)
             backoff.reset()
 
     def _report(self, loop: str, error: str | None) -> None:
@@ -139,7 +220,10 @@ class Syncer:
             self._errors.pop(loop, None)
         else:
             self._errors[loop] = error
-        self.state.set_store_error(next(iter(self._errors.values()), None))
+        error = next(iter(self._errors.values()), None)
+        if error is not None and self._serving_cache is not None:
+            error = f"{error}; {self._serving_cache}"
+        self.state.set_store_error(error)
 
     async def _keep_registered(self, registrar: Registrar, backoff: Backoff) -> None:
         published = self.state.revision

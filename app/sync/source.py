@@ -7,8 +7,9 @@ off, list again). Beside it, the live instances of the cluster. The etcd, Consul
 local stores are change sources as they are; so is a follower (:mod:`app.follow`), which
 reads another instance's event stream and holds no store at all.
 
-A :class:`Registrar` keeps this instance's key in the cluster. Only stores are one: a
-follower is not a member of the cluster it follows (see docs/design.md §4, §8).
+A :class:`Registrar` keeps this instance's key in the cluster, and a :class:`TokenSource`
+holds the cluster's minted tokens. Only stores are either: a follower is not a member
+of the cluster it follows (see docs/design.md §4, §8, §9).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class ChangeSource(Protocol):
     async def check(self) -> None:
         """One cheap round trip; raises ``StoreUnavailable`` or ``StoreConfigError``."""
 
+    async def current_revision(self) -> int | None:
+        """The store's revision now (one cheap round trip); None when unknown."""
+
     async def list_projects(self) -> ProjectListing:
         """Every project, complete as of the listing's revision."""
 
@@ -48,3 +52,8 @@ class Registrar(Protocol):
     async def update_registration(self, record: bytes) -> None: ...
 
     async def deregister(self) -> None: ...
+
+
+class TokenSource(Protocol):
+    def watch_tokens(self) -> AsyncIterator[dict[str, bytes]]:
+        """The full map ``token id -> token record`` now and on every change."""

@@ -20,6 +20,7 @@ from app.broadcast import Subscription
 from app.metrics import Metrics
 from app.stores.base import ProjectChange, ProjectListing, StoredProject
 from app.sync import frames
+from app.sync.operator_log import OutageLog, log_membership
 from app.sync.stream import Clock, EventStream
 
 log = logging.getLogger("space_cloud.sync")
@@ -47,6 +48,7 @@ class ClusterState:
         self.revision = 0
         self.synced = asyncio.Event()
         self.store_error: str | None = NOT_SYNCED
+        self.outage_log = OutageLog(log)
         self.events = EventStream(
             self,
             metrics,
@@ -82,7 +84,9 @@ class ClusterState:
         self._advance(listing.revision)
         return len(changes)
 
-    def apply_changes(self, changes: Iterable[ProjectChange]) -> None:
+    def apply_changes(self, changes: Iterable[ProjectChange], through: int = 0) -> None:
+        """Apply a batch; ``through``: the source's last revision in it, applied even
+        when nothing of it is served (a skipped value still moves the store on)."""
         applied = 0
         for change in changes:
             if self._apply(change):
@@ -90,6 +94,7 @@ class ClusterState:
         if applied:
             self._invalidate(projects_changed=True)
             self.metrics.projects.set(len(self.projects))
+        self._advance(through)
 
     def _apply(self, change: ProjectChange) -> bool:
         current = self.projects.get(change.id)
@@ -131,17 +136,15 @@ class ClusterState:
         if peers == self._peers:
             return
         joined_or_left = _membership(peers) != _membership(self._peers)
+        if joined_or_left:
+            log_membership(log, self._peers, peers)
         self._peers = peers
         self._snapshot_frame = None
         self._peers_frame = None
         self.events.peers_changed(joined_or_left)
 
     def set_store_error(self, error: str | None) -> None:
-        if error != self.store_error:
-            if error:
-                log.warning("store unavailable: %s", error)
-            elif self.store_error != NOT_SYNCED:
-                log.info("store reachable again")
+        self.outage_log.update(error)
         self.store_error = error
 
     # --- reading --------------------------------------------------------------------

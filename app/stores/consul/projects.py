@@ -46,7 +46,6 @@ from app.stores.base import (
 from app.stores.consul.client import (
     ClientSource,
     ConsulResponse,
-    child_name,
     entry_value,
     kv_path,
     pace,
@@ -270,10 +269,11 @@ def _entry(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def _projects(entries: list[dict[str, Any]], prefix: str) -> dict[str, StoredProject]:
+    """Every key under ``prefix`` but the deletion marks: the sync layer judges them."""
     projects = {}
     for entry in entries:
-        project_id = child_name(entry["Key"], prefix)
-        if project_id is not None:
+        project_id = entry["Key"].removeprefix(prefix)
+        if project_id and not project_id.startswith(DELETION_MARKS):
             projects[project_id] = StoredProject(
                 project_id, entry_value(entry), entry["ModifyIndex"]
             )

@@ -1,8 +1,9 @@
-"""The Consul store: projects in the KV store, instances held by sessions.
+"""The Consul store: projects and token records in the KV store, instances held by
+sessions.
 
-The key layout and revisions are described in docs/design.md §3; the two
-halves live in :mod:`app.stores.consul.projects` and :mod:`app.stores.consul.instances`,
-over one :class:`ConsulClient` opened with the store.
+The key layout and revisions are described in docs/design.md §3; the parts live in
+:mod:`app.stores.consul.projects`, :mod:`app.stores.consul.instances` and
+:mod:`app.stores.consul.tokens`, over one :class:`ConsulClient` opened with the store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.stores.consul.client import ConsulClient, kv_path
 from app.stores.consul.config import ConsulConfig
 from app.stores.consul.instances import ConsulInstances
 from app.stores.consul.projects import ConsulProjects
+from app.stores.consul.tokens import ConsulTokens
 
 
 class ConsulStore:
@@ -51,6 +53,7 @@ class ConsulStore:
         self._client: ConsulClient | None = None
         self._projects = ConsulProjects(self._open_client, cluster_id, keep_versions)
         self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
+        self._tokens = ConsulTokens(self._open_client, cluster_id)
 
     @property
     def instance_ttl(self) -> int:
@@ -76,6 +79,12 @@ class ConsulStore:
         (a recursive list would only filter out what the token may not see)."""
         prefix = projects_prefix(self.cluster_id)
         await self.client.request("GET", kv_path(prefix), expect=(200, 404))
+
+    async def current_revision(self) -> int:
+        """Consul's KV index now: a one-key read answers the KV table's highest index,
+        which no ModifyIndex under the prefix can pass."""
+        prefix = projects_prefix(self.cluster_id)
+        return (await self.client.request("GET", kv_path(prefix), expect=(200, 404))).index
 
     @property
     def client(self) -> ConsulClient:
@@ -140,3 +149,18 @@ class ConsulStore:
 
     def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
         return self._instances.watch()
+
+    # --- minted tokens ----------------------------------------------------------------
+
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        await self._tokens.put(token_id, record)
+
+    async def delete_token(self, token_id: str) -> bool:
+        return await self._tokens.delete(token_id)
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        records, _ = await self._tokens.listing()
+        return records
+
+    def watch_tokens(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._tokens.watch()

@@ -1,5 +1,6 @@
-"""The etcd v3 store: projects as keys, instances under a kept-alive lease, and every
-write's version beside it in the same transaction (:mod:`app.stores.etcd.history`).
+"""The etcd v3 store: projects and token records as keys, instances under a kept-alive
+lease, and every write's version beside it in the same transaction
+(:mod:`app.stores.etcd.history`).
 
 The key layout and revisions are described in docs/design.md §3.
 """
@@ -35,6 +36,7 @@ from app.stores.base import (
     encode_version,
     instances_prefix,
     projects_prefix,
+    tokens_prefix,
 )
 from app.stores.etcd.client import EtcdClient
 from app.stores.etcd.config import EtcdConfig
@@ -81,6 +83,7 @@ class EtcdStore:
         self.version_counts = VersionCounts()
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
+        self._tokens = tokens_prefix(cluster_id).encode()
         self._instance_ttl = instance_ttl
         self._registration: _Registration | None = None
         self._lock = asyncio.Lock()  # one change of lease/record at a time
@@ -104,6 +107,12 @@ class EtcdStore:
             self._projects, prefix_range_end(self._projects), limit=1, keys_only=True
         )
 
+    async def current_revision(self) -> int:
+        """The store's revision now: a linearizable one-key read's header."""
+        end = prefix_range_end(self._projects)
+        response = await self._client.range(self._projects, end, limit=1, keys_only=True)
+        return response.header.revision
+
     # --- projects -----------------------------------------------------------------
 
     def _project_key(self, project_id: str) -> bytes:
@@ -113,7 +122,7 @@ class EtcdStore:
         response = await self._client.range(self._projects, prefix_range_end(self._projects))
         projects = {}
         for kv in response.kvs:
-            project_id = kv.key[len(self._projects) :].decode()
+            project_id = kv.key[len(self._projects) :].decode(errors="backslashreplace")
             projects[project_id] = StoredProject(project_id, kv.value, kv.mod_revision)
         return ProjectListing(projects=projects, revision=response.header.revision)
 
@@ -212,7 +221,8 @@ class EtcdStore:
             yield [self._change(event) for event in response.events]
 
     def _change(self, event: rpc.Event) -> ProjectChange:
-        project_id = event.kv.key[len(self._projects) :].decode()
+        # Any key goes up (not UTF-8 too): the sync layer judges it (docs/design.md §12).
+        project_id = event.kv.key[len(self._projects) :].decode(errors="backslashreplace")
         if event.type == _DELETE:
             # etcd sets a tombstone's mod_revision to the revision of the deletion.
             return ProjectChange("delete", project_id, event.kv.mod_revision)
@@ -265,24 +275,41 @@ class EtcdStore:
             except StoreError as error:
                 log.warning("could not revoke the instance lease (it will expire): %s", error)
 
-    async def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
-        end = prefix_range_end(self._instances)
-        listing = await self._client.range(self._instances, end)
-        instances = {self._node_id(kv.key): kv.value for kv in listing.kvs}
-        yield dict(instances)
-        async for response in self._client.watch_prefix(
-            self._instances, listing.header.revision + 1
-        ):
-            for event in response.events:
-                node_id = self._node_id(event.kv.key)
-                if event.type == _DELETE:
-                    instances.pop(node_id, None)
-                else:
-                    instances[node_id] = event.kv.value
-            yield dict(instances)
+    def watch_instances(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._watch_map(self._instances)
 
-    def _node_id(self, key: bytes) -> str:
-        return key[len(self._instances) :].decode()
+    async def _watch_map(self, prefix: bytes) -> AsyncGenerator[dict[str, bytes], None]:
+        """The full map ``name under prefix -> value`` now and after every change."""
+        listing = await self._client.range(prefix, prefix_range_end(prefix))
+        values = {_name(kv.key, prefix): kv.value for kv in listing.kvs}
+        yield dict(values)
+        async for response in self._client.watch_prefix(prefix, listing.header.revision + 1):
+            for event in response.events:
+                name = _name(event.kv.key, prefix)
+                if event.type == _DELETE:
+                    values.pop(name, None)
+                else:
+                    values[name] = event.kv.value
+            yield dict(values)
+
+    # --- minted tokens ----------------------------------------------------------------
+
+    async def put_token(self, token_id: str, record: bytes) -> None:
+        await self._client.put(self._tokens + token_id.encode(), record)
+
+    async def delete_token(self, token_id: str) -> bool:
+        delete = rpc.DeleteRangeRequest(key=self._tokens + token_id.encode())
+        request = rpc.TxnRequest(success=[rpc.RequestOp(request_delete_range=delete)])
+        # Not resent: a resend after a delete that went through would answer "none".
+        response = await self._client.txn(request, idempotent=False)
+        return response.responses[0].response_delete_range.deleted > 0
+
+    async def list_tokens(self) -> dict[str, bytes]:
+        response = await self._client.range(self._tokens, prefix_range_end(self._tokens))
+        return {_name(kv.key, self._tokens): kv.value for kv in response.kvs}
+
+    def watch_tokens(self) -> AsyncGenerator[dict[str, bytes], None]:
+        return self._watch_map(self._tokens)
 
     async def _grant_and_put(self, registration: _Registration) -> None:
         lease = await self._client.lease_grant(self._instance_ttl)
@@ -317,6 +344,10 @@ def _revision_is(key: bytes, expected_revision: int) -> rpc.Compare:
     if expected_revision == ABSENT:
         return rpc.Compare(result=_EQUAL, target=_CREATE, key=key, create_revision=0)
     return rpc.Compare(result=_EQUAL, target=_MOD, key=key, mod_revision=expected_revision)
+
+
+def _name(key: bytes, prefix: bytes) -> str:
+    return key[len(prefix) :].decode()
 
 
 def _get(key: bytes) -> rpc.RequestOp:

@@ -1,0 +1,1 @@
+"""The command-line client: ``space-cloud login|list|get|put|delete|peers|watch|...``."""
