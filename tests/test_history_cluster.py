@@ -66,7 +66,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         deployment.stop_all()
 
 
-def history(gateway: Gateway, project: str, **params: object) -> list[dict]:
+def history(gateway: Gateway, project: str, **params: str | int) -> list[dict]:
     response = gateway.get(f"/v1/config/projects/{project}/history", **params)
     assert response.status_code == 200, response.text
     return response.json()["versions"]
@@ -196,5 +196,6 @@ def test_kill_9_in_a_burst_leaves_every_acknowledged_write_with_its_version(
             while len(seen) < len(versions):
                 event = stream.next_of("project.put", "snapshot")
                 assert event.event == "project.put", "the observer could not replay the burst"
+                assert event.id is not None
                 seen[event.id] = (event.data["project"]["id"], event.data["project"]["name"])
         assert seen == versions

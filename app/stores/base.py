@@ -219,11 +219,11 @@ def decode_version(project_id: str, revision: int, raw: bytes) -> Version | None
     project = record.get("project")
     if (record["op"] == "put") != isinstance(project, dict):
         return None
-    texts = [record.get(name) for name in ("at", "by", "node")]
-    if not all(isinstance(text, str) for text in texts):
+    at, by, node = record.get("at"), record.get("by"), record.get("node")
+    if not (isinstance(at, str) and isinstance(by, str) and isinstance(node, str)):
         return None
     value = _project_bytes(raw, project) if project is not None else None
-    return Version(project_id, revision, record["op"], *texts, value=value)  # type: ignore[arg-type]
+    return Version(project_id, revision, record["op"], at, by, node, value)
 
 
 _PROJECT_FIELD = b',"project":'
@@ -317,8 +317,9 @@ class Store(Protocol):
 
     # --- versions -----------------------------------------------------------------
 
-    #: Versions written and pruned by this store object.
-    version_counts: VersionCounts
+    @property
+    def version_counts(self) -> VersionCounts:
+        """Versions written and pruned by this store object."""
 
     async def list_versions(
         self, project_id: str, *, limit: int, before: int | None = None

@@ -77,11 +77,11 @@ class ConsulHistory:
     def written(self, slot: VersionSlot, revision: int) -> None:
         self.planner.written(slot.plan, revision)
 
-    async def list(self, project_id: str, limit: int, before: int | None) -> list[Version]:
+    async def newest_first(self, project_id: str, limit: int, before: int | None) -> list[Version]:
         versions = await self._all(project_id)
         return [v for v in versions if before is None or v.revision < before][:limit]
 
-    async def get(self, project_id: str, revision: int) -> Version | None:
+    async def at_revision(self, project_id: str, revision: int) -> Version | None:
         versions = await self._all(project_id)
         return next((v for v in versions if v.revision == revision), None)
 

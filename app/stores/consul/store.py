@@ -131,10 +131,10 @@ class ConsulStore:
     async def list_versions(
         self, project_id: str, *, limit: int, before: int | None = None
     ) -> list[Version]:
-        return await self._projects.history.list(project_id, limit, before)
+        return await self._projects.history.newest_first(project_id, limit, before)
 
     async def get_version(self, project_id: str, revision: int) -> Version | None:
-        return await self._projects.history.get(project_id, revision)
+        return await self._projects.history.at_revision(project_id, revision)
 
     # --- instances ----------------------------------------------------------------
 

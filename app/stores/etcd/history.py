@@ -95,7 +95,7 @@ class EtcdHistory:
     def written(self, slot: VersionSlot, revision: int) -> None:
         self.planner.written(slot.plan, revision)
 
-    async def list(self, project_id: str, limit: int, before: int | None) -> list[Version]:
+    async def newest_first(self, project_id: str, limit: int, before: int | None) -> list[Version]:
         if before is not None and before <= 1:
             return []  # etcd reads max_mod_revision 0 as "no bound"
         prefix = self._prefix(project_id)
@@ -110,7 +110,7 @@ class EtcdHistory:
         response = await self._client.range_request(request)
         return _versions(project_id, response)
 
-    async def get(self, project_id: str, revision: int) -> Version | None:
+    async def at_revision(self, project_id: str, revision: int) -> Version | None:
         prefix = self._prefix(project_id)
         request = rpc.RangeRequest(
             key=prefix,

@@ -209,10 +209,10 @@ class EtcdStore:
     async def list_versions(
         self, project_id: str, *, limit: int, before: int | None = None
     ) -> list[Version]:
-        return await self._history.list(project_id, limit, before)
+        return await self._history.newest_first(project_id, limit, before)
 
     async def get_version(self, project_id: str, revision: int) -> Version | None:
-        return await self._history.get(project_id, revision)
+        return await self._history.at_revision(project_id, revision)
 
     async def watch_projects(
         self, since: ProjectListing
