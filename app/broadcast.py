@@ -1,18 +1,34 @@
 """Fan-out of pre-encoded SSE frames to every subscriber of this instance.
 
-A frame is encoded once and the same ``bytes`` object is queued for everyone. Each
-subscriber has a bounded queue: publishing never waits, and a subscriber whose queue is
-full is dropped (its stream ends; the client resumes with ``Last-Event-ID``) so a stuck
-reader can never hold up the others or the watch.
+A frame is encoded once and the same ``bytes`` (in one shared ASGI message) goes to
+everyone. Publishing writes it to each open stream at once: it drives the stream's ASGI
+``send`` coroutine by hand, and a send that completes without suspending is a plain
+socket write, with no task woken per subscriber (docs/design.md §6).
+
+A send that would suspend means the server's flow control paused that stream (its socket
+buffer is full). From then on its frames wait in a bounded backlog while one task
+finishes the paused send and flushes the backlog, within ``send_timeout`` per send. A
+subscriber whose backlog overflows or whose send times out is dropped (its connection is
+closed; the client resumes with ``Last-Event-ID``), so a stuck reader can never hold up
+the others or the watch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import logging
+import types
+from collections.abc import Callable, Generator
+from typing import Any
+
+from starlette.types import Message, Send
+
+log = logging.getLogger("space_cloud.events")
 
 #: An SSE comment: ignored by clients, it keeps proxies from closing an idle stream.
 PING_FRAME = b": ping\n\n"
+
+_END_OF_STREAM: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 def encode_frame(
@@ -27,52 +43,189 @@ def encode_frame(
     return head + b"data: " + data + b"\n\n"
 
 
-class Subscription:
-    """One SSE client's queue of frames."""
+def body_message(chunk: bytes) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": True}
 
-    __slots__ = ("_frames", "_limit", "_wakeup", "dropped", "skip_through")
+
+@types.coroutine
+def _resume(coro: Generator[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Finish, inside a task, a send coroutine that :meth:`Subscription._write` started
+    by hand and that suspended on ``waiting`` (what it yielded to the event loop)."""
+    while True:
+        try:
+            value = yield waiting
+        except BaseException as exc:  # cancellation (the send timeout) goes in too
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(value)
+            except StopIteration:
+                return
+
+
+class Subscription:
+    """One SSE client: written to directly while its socket keeps up."""
+
+    __slots__ = (
+        "_abort",
+        "_flusher",
+        "_frames",
+        "_limit",
+        "_on_stalled",
+        "_send",
+        "_send_timeout",
+        "client",
+        "dropped",
+        "skip_through",
+    )
 
     def __init__(self, limit: int, skip_through: int = 0) -> None:
-        self._frames: deque[tuple[int, bytes]] = deque()
+        #: Frames not yet written: before :meth:`attach`, or while flow control pauses
+        #: the stream. Never longer than ``limit``.
+        self._frames: list[tuple[int, bytes]] = []  # a list: 56 bytes empty, a deque 600
         self._limit = limit
-        self._wakeup = asyncio.Event()
+        self._send: Send | None = None
+        self._send_timeout = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+        self._abort: Callable[[], None] = _nothing
+        self._on_stalled: Callable[[], None] | None = None
+        self.client = "?"
         self.dropped = False
         #: Frames of revision <= this were already seen by the client (a resume from an
         #: instance that is ahead of this one); they are not sent again.
         self.skip_through = skip_through
 
-    def offer(self, revision: int, frame: bytes) -> bool:
-        """Queue a frame; False (and dropped) when the subscriber is too far behind."""
+    def attach(
+        self,
+        send: Send,
+        *,
+        send_timeout: float,
+        abort: Callable[[], None] = lambda: None,
+        on_stalled: Callable[[], None] | None = None,
+        client: str = "?",
+    ) -> None:
+        """Start writing to ``send`` (the response has started): what queued meanwhile
+        goes first. ``abort`` closes the connection without ending the response (a
+        dropped subscriber); ``on_stalled`` is told when a send timed out."""
+        self._send = send
+        self._send_timeout = send_timeout
+        self._abort = abort
+        self._on_stalled = on_stalled
+        self.client = client
+        if self._frames and not self.dropped:
+            self._write(body_message(self._take_backlog()))
+
+    def offer(self, revision: int, frame: bytes, message: Message | None = None) -> bool:
+        """Write or queue a frame; False (and dropped) when the subscriber is too far
+        behind. ``message`` is ``frame`` as an ASGI body message, shared by everyone."""
         if self.dropped:
             return False
         if revision and revision <= self.skip_through:
             return True
-        if len(self._frames) >= self._limit:
-            self.dropped = True
-            self._frames.clear()
-        else:
+        if self._send is None or self._flusher is not None:
+            if len(self._frames) >= self._limit:
+                self._drop(f"it fell {self._limit} frames behind")
+                return False
             self._frames.append((revision, frame))
-        self._wakeup.set()
+            return True
+        self._write(message or body_message(frame))
         return not self.dropped
 
     def close(self) -> None:
-        """End the stream gracefully (server shutdown): :meth:`next_frames` returns None."""
+        """End the stream (server shutdown): the response completes if the socket takes
+        it at once, else the connection is closed. Queued frames are discarded."""
+        if self.dropped:
+            return
         self.dropped = True
         self._frames.clear()
-        self._wakeup.set()
+        self._cancel_flusher()
+        if self._send is None:
+            return
+        if not self._try_send(_END_OF_STREAM):
+            self._abort()
 
-    async def next_frames(self) -> bytes | None:
-        """Everything queued, as one chunk; None once the subscription was dropped."""
-        while not self._frames and not self.dropped:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        if self.dropped:
-            return None
+    def release(self) -> None:
+        """The stream is over (the client left): nothing more is written."""
+        self.dropped = True
+        self._frames.clear()
+        self._cancel_flusher()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _write(self, message: Message) -> None:
+        assert self._send is not None
+        coro = self._send(message).__await__()
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._drop(f"its send failed ({exc!r})")
+            return
+        # Flow control paused this stream: the rest of its writes go through a task.
+        self._flusher = asyncio.get_running_loop().create_task(self._flush(coro, waiting))
+
+    def _try_send(self, message: Message) -> bool:
+        """Send without waiting; False when the send would have had to wait."""
+        assert self._send is not None
+        coro = self._send(message).__await__()
+        try:
+            coro.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            return False
+        coro.close()
+        return False
+
+    async def _flush(self, paused: Generator[Any, Any, None], waiting: Any) -> None:
+        assert self._send is not None
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await _resume(paused, waiting)
+            while self._frames:
+                async with asyncio.timeout(self._send_timeout):
+                    await self._send(body_message(self._take_backlog()))
+        except TimeoutError:
+            self._flusher = None
+            if self._on_stalled is None:
+                self._drop("it stopped reading")
+            else:  # it counts the drop, then closes (and so aborts) the stream
+                log.info("dropped subscriber %s: it stopped reading", self.client)
+                self._on_stalled()
+        except Exception as exc:
+            self._flusher = None
+            self._drop(f"its send failed ({exc!r})")
+        else:
+            self._flusher = None
+
+    def _take_backlog(self) -> bytes:
         frames = self._frames
-        self._frames = deque()
+        self._frames = []
         if len(frames) == 1:
             return frames[0][1]
         return b"".join(frame for _, frame in frames)
+
+    def _drop(self, why: str) -> None:
+        if self.dropped:
+            return
+        self.dropped = True
+        self._frames.clear()
+        self._cancel_flusher()
+        log.info("dropped subscriber %s: %s", self.client, why)
+        self._abort()
+
+    def _cancel_flusher(self) -> None:
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and flusher is not asyncio.current_task():
+            flusher.cancel()
+
+
+def _nothing() -> None:
+    pass
 
 
 class Broadcaster:
@@ -95,9 +248,16 @@ class Broadcaster:
         self._subscriptions.discard(subscription)
 
     def publish(self, frame: bytes, revision: int = 0) -> int:
-        """Queue ``frame`` for everyone; returns how many subscribers received it."""
-        dropped = [sub for sub in self._subscriptions if not sub.offer(revision, frame)]
+        """Write ``frame`` to everyone; returns how many subscribers received it."""
+        message = body_message(frame)
+        dropped = [sub for sub in self._subscriptions if not sub.offer(revision, frame, message)]
         for subscription in dropped:
             self._subscriptions.discard(subscription)
         self.dropped_total += len(dropped)
         return len(self._subscriptions)
+
+    def close_all(self) -> None:
+        """End every stream (server shutdown)."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()

@@ -15,6 +15,7 @@ from app.access.limiter import LoginLimiter
 from app.api import dashboard, docs, events, health, history, login, peers, projects, tokens
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
+from app.api.event_stream import StreamingApp
 from app.auth import TokenIssuer
 from app.follow import Follower, TokenSource
 from app.metrics import Metrics
@@ -140,7 +141,7 @@ def create_app(
             log.warning("DEV MODE: authentication is OFF; never expose this instance")
         await source.open()
         syncer.start()
-        pinger = asyncio.create_task(events.ping_subscribers(state, settings.sse_ping_seconds))
+        pinger = asyncio.create_task(events.keep_streams(state, settings.sse_ping_seconds))
         log.info(
             "node %s serving cluster %r from the %s store, listening on %s:%d, advertised as %s",
             settings.node_id,
@@ -157,7 +158,7 @@ def create_app(
             await syncer.stop()
             await source.close()
 
-    app = FastAPI(
+    app = StreamingApp(
         title="space-cloud gateway",
         version=__version__,
         description=DESCRIPTION,

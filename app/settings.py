@@ -140,7 +140,7 @@ def _random_node_id() -> str:
 
 
 class Settings(BaseSettings):
-    """Everything ``space-cloud run`` can be told (DESIGN §2)."""
+    """Everything ``space-cloud run`` can be told (docs/design.md §2; flags in app.cli)."""
 
     model_config = _settings_config()
 

@@ -1,11 +1,19 @@
-"""Fan-out: time from a write to the LAST of N SSE subscribers receiving it.
+"""Fan-out: what one published frame costs the server, for N open SSE streams.
 
     python -m bench.fanout [--subscribers 1000,5000,10000] [--writes 20] [--workers 4]
 
-For each N: the gateway (one instance, local store, --dev) and, in the same run, the
-minimal broadcaster (bench/baseline_broadcaster.py) get N subscribers held by client
-processes; then ``--writes`` sequential writes, each sent once the previous one reached
-everybody. Also the gateway's resident memory per subscriber.
+For each N, three servers in the same run, each held open by the same client processes
+(bench/sse_clients.py, ``--workers`` of them): the floor (bench/floor_server.py, a bare
+asyncio server writing one pre-encoded frame to every socket), the minimal sse-starlette
+broadcaster (bench/baseline_broadcaster.py) and the gateway (one instance, local store,
+--dev). Then ``--writes`` sequential writes, each sent once the previous one reached
+everybody. Per server:
+
+- server CPU per delivered frame: the server process's CPU time from "all streams open"
+  to "last event received", divided by writes x subscribers;
+- write -> last subscriber: from sending the write to the last stream receiving it (for
+  the gateway that includes its durable store write), and first -> last subscriber;
+- RSS per open stream: resident memory with the streams open, less before, over N.
 """
 
 from __future__ import annotations
@@ -20,10 +28,18 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import print_table, raise_fd_limit, rss_bytes, summary_ms, write_result
-from bench.servers import Server, baseline, gateway
+from bench.common import (
+    cpu_seconds,
+    print_table,
+    raise_fd_limit,
+    rss_bytes,
+    summary_ms,
+    write_result,
+)
+from bench.servers import ROOT, Server, baseline, floor, gateway
 
 PAYLOAD = 100  # bytes of module config per write
+SERIES = ("floor", "baseline", "gateway")
 
 
 class Subscribers:
@@ -41,13 +57,14 @@ class Subscribers:
                     str(server.port),
                     path,
                     str(share),
+                    f"127.0.0.{2 + index}",  # past ~28 000 connections per source address
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                cwd=Path(__file__).resolve().parents[1],
+                cwd=ROOT,
             )
-            for share in shares
+            for index, share in enumerate(shares)
             if share
         ]
 
@@ -90,22 +107,28 @@ def measure(
     rss_before = rss_bytes(server.proc.pid)
     subscribers = Subscribers(server, path, count, workers)
     try:
-        subscribers.wait_line("ready", timeout=300)
+        subscribers.wait_line("ready", timeout=600)
         time.sleep(1.0)
         rss_after = rss_bytes(server.proc.pid)
-        latencies = []
+        latencies, spreads = [], []
         with httpx.Client(base_url=server.url, timeout=60) as client:
+            cpu_before = cpu_seconds(server.proc.pid)
             for number in range(1, writes + 1):
                 sent = time.monotonic()
                 event_id = publish(client, number)
                 lines = subscribers.wait_line(f"got {event_id} ")
                 last = max(float(line.split()[2]) for line in lines)
+                first = min(float(line.split()[3]) for line in lines)
                 latencies.append(last - sent)
+                spreads.append(last - first)
+            cpu = cpu_seconds(server.proc.pid) - cpu_before
     finally:
         subscribers.close()
     return {
         "subscribers": count,
         "last_delivery": summary_ms(latencies),
+        "first_to_last": summary_ms(spreads),
+        "cpu_us_per_frame": round(cpu / (writes * count) * 1e6, 2),
         "rss_per_subscriber_kib": round((rss_after - rss_before) / count / 1024, 2),
         "rss_mib": round(rss_after / 2**20, 1),
     }
@@ -118,68 +141,80 @@ def publish_gateway(client: httpx.Client, number: int) -> int:
     return response.json()["revision"]
 
 
-def publish_baseline(client: httpx.Client, number: int) -> int:
+def publish_bare(client: httpx.Client, number: int) -> int:
     client.post("/publish", params={"id": number, "size": PAYLOAD}).raise_for_status()
     return number
 
 
-def run(counts: list[int], writes: int, workers: int) -> dict[str, object]:
-    raise_fd_limit(max(counts) * 2 + 1024)
-    rows = []
+def measure_one(
+    series: str, work: Path, count: int, writes: int, workers: int, source: Path | None
+) -> dict:
+    if series == "gateway":
+        # No ping inside the measured window: it would be one more frame per stream.
+        env = {"LOG_LEVEL": "warning", "SSE_PING_SECONDS": "3600"}
+        server = gateway(work, "--dev", env=env, node_id=f"fanout-{count}", source=source)
+        path, publish = "/v1/config/events", publish_gateway
+    else:
+        server = floor(work) if series == "floor" else baseline(work)
+        path, publish = "/events", publish_bare
+    try:
+        return measure(server, path, count, writes, workers, publish)
+    finally:
+        server.stop()
+
+
+def run(
+    counts: list[int], writes: int, workers: int, series: list[str], source: Path | None = None
+) -> dict[str, object]:
+    needed = max(counts) + 1024  # the server holds one descriptor per stream
+    limit = raise_fd_limit(needed)
+    if limit < needed:
+        raise SystemExit(
+            f"the open-file limit here is {limit} and cannot be raised (ulimit -Hn): a server "
+            f"holding {max(counts)} streams needs {needed}"
+        )
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
-        work = Path(tmp)
         for count in counts:
-            base_server = baseline(work)
-            try:
-                base = measure(base_server, "/events", count, writes, workers, publish_baseline)
-            finally:
-                base_server.stop()
-            gw_server = gateway(
-                work, "--dev", env={"LOG_LEVEL": "warning"}, node_id=f"fanout-{count}"
-            )
-            try:
-                ours = measure(
-                    gw_server, "/v1/config/events", count, writes, workers, publish_gateway
-                )
-            finally:
-                gw_server.stop()
-            ratio = ours["last_delivery"]["p50_ms"] / base["last_delivery"]["p50_ms"]
-            results.append(
-                {
-                    "subscribers": count,
-                    "gateway": ours,
-                    "baseline": base,
-                    "ratio_p50": round(ratio, 2),
+            result: dict[str, object] = {"subscribers": count}
+            for name in series:
+                result[name] = measure_one(name, Path(tmp), count, writes, workers, source)
+            if "floor" in result and "gateway" in result:
+                floor_, ours = result["floor"], result["gateway"]
+                result["gateway_vs_floor"] = {
+                    "cpu": _ratio(ours["cpu_us_per_frame"], floor_["cpu_us_per_frame"]),
+                    "p50": _ratio(
+                        ours["last_delivery"]["p50_ms"], floor_["last_delivery"]["p50_ms"]
+                    ),
+                    "spread_p50": _ratio(
+                        ours["first_to_last"]["p50_ms"], floor_["first_to_last"]["p50_ms"]
+                    ),
                 }
-            )
-            rows.append(
-                [
-                    count,
-                    ours["last_delivery"]["p50_ms"],
-                    ours["last_delivery"]["p99_ms"],
-                    base["last_delivery"]["p50_ms"],
-                    base["last_delivery"]["p99_ms"],
-                    f"{ratio:.2f}",
-                    ours["rss_per_subscriber_kib"],
-                    base["rss_per_subscriber_kib"],
-                ]
-            )
-    print_table(
-        f"Fan-out: write -> last subscriber ({writes} writes each, ms)",
+            results.append(result)
+    rows = [
         [
-            "subscribers",
-            "gw p50",
-            "gw p99",
-            "base p50",
-            "base p99",
-            "ratio p50",
-            "gw KiB/sub",
-            "base KiB/sub",
-        ],
+            result["subscribers"],
+            name,
+            result[name]["cpu_us_per_frame"],
+            result[name]["last_delivery"]["p50_ms"],
+            result[name]["last_delivery"]["p99_ms"],
+            result[name]["first_to_last"]["p50_ms"],
+            result[name]["rss_per_subscriber_kib"],
+        ]
+        for result in results
+        for name in series
+    ]
+    print_table(
+        f"Fan-out ({writes} writes each): server CPU per frame, write -> last subscriber",
+        ["subscribers", "server", "CPU µs/frame", "p50 ms", "p99 ms", "spread p50", "KiB/stream"],
         rows,
     )
     return {"writes": writes, "workers": workers, "results": results}
+
+
+def _ratio(ours: float, floor_: float) -> float | None:
+    """None when the floor measured zero (a tiny run: CPU time comes in 10 ms ticks)."""
+    return round(ours / floor_, 2) if floor_ else None
 
 
 def main() -> None:
@@ -187,9 +222,17 @@ def main() -> None:
     parser.add_argument("--subscribers", default="1000,5000,10000")
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--series", default=",".join(SERIES), help="which servers to measure")
+    parser.add_argument(
+        "--gateway-source", type=Path, help="run the gateway from another checkout's app/"
+    )
     args = parser.parse_args()
     counts = [int(part) for part in args.subscribers.split(",")]
-    write_result("fanout", run(counts, args.writes, args.workers))
+    series = [name for name in args.series.split(",") if name]
+    unknown = set(series) - set(SERIES)
+    if unknown:
+        parser.error(f"unknown series {', '.join(sorted(unknown))}: use {', '.join(SERIES)}")
+    write_result("fanout", run(counts, args.writes, args.workers, series, args.gateway_source))
 
 
 if __name__ == "__main__":

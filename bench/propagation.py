@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from bench.common import print_table, summary_ms, write_result
-from bench.servers import Server, gateway, gateway_env, start_store
-from tests.gateway import ADMIN_PASS
+from bench.servers import ADMIN_PASS, Server, gateway, gateway_env
+from bench.stores import start_store
 
 CLUSTER = "bench"
 

@@ -21,7 +21,8 @@ import httpx
 import orjson
 
 from bench.common import print_table, write_result
-from bench.servers import Server, gateway, gateway_env, start_store
+from bench.servers import Server, gateway, gateway_env
+from bench.stores import start_store
 
 CLUSTER = "scale"
 

@@ -1,11 +1,13 @@
 """A worker process holding many raw SSE connections; reports when every one got an event.
 
-    python -m bench.sse_clients HOST PORT PATH COUNT
+    python -m bench.sse_clients HOST PORT PATH COUNT [SOURCE_IP]
 
 Prints ``ready`` once every connection has its first event (the snapshot), then for each
-later event id ``got <id> <monotonic time the last connection received it>``, and runs
-until its stdin closes. Kept minimal (asyncio protocols on uvloop) so that the clients
-cost as little CPU as possible beside the server under test.
+later event id ``got <id> <time the last connection received it> <time the first did>``
+(monotonic), and runs until its stdin closes. With SOURCE_IP, connections start from that
+loopback address (each address has its own ~28 000 ephemeral ports). Kept minimal
+(asyncio protocols on uvloop) so that the clients cost as little CPU as possible beside
+the server under test.
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ class _Board:
             print("ready", flush=True)
 
     def received(self, event_id: int, now: float) -> None:
-        entry = self.seen.setdefault(event_id, [0, 0.0])
+        entry = self.seen.setdefault(event_id, [0, 0.0, now])
         entry[0] += 1
         entry[1] = max(entry[1], now)
         if entry[0] == self.count:
-            print(f"got {event_id} {entry[1]:.6f}", flush=True)
+            print(f"got {event_id} {entry[1]:.6f} {entry[2]:.6f}", flush=True)
 
 
-async def main(host: str, port: int, path: str, count: int) -> None:
+async def main(host: str, port: int, path: str, count: int, source: str | None) -> None:
     loop = asyncio.get_running_loop()
     board = _Board(count)
     request = (
@@ -71,7 +73,12 @@ async def main(host: str, port: int, path: str, count: int) -> None:
     for _ in range(count):
         for attempt in range(50):
             try:
-                transport, _ = await loop.create_connection(lambda: _Subscriber(board), host, port)
+                transport, _ = await loop.create_connection(
+                    lambda: _Subscriber(board),
+                    host,
+                    port,
+                    local_addr=(source, 0) if source else None,
+                )
                 break
             except OSError:
                 await asyncio.sleep(0.05 * (attempt + 1))
@@ -89,4 +96,5 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
+    source_ip = sys.argv[5] if len(sys.argv) > 5 else None
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), source_ip))
