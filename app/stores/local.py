@@ -42,8 +42,8 @@ from app.stores.base import (
     VersionCounts,
     VersionStamp,
     WatchReset,
-    decode_version,
 )
+from app.stores.local_history import History, dump_history, parse_history
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -52,9 +52,6 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 CHANGE_LOG_SIZE = 4096
 
 _HEADER = b"# Written by space-cloud. Edit only while it is stopped.\n"
-
-#: Project id -> its versions, oldest first.
-_History = dict[str, list[Version]]
 
 
 class LocalStore:
@@ -73,7 +70,7 @@ class LocalStore:
         self.version_counts = VersionCounts()
         self._lock_file: IO[bytes] | None = None
         self._projects: dict[str, StoredProject] = {}
-        self._history: _History = {}
+        self._history: History = {}
         self._revision = 0
         self._write_lock = asyncio.Lock()
         self._changes: deque[ProjectChange] = deque(maxlen=CHANGE_LOG_SIZE)
@@ -172,7 +169,7 @@ class LocalStore:
         op: Literal["put", "delete"],
         stamp: VersionStamp,
         value: bytes | None,
-    ) -> _History:
+    ) -> History:
         """The history with this write's version added and the oldest beyond
         ``keep_versions`` dropped (a write holds the lock: no writer races it here)."""
         version = Version(project_id, revision, op, stamp.at, stamp.by, stamp.node, value)
@@ -207,7 +204,7 @@ class LocalStore:
         return bool(self._changes) and self._changes[-1].revision > revision
 
     async def _persist(
-        self, projects: dict[str, StoredProject], revision: int, history: _History
+        self, projects: dict[str, StoredProject], revision: int, history: History
     ) -> None:
         document = _dump(projects, revision, self._tokens, history)
         await asyncio.to_thread(_write_atomically, self.path, document)
@@ -323,7 +320,7 @@ def _acquire_lock(path: Path) -> IO[bytes]:
     return lock_file
 
 
-def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes], _History]:
+def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes], History]:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
@@ -336,38 +333,7 @@ def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes], 
         raise StoreConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
     projects, revision = _parse(path, document)
     tokens = _parse_tokens(path, document.get("tokens"))
-    return projects, revision, tokens, _parse_history(path, document.get("history"))
-
-
-def _parse_history(path: Path, history: Any) -> _History:
-    """The ``history`` section; a file without one (older, or Space Cloud's) has none."""
-    if history is None:
-        return {}
-    if not isinstance(history, dict):
-        raise StoreConfigError(f"{path}: 'history' must map project ids to version lists")
-    parsed: _History = {}
-    for project_id, records in history.items():
-        if not isinstance(records, list):
-            raise StoreConfigError(f"{path}: history.{project_id} must be a list")
-        versions = [_version(str(project_id), record) for record in records]
-        if None in versions:
-            raise StoreConfigError(f"{path}: history.{project_id} holds an invalid version")
-        parsed[str(project_id)] = versions  # type: ignore[assignment]
-    return parsed
-
-
-def _version(project_id: str, record: Any) -> Version | None:
-    """A version as the file keeps it: the project's JSON as a string, so that its bytes
-    come back exactly (YAML would resolve some JSON numbers otherwise)."""
-    if not isinstance(record, dict):
-        return None
-    revision, project = record.get("revision"), record.get("project")
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-        return None
-    if not isinstance(project, str | None):
-        return None
-    raw = {**record, "project": orjson.Fragment(project) if project is not None else None}
-    return decode_version(project_id, revision, orjson.dumps(raw))
+    return projects, revision, tokens, parse_history(path, document.get("history"))
 
 
 def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
@@ -429,7 +395,7 @@ def _dump(
     projects: dict[str, StoredProject],
     revision: int,
     tokens: dict[str, bytes],
-    history: _History,
+    history: History,
 ) -> bytes:
     document: dict[str, Any] = {
         "revision": revision,
@@ -439,30 +405,7 @@ def _dump(
     if tokens:
         document["tokens"] = {token_id: orjson.loads(value) for token_id, value in tokens.items()}
     body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    return _HEADER + body.encode() + b"history: " + _dump_history(history) + b"\n"
-
-
-def _dump_history(history: _History) -> bytes:
-    """The versions as one JSON line (JSON is YAML): dumping 50 versions of a 1 KB project
-    as YAML took ~20 ms a write, as JSON it takes well under one (docs/design.md)."""
-    return orjson.dumps(
-        {
-            project_id: [_version_record(version) for version in versions]
-            for project_id, versions in history.items()
-        }
-    )
-
-
-def _version_record(version: Version) -> dict[str, Any]:
-    project = version.value.decode() if version.value is not None else None
-    return {
-        "revision": version.revision,
-        "op": version.op,
-        "at": version.at,
-        "by": version.by,
-        "node": version.node,
-        "project": project,
-    }
+    return _HEADER + body.encode() + b"history: " + dump_history(history) + b"\n"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
