@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app import __version__, tracing
 from app.access.limiter import LoginLimiter
-from app.api import dashboard, docs, events, health, login, peers, projects, tokens
+from app.api import dashboard, docs, events, health, history, login, peers, projects, tokens
 from app.api.cors import install_cors
 from app.api.errors import install_error_handlers
 from app.api.event_stream import StreamingApp
@@ -171,6 +171,8 @@ def create_app(
     app.state.store = store
     app.state.source = source
     app.state.metrics = metrics
+    if store is not None:
+        metrics.count_versions(store.version_counts)
     app.state.cluster = state
     app.state.intake = syncer.intake
     app.state.store_revision = StoreRevision(source, settings.store_timeout_seconds)
@@ -191,7 +193,7 @@ def create_app(
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
     # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, tokens, health, dashboard, docs):
+    for module in (projects, peers, events, login, tokens, health, history, dashboard, docs):
         app.include_router(module.router)
     if tracer_provider is not None:
         tracing.instrument_app(app, tracer_provider)

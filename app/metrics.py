@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-from app.stores.base import StoreError, StoreUnavailable
+from app.stores.base import StoreError, StoreUnavailable, VersionCounts
 
 
 class Metrics:
@@ -83,5 +85,29 @@ class Metrics:
         finally:
             self.store_seconds.labels(op).observe(time.perf_counter() - start)
 
+    def count_versions(self, counts: VersionCounts) -> None:
+        """Export the store's own counts of versions written and pruned."""
+        self.registry.register(_VersionCollector(counts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _VersionCollector(Collector):
+    """``sc_versions_written_total`` and ``sc_versions_pruned_total``, read from the
+    store at each scrape: the store counts them in its own transactions."""
+
+    def __init__(self, counts: VersionCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "sc_versions_written",
+            "Versions written with their writes by this instance.",
+            value=self._counts.written,
+        )
+        yield CounterMetricFamily(
+            "sc_versions_pruned",
+            "Old versions this instance's writes pruned (beyond PROJECT_VERSIONS).",
+            value=self._counts.pruned,
+        )

@@ -164,6 +164,8 @@ class Settings(BaseSettings):
 
     # Tuning; every one has an environment variable, none a flag.
     history_size: int = Field(1000, ge=1)
+    #: Versions kept per project (docs/design.md, "Versions").
+    project_versions: int = Field(50, ge=1, le=1000)
     token_ttl_seconds: int = Field(24 * 3600, ge=60)
     sse_ping_seconds: float = Field(15.0, gt=0)
     sse_retry_ms: int = Field(3000, ge=0)

@@ -363,3 +363,44 @@ def test_the_tokens_panel_and_a_page_opened_with_a_reader_token(
     expect(reader.locator("#login-error")).to_contain_text("refused")
     assert not [text for text in console if token in text], "the token reached the console"
     reader.context.close()
+
+
+def test_versions_diff_and_rollback_guarded_by_if_match(
+    page: Page, etcd_gateways: GatewayFactory
+) -> None:
+    a = etcd_gateways("a")
+    first = a.put("shop", project("shop", "Shop v1", db={"mongo": {}})).json()["revision"]
+    second = a.put("shop", project("shop", "Shop v2", db={"mongo": {}})).json()["revision"]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(page, a)
+    row(page, "projects", "shop").locator("button.edit").click()
+    versions = page.locator("#version-list tbody tr")
+    expect(versions).to_have_count(2)
+    expect(versions.first).to_contain_text(str(second))
+    expect(versions.first).to_contain_text("admin")
+
+    # The diff from the first version to the current document, then a rollback from a
+    # revision that is no longer current: the 412 view, nothing written.
+    page.locator(f'#version-list tbody tr[data-revision="{first}"]').click()
+    expect(page.locator("#version-diff .del", has_text='"Shop v1"')).to_have_count(1)
+    expect(page.locator("#version-diff .add", has_text='"Shop v2"')).to_have_count(1)
+    meanwhile = a.put("shop", project("shop", "Shop v3")).json()["revision"]
+    with page.expect_response(lambda r: r.url.endswith("/rollback")) as attempt:
+        page.click("#rollback")
+    assert attempt.value.status == 412
+    expect(page.locator("#conflict")).to_contain_text(f"the cluster is now at revision {meanwhile}")
+    assert a.get("/v1/config/projects/shop").json()["name"] == "Shop v3"
+
+    # Reopened at the current revision, the rollback goes through as a new version.
+    page.click("#conflict-take")
+    expect(page.locator("#editor-base")).to_have_text(f"at revision {meanwhile}")
+    page.locator(f'#version-list tbody tr[data-revision="{first}"]').click()
+    with page.expect_response(lambda r: r.url.endswith("/rollback")) as attempt:
+        page.click("#rollback")
+    assert attempt.value.status == 200
+    rolled_back = attempt.value.json()["revision"]
+    expect(page.locator("#editor-msg")).to_contain_text(f"now revision {rolled_back}")
+    expect(page.locator("#version-list tbody tr")).to_have_count(4)
+    assert a.get("/v1/config/projects/shop", waitRevision=rolled_back).json()["name"] == "Shop v1"
+    assert errors == [], errors

@@ -357,3 +357,21 @@ async def test_watch_from_a_listing_before_a_reopen_raises_watch_reset(
             await asyncio.wait_for(collect(store, old, 1), 2)
     finally:
         await store.close()
+
+
+# --- versions ------------------------------------------------------------------------------
+
+
+async def test_the_file_keeps_versions_and_refuses_a_broken_history(path: Path) -> None:
+    store = LocalStore(path)
+    await store.open()
+    put = await store.put_project("a", value("a"))
+    await store.close()
+    document = yaml.safe_load(path.read_text())
+    assert document["history"]["a"][0]["revision"] == put.revision
+    assert orjson.loads(document["history"]["a"][0]["project"]) == orjson.loads(value("a"))
+
+    for broken in ({"a": "x"}, {"a": [{"revision": "1", "op": "put"}]}, {"a": [{"op": "x"}]}):
+        path.write_text(yaml.safe_dump({**document, "history": broken}))
+        with pytest.raises(StoreConfigError, match="history"):
+            await LocalStore(path).open()

@@ -21,20 +21,24 @@ import pytest
 from app.stores.base import (
     ABSENT,
     CONSUL_VALUE_LIMIT,
+    DEFAULT_PROJECT_VERSIONS,
     ETCD_VALUE_LIMIT,
+    MAX_AUTHOR_LENGTH,
     NotRegistered,
     ProjectChange,
     ProjectNotFound,
     RevisionMismatch,
     Store,
     ValueTooLarge,
+    Version,
+    VersionStamp,
 )
 from app.stores.consul import ConsulStore
 from app.stores.etcd import EtcdStore
 from app.stores.local import LocalStore
 
 T = TypeVar("T")
-OpenStore = Callable[[str], Awaitable[Store]]
+OpenStore = Callable[..., Awaitable[Store]]
 
 TIMEOUT = 5.0
 VALUE_LIMITS = {"local": ETCD_VALUE_LIMIT, "etcd": ETCD_VALUE_LIMIT, "consul": CONSUL_VALUE_LIMIT}
@@ -56,14 +60,22 @@ async def open_store(backend: str, server: Any, tmp_path: Path) -> AsyncIterator
     """Open stores of ``backend`` in a given cluster; all closed at teardown."""
     stores: list[Store] = []
 
-    async def open_(cluster: str) -> Store:
+    async def open_(cluster: str, keep_versions: int = DEFAULT_PROJECT_VERSIONS) -> Store:
         store: Store
         if backend == "local":
-            store = LocalStore(tmp_path / f"{cluster}.yaml")
+            store = LocalStore(tmp_path / f"{cluster}.yaml", keep_versions=keep_versions)
         elif backend == "etcd":
-            store = EtcdStore(server.config(), cluster, instance_ttl=3, timeout=TIMEOUT)
+            store = EtcdStore(
+                server.config(),
+                cluster,
+                instance_ttl=3,
+                timeout=TIMEOUT,
+                keep_versions=keep_versions,
+            )
         else:
-            store = ConsulStore(server.config(), cluster, timeout=TIMEOUT)
+            store = ConsulStore(
+                server.config(), cluster, timeout=TIMEOUT, keep_versions=keep_versions
+            )
         await store.open()
         stores.append(store)
         return store
@@ -236,15 +248,20 @@ async def test_delete_and_conditional_delete(store: Store) -> None:
 
 
 async def test_values_up_to_the_limit_and_not_one_byte_more(store: Store) -> None:
+    """With its version beside it, written by the longest author name and node id."""
     limit = store.value_limit
-    fits = await store.put_project("big", doc("big", size=limit), ABSENT)
+    widest = VersionStamp("a" * MAX_AUTHOR_LENGTH, "n" * 63)
+    fits = await store.put_project("big", doc("big", size=limit), ABSENT, widest)
     with pytest.raises(ValueTooLarge) as too_large:
-        await store.put_project("big", doc("big", 2, size=limit + 1))
+        await store.put_project("big", doc("big", 2, size=limit + 1), None, widest)
 
     assert fits.created
     assert (too_large.value.size, too_large.value.limit) == (limit + 1, limit)
     stored = (await store.list_projects()).projects["big"]
     assert (stored.value, stored.revision) == (doc("big", size=limit), fits.revision)
+    version = await store.get_version("big", fits.revision)
+    assert version is not None and version.value == doc("big", size=limit)
+    assert [v.revision for v in await store.list_versions("big", limit=5)] == [fits.revision]
 
 
 # --- watching projects ----------------------------------------------------------------
@@ -418,3 +435,154 @@ async def test_another_instances_token_changes_reach_the_watch_and_no_other_clus
         assert await other.delete_token("0123456789abcdef") is True
         assert await within(anext(tokens)) == {}
     assert await outsider.list_tokens() == {"fedcba9876543210": RECORD_B}
+
+
+# --- versions -------------------------------------------------------------------------
+
+
+def stamp(by: str) -> VersionStamp:
+    return VersionStamp(by=by, node="node-1")
+
+
+async def test_every_write_keeps_its_version_also_after_the_deletion(store: Store) -> None:
+    created = await store.put_project("p", doc("p", 1), ABSENT, stamp("alice"))
+    replaced = await store.put_project("p", doc("p", 2), created.revision, stamp("bob"))
+    deleted = await store.delete_project("p", replaced.revision, stamp("carol"))
+    await store.put_project("other", doc("other"), None, stamp("dave"))
+
+    versions = await store.list_versions("p", limit=10)
+    assert [(v.revision, v.op, v.by, v.node, v.value) for v in versions] == [
+        (deleted, "delete", "carol", "node-1", None),
+        (replaced.revision, "put", "bob", "node-1", doc("p", 2)),
+        (created.revision, "put", "alice", "node-1", doc("p", 1)),
+    ]
+    assert all(v.at.endswith("Z") and v.project_id == "p" for v in versions)
+    for version in versions:
+        assert await store.get_version("p", version.revision) == version
+    assert await store.get_version("p", versions[0].revision + 1000) is None
+    assert await store.get_version("nobody", created.revision) is None
+    assert await store.list_versions("nobody", limit=10) == []
+
+
+async def test_a_failed_write_keeps_no_version(store: Store) -> None:
+    created = await store.put_project("p", doc("p", 1), ABSENT)
+    with pytest.raises(RevisionMismatch):
+        await store.put_project("p", doc("p", 2), created.revision + 1)
+    with pytest.raises(RevisionMismatch):
+        await store.delete_project("p", created.revision + 1)
+    with pytest.raises(ProjectNotFound):
+        await store.delete_project("ghost")
+    assert [v.revision for v in await store.list_versions("p", limit=10)] == [created.revision]
+    assert await store.list_versions("ghost", limit=10) == []
+    assert store.version_counts.written == 1
+
+
+async def test_versions_page_newest_first_with_limit_and_before(store: Store) -> None:
+    revisions = [(await store.put_project("p", doc("p", n))).revision for n in range(5)]
+    newest_first = revisions[::-1]
+
+    def page(versions: list[Version]) -> list[int]:
+        return [version.revision for version in versions]
+
+    assert page(await store.list_versions("p", limit=2)) == newest_first[:2]
+    assert (
+        page(await store.list_versions("p", limit=2, before=newest_first[1])) == newest_first[2:4]
+    )
+    assert page(await store.list_versions("p", limit=10, before=revisions[1])) == [revisions[0]]
+    assert await store.list_versions("p", limit=10, before=revisions[0]) == []
+    assert await store.list_versions("p", limit=10, before=1) == []
+
+
+async def test_only_the_newest_versions_are_kept(open_store: OpenStore, cluster: str) -> None:
+    store = await open_store(cluster, keep_versions=3)
+    revisions = [(await store.put_project("p", doc("p", n))).revision for n in range(6)]
+    deleted = await store.delete_project("p")
+    kept = await store.list_versions("p", limit=10)
+    assert [v.revision for v in kept] == [deleted, revisions[-1], revisions[-2]]
+    assert await store.get_version("p", revisions[0]) is None
+    assert (store.version_counts.written, store.version_counts.pruned) == (7, 4)
+
+
+async def test_concurrent_writers_each_keep_a_version_and_never_prune_the_newest(
+    open_store: OpenStore, cluster: str, backend: str
+) -> None:
+    """Three instances (the local store is one) racing unconditional writes."""
+    keep = 4
+    count = 1 if backend == "local" else 3
+    writers = [await open_store(cluster, keep_versions=keep) for _ in range(count)]
+    results = await asyncio.gather(
+        *(writers[n % count].put_project("p", doc("p", n), None, stamp(f"w{n}")) for n in range(12))
+    )
+    written = sorted(result.revision for result in results)
+    kept = [v.revision for v in await writers[0].list_versions("p", limit=100)]
+    # At least the newest `keep`, every one a write's, with nothing missing in between.
+    assert len(kept) >= keep
+    assert kept == written[::-1][: len(kept)]
+    for version in await writers[0].list_versions("p", limit=100):
+        n = int(version.by.removeprefix("w"))
+        assert version.value == doc("p", n)
+        assert results[n].revision == version.revision
+
+
+async def test_versions_survive_reopening_the_store(open_store: OpenStore, cluster: str) -> None:
+    store = await open_store(cluster)
+    odd = b'{"id":"p","n":1e16,"s":"\\u2028 \xc3\xa9 : #","x":[true,null,-0.5]}'
+    put = await store.put_project("p", odd, None, stamp("alice"))
+    deleted = await store.delete_project("p", None, stamp("bob"))
+    before = await store.list_versions("p", limit=10)
+    await store.close()
+
+    reopened = await open_store(cluster)
+    assert await reopened.list_versions("p", limit=10) == before
+    version = await reopened.get_version("p", put.revision)
+    assert version is not None and version.value == odd  # the very bytes
+    assert [v.revision for v in before] == [deleted, put.revision]
+
+
+@distributed
+async def test_foreign_keys_under_the_history_are_skipped_not_fatal(
+    store: Store, server: Any, backend: str, cluster: str
+) -> None:
+    """Another tool's keys and values under a project's history neither break a write nor
+    show up as versions (a key that is not a slot is also never pruned)."""
+    prefix = f"sc/history/{cluster}/p/"
+    foreign = {prefix + "zz-not-a-slot": "x", prefix + "9".zfill(20): '{"op":"launch"}'}
+    for key, value in foreign.items():
+        if backend == "etcd":
+            server.etcdctl("put", key, value)
+        else:
+            assert server.api("PUT", f"/v1/kv/{key}", content=value.encode()).status_code == 200
+    put = await store.put_project("p", doc("p"))
+    assert [v.revision for v in await store.list_versions("p", limit=10)] == [put.revision]
+    assert await store.get_version("p", put.revision) is not None
+
+
+@distributed
+async def test_writes_interleaved_across_instances_keep_revision_order(
+    open_store: OpenStore, cluster: str
+) -> None:
+    """An instance whose own last version was superseded, or pruned, by another's writes
+    still puts its next version after theirs, and prunes only the oldest."""
+    a = await open_store(cluster, keep_versions=2)
+    b = await open_store(cluster, keep_versions=2)
+    written: list[int] = []
+
+    async def check() -> None:
+        for store in (a, b):
+            versions = await store.list_versions("p", limit=10)
+            assert [v.revision for v in versions] == written[::-1][:2]
+
+    written.append((await a.put_project("p", doc("p", 0))).revision)
+    written.append((await b.put_project("p", doc("p", 1))).revision)
+    await check()
+    written.append((await a.put_project("p", doc("p", 2))).revision)  # its next slot taken
+    await check()
+    for n in (3, 4, 5):
+        written.append((await b.put_project("p", doc("p", n))).revision)
+    await check()
+    written.append(await a.delete_project("p"))  # its last version pruned meanwhile
+    await check()
+    written.append((await b.put_project("p", doc("p", 7))).revision)
+    await check()
+    versions = await a.list_versions("p", limit=10)
+    assert [v.value for v in versions] == [doc("p", 7), None]

@@ -17,11 +17,16 @@ from contextlib import aclosing, asynccontextmanager
 import pytest
 
 from app.stores.base import (
+    ETCD_VALUE_LIMIT,
+    MAX_AUTHOR_LENGTH,
+    MAX_PRUNED_PER_WRITE,
     ProjectChange,
     ProjectListing,
+    RevisionMismatch,
     StoreConfigError,
     StoreUnavailable,
     ValueTooLarge,
+    VersionStamp,
     WatchReset,
     instances_prefix,
     projects_prefix,
@@ -112,6 +117,29 @@ async def test_a_request_etcd_refuses_for_its_size_is_value_too_large(
     async with opened(etcd_server, cluster, ETCD_ENDPOINTS=f"127.0.0.1:{free_port()}") as dead:
         with pytest.raises(ValueTooLarge):  # refused before any connection is tried
             await dead.put_project("big", b"x" * (dead.value_limit + 1))
+
+
+async def test_the_value_limit_is_what_the_largest_transaction_takes(
+    etcd_server: EtcdServer, cluster: str
+) -> None:
+    """At the limit, the largest transaction (the longest ids, author and node, an
+    If-Match, the version beside the project, 16 pruned versions) reaches etcd, which only
+    finds the revision stale; 1 KiB more and etcd itself refuses it for its size."""
+    cluster = cluster.ljust(63, "c")
+    project = "p" * 63
+    widest = VersionStamp("a" * MAX_AUTHOR_LENGTH, "n" * 63)
+    store = EtcdStore(etcd_server.config(), cluster, timeout=TIMEOUT, keep_versions=1)
+    await store.open()
+    try:
+        for _ in range(MAX_PRUNED_PER_WRITE + 1):
+            await store.put_project(project, b"{}", None, widest)
+        with pytest.raises(RevisionMismatch):
+            await store.put_project(project, b"x" * ETCD_VALUE_LIMIT, 2**62, widest)
+        store.value_limit = 2 * ETCD_VALUE_LIMIT  # past our own check: etcd refuses it
+        with pytest.raises(ValueTooLarge):
+            await store.put_project(project, b"x" * (ETCD_VALUE_LIMIT + 1024), 2**62, widest)
+    finally:
+        await store.close()
 
 
 # --- watches --------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from app.auth import CurrentPrincipal
 from app.settings import Settings
-from app.stores.base import Store
+from app.stores.base import Store, VersionStamp
 from app.sync import ClusterState
 
 
@@ -90,3 +91,11 @@ WAITS_FOR_REVISION = {"parameters": [WAIT_REVISION_PARAMETER]}
 
 
 SyncedState = Annotated[ClusterState, Depends(synced_state)]
+
+
+async def write_stamp(request: Request, principal: CurrentPrincipal) -> VersionStamp:
+    """Who makes a write and on which instance, as its version records it."""
+    return VersionStamp(by=principal.name, node=request.app.state.settings.node_id)
+
+
+WriteStamp = Annotated[VersionStamp, Depends(write_stamp)]

@@ -11,14 +11,20 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from pydantic import ValidationError
 
-from app.api.dependencies import WAITS_FOR_REVISION, CurrentStore, State, SyncedState
+from app.api.dependencies import (
+    WAITS_FOR_REVISION,
+    CurrentStore,
+    State,
+    SyncedState,
+    WriteStamp,
+)
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
 from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
-from app.stores.base import ABSENT, Store, ValueTooLarge
+from app.stores.base import ABSENT, Store, ValueTooLarge, VersionStamp
 from app.sync import ClusterState
 
 router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
@@ -136,13 +142,14 @@ async def put_project(
     store: CurrentStore,
     state: State,
     principal: CurrentPrincipal,
+    stamp: WriteStamp,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     require_write(principal, project)
     expected = _expected_revision(state, project, if_match, if_none_match)
     value = await _project_value(request, store.value_limit, project)
-    return await _put(request, store, state, project, value, expected)
+    return await _put(request, store, state, project, value, expected, stamp)
 
 
 @router.post(
@@ -155,12 +162,16 @@ async def put_project(
     summary="Create a project; 409 if it exists",
 )
 async def create_project(
-    request: Request, store: CurrentStore, state: State, principal: CurrentPrincipal
+    request: Request,
+    store: CurrentStore,
+    state: State,
+    principal: CurrentPrincipal,
+    stamp: WriteStamp,
 ) -> Response:
     value = await _project_value(request, store.value_limit, None)
     project = orjson.loads(value)["id"]
     require_write(principal, project)
-    return await _put(request, store, state, project, value, ABSENT)
+    return await _put(request, store, state, project, value, ABSENT, stamp)
 
 
 @router.delete(
@@ -177,13 +188,14 @@ async def delete_project(
     store: CurrentStore,
     state: State,
     principal: CurrentPrincipal,
+    stamp: WriteStamp,
     if_match: IfMatch = None,
 ) -> Response:
     require_write(principal, project)
     expected = _expected_revision(state, project, if_match, None)
     metrics: Metrics = request.app.state.metrics
     async with metrics.store_op("delete"):
-        revision = await store.delete_project(project, expected)
+        revision = await store.delete_project(project, expected, stamp)
     await state.wait_for(revision, READ_YOUR_WRITE_SECONDS)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"X-Revision": str(revision)})
 
@@ -195,11 +207,13 @@ async def _put(
     project: str,
     value: bytes,
     expected: int | None,
+    stamp: VersionStamp,
 ) -> Response:
-    """Write through the store, wait (briefly) until applied here, answer the revision."""
+    """Write through the store with its version, wait (briefly) until applied here,
+    answer the revision."""
     metrics: Metrics = request.app.state.metrics
     async with metrics.store_op("put"):
-        result = await store.put_project(project, value, expected)
+        result = await store.put_project(project, value, expected, stamp)
     await state.wait_for(result.revision, READ_YOUR_WRITE_SECONDS)
     return JSONResponse(
         {"project": project, "revision": result.revision},

@@ -2,10 +2,11 @@
 //
 // Everything it shows comes from the API with the session's token (the admin's, or a
 // minted one): the live state from the Server-Sent Events of /v1/config/events
-// (snapshot, project.put, project.delete, peers), edits through PUT with If-Match. The
-// token stays in this tab's sessionStorage and goes in an Authorization header, except
-// for the event stream: EventSource cannot set headers, so that one URL carries ?token=
-// (the API takes it there and nowhere else). The page shows only what the token may do
+// (snapshot, project.put, project.delete, peers), edits through PUT with If-Match, a
+// project's versions and rollback (also with If-Match) through /projects/{id}/history
+// and /rollback. The token stays in this tab's sessionStorage and goes in an
+// Authorization header, except for the event stream: EventSource cannot set headers, so
+// that one URL carries ?token= (the API takes it there and nowhere else). The page shows only what the token may do
 // (GET /v1/config/tokens/self): a reader sees no editing, only an admin of every project
 // sees the Tokens panel, and a token scoped to some projects gets a stream of only those
 // (the instance filters it). A stream ends with its token: the page then logs out.
@@ -561,6 +562,7 @@ function showEditor(title, base, doc) {
   $("#format").hidden = !mayWrite();
   $("#stale").hidden = true;
   $("#conflict").hidden = true;
+  $("#versions").hidden = true;
   editorMessage("");
   renderProjects();
 }
@@ -579,6 +581,7 @@ async function openEditor(id) {
     state.editing = { id, revision, base: doc };
     showEditor(`${mayWrite() ? "Edit" : "View"} ${id}`, `at revision ${revision}`, doc);
     $("#editor-base").dataset.revision = String(revision);
+    await loadVersions(id);
   } catch (error) {
     if (!(error instanceof ApiError)) notice(`Could not open ${id}: the instance did not answer.`, true);
   }
@@ -868,6 +871,62 @@ async function revokeToken(token, button) {
   }
 }
 
+// --- versions ----------------------------------------------------------------------------
+
+async function loadVersions(id) {
+  const response = await api("GET", `${projectPath(id)}/history`);
+  if (!response.ok || !state.editing || state.editing.id !== id) return;
+  const { versions } = await response.json();
+  $("#version-list tbody").replaceChildren(...versions.map((version) => el("tr",
+    { "data-revision": String(version.revision), class: version.op, onclick: () => showVersion(id, version) },
+    el("td", { class: "num", text: String(version.revision) }),
+    el("td", { text: version.op }),
+    el("td", { text: version.by || "(unknown)" }),
+    el("td", { text: new Date(version.at).toLocaleString() }),
+    el("td", { text: version.node }))));
+  $("#version-view").hidden = true;
+  $("#versions").hidden = false;
+}
+
+// The diff from a version to the document being edited's base (the current one).
+async function showVersion(id, version) {
+  const editing = state.editing;
+  if (!editing || editing.id !== id) return;
+  $("#version-view").hidden = false;
+  $("#version-diff-title").textContent = `Revision ${version.revision} → current (revision ${editing.revision})`;
+  if (version.op === "delete") {
+    editing.version = null;
+    $("#version-diff").textContent = "(this version deleted the project: nothing to roll back to)";
+    $("#rollback").hidden = true;
+    return;
+  }
+  const response = await api("GET", `${projectPath(id)}/history/${version.revision}`);
+  if (!response.ok) { notice(`Could not read revision ${version.revision}: ${await errorOf(response)}`, true); return; }
+  const doc = await response.json();
+  editing.version = { revision: version.revision, doc };
+  renderDiff($("#version-diff"), canonical(doc), canonical(editing.base));
+  $("#rollback").textContent = `Roll back to revision ${version.revision}`;
+  $("#rollback").hidden = !mayWrite();
+}
+
+// Only from the revision on screen (If-Match): a 412 shows the same view as a save's.
+async function rollback() {
+  const editing = state.editing;
+  if (!editing || !editing.version) return;
+  const { revision: target, doc } = editing.version;
+  try {
+    const response = await api("POST", `${projectPath(editing.id)}/rollback`,
+      { body: JSON.stringify({ revision: target }), headers: { "If-Match": `"${editing.revision}"` } });
+    if (response.status === 412) { await showConflict(editing, doc); return; }
+    if (!response.ok) { editorMessage(await errorOf(response), "bad"); return; }
+    const { revision } = await response.json();
+    await openEditor(editing.id);
+    editorMessage(`Rolled back to revision ${target}: now revision ${revision}.`, "ok");
+  } catch (error) {
+    if (!(error instanceof ApiError)) editorMessage("The instance did not answer: nothing was rolled back.", "bad");
+  }
+}
+
 // --- JSON helpers and a small line diff ------------------------------------------------
 
 function sortKeys(value) {
@@ -947,6 +1006,7 @@ function bindUi() {
   $("#conflict-take").addEventListener("click", conflictTake);
   $("#conflict-overwrite").addEventListener("click", conflictOverwrite);
   $("#conflict-dismiss").addEventListener("click", conflictKeepEditing);
+  $("#rollback").addEventListener("click", rollback);
   $("#clear-log").addEventListener("click", () => $("#log").replaceChildren());
   $("#doc").addEventListener("keydown", (event) => {
     if ((event.ctrlKey || event.metaKey) && event.key === "s") { event.preventDefault(); save(); }

@@ -18,8 +18,11 @@ cannot reach its server. Both make the loop back off and list again.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import orjson
 
 #: ``expected_revision`` value that means "only if the project does not exist yet".
 ABSENT = 0
@@ -136,6 +139,119 @@ class PutResult:
     created: bool
 
 
+# --- versions (docs/design.md, "Versions") ----------------------------------------------
+
+#: How many versions of a project a store keeps unless told otherwise (PROJECT_VERSIONS).
+DEFAULT_PROJECT_VERSIONS = 50
+#: A longer ``by`` is cut to this many characters, so a version's size stays bounded.
+MAX_AUTHOR_LENGTH = 256
+#: At most this many old versions are pruned by one write (the next writes prune the rest),
+#: so lowering PROJECT_VERSIONS never makes a transaction outgrow the store's limits.
+MAX_PRUNED_PER_WRITE = 16
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStamp:
+    """Who made a write, on which instance, and when: recorded with the write's version."""
+
+    by: str
+    node: str
+    at: str = field(default_factory=utc_timestamp)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by", self.by[:MAX_AUTHOR_LENGTH])
+
+    @classmethod
+    def unattributed(cls) -> VersionStamp:
+        """For a write whose caller says nothing about itself (tools, tests)."""
+        return cls(by="", node="")
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of a project: the write at ``revision``, what it was and who made it.
+
+    ``value`` is the project's JSON for a put, None for a delete.
+    """
+
+    project_id: str
+    revision: int
+    op: Literal["put", "delete"]
+    at: str
+    by: str
+    node: str
+    value: bytes | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """``{revision, op, at, by, node}``, as a history listing shows it."""
+        return {
+            "revision": self.revision,
+            "op": self.op,
+            "at": self.at,
+            "by": self.by,
+            "node": self.node,
+        }
+
+
+def encode_version(
+    op: Literal["put", "delete"], stamp: VersionStamp, value: bytes | None, **extra: Any
+) -> bytes:
+    """A version record as stored: ``{op, at, by, node, project, ...extra}``, the
+    project's JSON embedded as it is (it is compact JSON already)."""
+    project = orjson.Fragment(value) if value is not None else None
+    record = {"op": op, "at": stamp.at, "by": stamp.by, "node": stamp.node, "project": project}
+    return orjson.dumps({**extra, **record})
+
+
+def decode_version(project_id: str, revision: int, raw: bytes) -> Version | None:
+    """The version a stored record describes; None for a record that is not one (written
+    by another tool): history is read like any store value, untrusted."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or record.get("op") not in ("put", "delete"):
+        return None
+    project = record.get("project")
+    if (record["op"] == "put") != isinstance(project, dict):
+        return None
+    at, by, node = record.get("at"), record.get("by"), record.get("node")
+    if not (isinstance(at, str) and isinstance(by, str) and isinstance(node, str)):
+        return None
+    value = _project_bytes(raw, project) if project is not None else None
+    return Version(project_id, revision, record["op"], at, by, node, value)
+
+
+_PROJECT_FIELD = b',"project":'
+
+
+def _project_bytes(raw: bytes, project: Any) -> bytes:
+    """The project's JSON exactly as written: :func:`encode_version` puts it last, after
+    fields whose quotes are escaped, so the first ``,"project":`` is the field's. A record
+    laid out otherwise (another tool's) gets its project re-encoded."""
+    start = raw.find(_PROJECT_FIELD)
+    if start >= 0 and raw.endswith(b"}"):
+        exact = raw[start + len(_PROJECT_FIELD) : -1]
+        try:
+            if orjson.loads(exact) == project:
+                return exact
+        except orjson.JSONDecodeError:
+            pass
+    return orjson.dumps(project)
+
+
+@dataclass
+class VersionCounts:
+    """Versions this store has written and pruned since it was opened (for /metrics)."""
+
+    written: int = 0
+    pruned: int = 0
+
+
 @runtime_checkable
 class Store(Protocol):
     """What the gateway needs of a config store; one instance per process."""
@@ -165,18 +281,29 @@ class Store(Protocol):
     async def list_projects(self) -> ProjectListing: ...
 
     async def put_project(
-        self, project_id: str, value: bytes, expected_revision: int | None = None
+        self,
+        project_id: str,
+        value: bytes,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
     ) -> PutResult:
-        """Create or replace a project.
+        """Create or replace a project, and record its version (``stamp``: who, where,
+        when) in the same atomic step.
 
         ``expected_revision``: None writes unconditionally, :data:`ABSENT` only creates,
         any other number only replaces that exact revision. A mismatch raises
         :class:`RevisionMismatch`; the check and the write are one atomic step.
         """
 
-    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
-        """Delete a project, optionally only at ``expected_revision``; returns the
-        revision of the deletion. Raises :class:`ProjectNotFound` / :class:`RevisionMismatch`.
+    async def delete_project(
+        self,
+        project_id: str,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
+    ) -> int:
+        """Delete a project, optionally only at ``expected_revision``, recording a delete
+        version in the same atomic step; returns the revision of the deletion.
+        Raises :class:`ProjectNotFound` / :class:`RevisionMismatch`.
         """
 
     def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
@@ -187,6 +314,21 @@ class Store(Protocol):
         change is yielded exactly once. Ends only by raising (:class:`WatchReset`,
         :class:`StoreUnavailable`) or by cancellation.
         """
+
+    # --- versions -----------------------------------------------------------------
+
+    @property
+    def version_counts(self) -> VersionCounts:
+        """Versions written and pruned by this store object."""
+
+    async def list_versions(
+        self, project_id: str, *, limit: int, before: int | None = None
+    ) -> list[Version]:
+        """The project's versions, newest first: at most ``limit``, only those older than
+        revision ``before`` if given. Also after the project's deletion."""
+
+    async def get_version(self, project_id: str, revision: int) -> Version | None:
+        """The project's version written at ``revision``; None if there is none (kept)."""
 
     # --- instances ----------------------------------------------------------------
 
@@ -230,15 +372,22 @@ class Store(Protocol):
 # --- the store layout (docs/design.md §3), the same for etcd and Consul ---------------
 
 MiB = 1024 * 1024
-#: etcd refuses requests over 1.5 MiB (``--max-request-bytes``); the key, the compare of
-#: a transaction and the framing need room beside the value.
-ETCD_VALUE_LIMIT = int(1.5 * MiB) - 4096
+#: etcd refuses requests over 1.5 MiB (``--max-request-bytes``), and a write's transaction
+#: carries the project twice: as the project and inside its version. Measured on etcd 3.4
+#: (tests/test_store_etcd.py checks it): 785 571 bytes is the largest project that fits
+#: the largest transaction (63-character ids, the longest author and node id, an If-Match
+#: compare, the check of the last version and 16 pruned versions); a little below it
+#: leaves room for wider revision numbers.
+ETCD_VALUE_LIMIT = 785_408
 #: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
-#: body Consul caps at ``txn_max_req_len`` (512 KiB) with the value base64-encoded in it.
-#: Measured on Consul 1.8.7: 392 898 bytes is the largest value the server takes in the
-#: store's largest transaction (63-character cluster and project ids, a 20-digit cas
-#: index, the deletion mark's delete); 1 byte more is a 413.
-CONSUL_VALUE_LIMIT = 392_898
+#: body Consul caps at ``txn_max_req_len`` (512 KiB) with every value base64-encoded in
+#: it, the project twice (beside its version). Measured on Consul 1.8.7
+#: (tests/test_store_consul.py checks it): 196 016 to 196 023 bytes (with the random
+#: Flags' width) is the largest project the largest transaction takes (63-character ids,
+#: the longest author and node id, a cas index, the deletion mark's delete, the check of
+#: the last version and 16 pruned versions); a few bytes below it leave room for the
+#: widest cas index and Flags.
+CONSUL_VALUE_LIMIT = 196_000
 
 
 def projects_prefix(cluster_id: str) -> str:
@@ -248,6 +397,11 @@ def projects_prefix(cluster_id: str) -> str:
 
 def instances_prefix(cluster_id: str) -> str:
     return f"sc/instances/{cluster_id}/"
+
+
+def history_prefix(cluster_id: str, project_id: str) -> str:
+    """``sc/history/<cluster>/<project>/``: the project's versions."""
+    return f"sc/history/{cluster_id}/{project_id}/"
 
 
 def tokens_prefix(cluster_id: str) -> str:

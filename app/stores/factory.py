@@ -23,6 +23,7 @@ def build_store(settings: Settings, env: Mapping[str, str] | None = None) -> Sto
             settings.cluster_id,
             instance_ttl=settings.instance_ttl_seconds,
             timeout=settings.store_timeout_seconds,
+            keep_versions=settings.project_versions,
         )
     if settings.store_type == "consul":
         from app.stores.consul import ConsulConfig, ConsulStore
@@ -32,9 +33,14 @@ def build_store(settings: Settings, env: Mapping[str, str] | None = None) -> Sto
             settings.cluster_id,
             instance_ttl=settings.instance_ttl_seconds,
             timeout=settings.store_timeout_seconds,
+            keep_versions=settings.project_versions,
         )
     from app.stores.local import LocalStore
 
     if settings.local_value_limit is None:
-        return LocalStore(settings.config)
-    return LocalStore(settings.config, value_limit=settings.local_value_limit)
+        return LocalStore(settings.config, keep_versions=settings.project_versions)
+    return LocalStore(
+        settings.config,
+        value_limit=settings.local_value_limit,
+        keep_versions=settings.project_versions,
+    )

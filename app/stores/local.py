@@ -1,11 +1,12 @@
 """The embedded store: one instance, projects in a YAML file (``--config``).
 
 The file keeps Space Cloud's shape, ``projects: [...]``, beside our own ``revision``
-counter, each project's revision and the minted tokens' records (``tokens: {id: ...}``).
-Every write replaces the whole file atomically (temp file, fsync, rename, fsync of the
-folder), so a ``kill -9`` at any moment leaves either the old or the new file, and a
-write is acknowledged only once it is durable. A lock file keeps a second process off
-the same config.
+counter, each project's revision, the minted tokens' records (``tokens: {id: ...}``) and
+the projects' versions (``history``, keyed by project id, oldest first). Every write
+replaces the whole file atomically (temp file, fsync, rename, fsync of the folder), so a
+``kill -9`` at any moment leaves either the old or the new file, a write and its version
+are one replace, and a write is acknowledged only once it is durable. A lock file keeps a
+second process off the same config.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 import yaml
 
 from app.stores.base import (
     ABSENT,
+    DEFAULT_PROJECT_VERSIONS,
     ETCD_VALUE_LIMIT,
     NotRegistered,
     ProjectChange,
@@ -36,8 +38,12 @@ from app.stores.base import (
     StoreConfigError,
     StoredProject,
     ValueTooLarge,
+    Version,
+    VersionCounts,
+    VersionStamp,
     WatchReset,
 )
+from app.stores.local_history import History, dump_history, parse_history
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -51,11 +57,20 @@ _HEADER = b"# Written by space-cloud. Edit only while it is stopped.\n"
 class LocalStore:
     kind = "local"
 
-    def __init__(self, path: Path, *, value_limit: int = ETCD_VALUE_LIMIT) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        value_limit: int = ETCD_VALUE_LIMIT,
+        keep_versions: int = DEFAULT_PROJECT_VERSIONS,
+    ) -> None:
         self.path = path
         self.value_limit = value_limit
+        self.keep_versions = keep_versions
+        self.version_counts = VersionCounts()
         self._lock_file: IO[bytes] | None = None
         self._projects: dict[str, StoredProject] = {}
+        self._history: History = {}
         self._revision = 0
         self._write_lock = asyncio.Lock()
         self._changes: deque[ProjectChange] = deque(maxlen=CHANGE_LOG_SIZE)
@@ -72,7 +87,7 @@ class LocalStore:
         if self._lock_file is None:
             self._lock_file = _acquire_lock(self.path)
         try:
-            self._projects, self._revision, self._tokens = _load(self.path)
+            self._projects, self._revision, self._tokens, self._history = _load(self.path)
         except BaseException:
             await self.close()
             raise
@@ -94,28 +109,44 @@ class LocalStore:
         return ProjectListing(projects=dict(self._projects), revision=self._revision)
 
     async def put_project(
-        self, project_id: str, value: bytes, expected_revision: int | None = None
+        self,
+        project_id: str,
+        value: bytes,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
     ) -> PutResult:
         if len(value) > self.value_limit:
             raise ValueTooLarge(len(value), self.value_limit)
+        stamp = stamp or VersionStamp.unattributed()
         # Shielded: a cancelled caller must not leave the file ahead of memory.
-        return await asyncio.shield(self._put(project_id, value, expected_revision))
+        return await asyncio.shield(self._put(project_id, value, expected_revision, stamp))
 
-    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
-        return await asyncio.shield(self._delete(project_id, expected_revision))
+    async def delete_project(
+        self,
+        project_id: str,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
+    ) -> int:
+        stamp = stamp or VersionStamp.unattributed()
+        return await asyncio.shield(self._delete(project_id, expected_revision, stamp))
 
-    async def _put(self, project_id: str, value: bytes, expected_revision: int | None) -> PutResult:
+    async def _put(
+        self, project_id: str, value: bytes, expected_revision: int | None, stamp: VersionStamp
+    ) -> PutResult:
         async with self._write_lock:
             current = self._projects.get(project_id)
             _check_expected(project_id, current, expected_revision)
             revision = self._revision + 1
             projects = dict(self._projects)
             projects[project_id] = StoredProject(project_id, value, revision)
-            await self._persist(projects, revision)
+            history = self._with_version(project_id, revision, "put", stamp, value)
+            await self._persist(projects, revision, history)
             await self._record(ProjectChange("put", project_id, revision, value))
             return PutResult(revision=revision, created=current is None)
 
-    async def _delete(self, project_id: str, expected_revision: int | None) -> int:
+    async def _delete(
+        self, project_id: str, expected_revision: int | None, stamp: VersionStamp
+    ) -> int:
         async with self._write_lock:
             current = self._projects.get(project_id)
             if current is None:
@@ -124,9 +155,37 @@ class LocalStore:
             revision = self._revision + 1
             projects = dict(self._projects)
             del projects[project_id]
-            await self._persist(projects, revision)
+            history = self._with_version(project_id, revision, "delete", stamp, None)
+            await self._persist(projects, revision, history)
             await self._record(ProjectChange("delete", project_id, revision))
             return revision
+
+    # --- versions -----------------------------------------------------------------
+
+    def _with_version(
+        self,
+        project_id: str,
+        revision: int,
+        op: Literal["put", "delete"],
+        stamp: VersionStamp,
+        value: bytes | None,
+    ) -> History:
+        """The history with this write's version added and the oldest beyond
+        ``keep_versions`` dropped (a write holds the lock: no writer races it here)."""
+        version = Version(project_id, revision, op, stamp.at, stamp.by, stamp.node, value)
+        versions = [*self._history.get(project_id, []), version]
+        return {**self._history, project_id: versions[-self.keep_versions :]}
+
+    async def list_versions(
+        self, project_id: str, *, limit: int, before: int | None = None
+    ) -> list[Version]:
+        newest_first = reversed(self._history.get(project_id, []))
+        older = [v for v in newest_first if before is None or v.revision < before]
+        return older[:limit]
+
+    async def get_version(self, project_id: str, revision: int) -> Version | None:
+        versions = self._history.get(project_id, [])
+        return next((v for v in versions if v.revision == revision), None)
 
     async def watch_projects(
         self, since: ProjectListing
@@ -144,11 +203,17 @@ class LocalStore:
     def _changed_after(self, revision: int) -> bool:
         return bool(self._changes) and self._changes[-1].revision > revision
 
-    async def _persist(self, projects: dict[str, StoredProject], revision: int) -> None:
-        document = _dump(projects, revision, self._tokens)
+    async def _persist(
+        self, projects: dict[str, StoredProject], revision: int, history: History
+    ) -> None:
+        document = _dump(projects, revision, self._tokens, history)
         await asyncio.to_thread(_write_atomically, self.path, document)
+        written = sum(map(len, history.values())) - sum(map(len, self._history.values()))
+        self.version_counts.written += 1
+        self.version_counts.pruned += 1 - written
         self._projects = projects
         self._revision = revision
+        self._history = history
 
     async def _record(self, change: ProjectChange) -> None:
         async with self._changed:
@@ -217,7 +282,7 @@ class LocalStore:
                 return False
             if record is not None:
                 tokens[token_id] = record
-            document = _dump(self._projects, self._revision, tokens)
+            document = _dump(self._projects, self._revision, tokens, self._history)
             await asyncio.to_thread(_write_atomically, self.path, document)
             async with self._tokens_changed:
                 self._tokens = tokens
@@ -255,11 +320,11 @@ def _acquire_lock(path: Path) -> IO[bytes]:
     return lock_file
 
 
-def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes]]:
+def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes], History]:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        return {}, 0, {}
+        return {}, 0, {}, {}
     except OSError as exc:
         raise StoreConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -267,7 +332,8 @@ def _load(path: Path) -> tuple[dict[str, StoredProject], int, dict[str, bytes]]:
     except yaml.YAMLError as exc:
         raise StoreConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
     projects, revision = _parse(path, document)
-    return projects, revision, _parse_tokens(path, document.get("tokens"))
+    tokens = _parse_tokens(path, document.get("tokens"))
+    return projects, revision, tokens, parse_history(path, document.get("history"))
 
 
 def _parse(path: Path, document: Any) -> tuple[dict[str, StoredProject], int]:
@@ -325,7 +391,12 @@ def _revision(path: Path, where: str, value: Any) -> int:
     return value
 
 
-def _dump(projects: dict[str, StoredProject], revision: int, tokens: dict[str, bytes]) -> bytes:
+def _dump(
+    projects: dict[str, StoredProject],
+    revision: int,
+    tokens: dict[str, bytes],
+    history: History,
+) -> bytes:
     document: dict[str, Any] = {
         "revision": revision,
         "projects": [orjson.loads(project.value) for project in projects.values()],
@@ -334,7 +405,7 @@ def _dump(projects: dict[str, StoredProject], revision: int, tokens: dict[str, b
     if tokens:
         document["tokens"] = {token_id: orjson.loads(value) for token_id, value in tokens.items()}
     body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    return _HEADER + body.encode()
+    return _HEADER + body.encode() + b"history: " + dump_history(history) + b"\n"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

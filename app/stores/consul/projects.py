@@ -4,8 +4,9 @@ diffs each answer of a blocking query against the one before.
 Revisions are Consul's ``ModifyIndex`` (per key) and ``X-Consul-Index`` (per prefix):
 raft indexes, cluster-wide and only growing.
 
-Every write is one transaction, whose result carries the write's own ModifyIndex; the
-value limit is therefore what a transaction takes (:data:`CONSUL_VALUE_LIMIT`).
+Every write is one transaction, whose result carries the write's own ModifyIndex, and
+which also writes the write's version (:mod:`app.stores.consul.history`); the value limit
+is therefore what a transaction holding the project twice takes (:data:`CONSUL_VALUE_LIMIT`).
 
 Deletions: Consul's answers carry no deletion index, so the deleting transaction also
 writes a mark, ``sc/projects/<cluster>/.deleted/<id>`` (ids never start with ``.``, and
@@ -27,6 +28,7 @@ import orjson
 
 from app.stores.base import (
     CONSUL_VALUE_LIMIT,
+    DEFAULT_PROJECT_VERSIONS,
     ProjectChange,
     ProjectListing,
     ProjectNotFound,
@@ -35,7 +37,10 @@ from app.stores.base import (
     StoredProject,
     StoreUnavailable,
     ValueTooLarge,
+    VersionCounts,
+    VersionStamp,
     WatchReset,
+    encode_version,
     projects_prefix,
 )
 from app.stores.consul.client import (
@@ -45,6 +50,7 @@ from app.stores.consul.client import (
     kv_path,
     pace,
 )
+from app.stores.consul.history import ConsulHistory, VersionSlot
 
 CAS_ATTEMPTS = 20
 #: Where a deletion leaves its mark, under the projects prefix: ids never start with ".".
@@ -54,51 +60,81 @@ DELETION_MARKS = ".deleted/"
 class ConsulProjects:
     """One cluster's projects under ``sc/projects/<cluster>/``."""
 
-    def __init__(self, client: ClientSource, cluster_id: str) -> None:
+    def __init__(
+        self, client: ClientSource, cluster_id: str, keep_versions: int = DEFAULT_PROJECT_VERSIONS
+    ) -> None:
         self._client = client
         self.prefix = projects_prefix(cluster_id)
+        self.history = ConsulHistory(client, cluster_id, keep_versions)
+        self.version_counts = VersionCounts()
 
     async def listing(self) -> ProjectListing:
         entries, index = await self._client().list_prefix(self.prefix)
         return ProjectListing(_projects(entries, self.prefix), index)
 
-    async def put(self, project_id: str, value: bytes, expected: int | None) -> PutResult:
-        """One transaction: the (conditional) write and the removal of a deletion mark."""
+    async def put(
+        self, project_id: str, value: bytes, expected: int | None, stamp: VersionStamp
+    ) -> PutResult:
+        """One transaction: the (conditional) write, the removal of a deletion mark, and
+        the write's version."""
         if len(value) > CONSUL_VALUE_LIMIT:
             raise ValueTooLarge(len(value), CONSUL_VALUE_LIMIT)
         key = self.prefix + project_id
-        encoded = base64.b64encode(value).decode()
-        fields = {"Value": encoded, "Flags": _nonce()}
+        fields = {"Value": _base64(value), "Flags": _nonce()}
         if expected is None:
             op = _kv("set", key, **fields)
         else:
             op = _kv("cas", key, Index=expected, **fields)
-        try:
-            results = await self._txn([op, _kv("delete", self._deletion_mark(project_id))])
-        except _TooLarge as too_large:
-            raise ValueTooLarge(len(value), too_large.value_limit(len(encoded))) from None
-        if results is None:
+        record = encode_version("put", stamp, value)
+        ops = [op, _kv("delete", self._deletion_mark(project_id))]
+        for _ in range(CAS_ATTEMPTS):
+            slot = await self.history.next_slot(project_id)
+            try:
+                results = await self._versioned_txn(ops, slot, record)
+            except _TooLarge as too_large:
+                limit = too_large.value_limit(len(value), len(record))
+                raise ValueTooLarge(len(value), limit) from None
+            if results is not None:
+                entry = _entry(results, key)
+                self.history.written(slot, entry["ModifyIndex"])
+                return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
+            if await self.history.lost(slot):
+                continue
             assert expected is not None
             raise RevisionMismatch(project_id, expected, await self._current(project_id))
-        entry = _entry(results, key)
-        return PutResult(entry["ModifyIndex"], entry["CreateIndex"] == entry["ModifyIndex"])
+        raise StoreUnavailable(f"project {project_id!r} kept changing while writing it")
 
-    async def delete(self, project_id: str, expected: int | None) -> int:
+    async def delete(self, project_id: str, expected: int | None, stamp: VersionStamp) -> int:
         key = self.prefix + project_id
+        record = encode_version("delete", stamp, None)
         cas = expected
         for _ in range(CAS_ATTEMPTS):
             if cas is None:
                 cas = await self._existing(project_id)
             mark = self._deletion_mark(project_id)
+            slot = await self.history.next_slot(project_id)
             ops = [_kv("check-index", key, Index=cas), _kv("delete", key), _kv("set", mark)]
-            results = await self._txn(ops)
+            results = await self._versioned_txn(ops, slot, record)
             if results is not None:
-                return _entry(results, mark)["ModifyIndex"]
+                revision: int = _entry(results, mark)["ModifyIndex"]
+                self.history.written(slot, revision)
+                return revision
+            if await self.history.lost(slot):
+                continue
             actual = await self._existing(project_id)
             if expected is not None:
                 raise RevisionMismatch(project_id, expected, actual)
             cas = actual
         raise StoreUnavailable(f"project {project_id!r} kept changing while deleting it")
+
+    async def _versioned_txn(
+        self, ops: list[dict[str, Any]], slot: VersionSlot, record: bytes
+    ) -> list[dict[str, Any]] | None:
+        results = await self._txn([*ops, *slot.ops(_base64(record))])
+        if results is not None:
+            self.version_counts.written += 1
+            self.version_counts.pruned += len(slot.plan.pruned)
+        return results
 
     async def watch(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         known = dict(since.projects)
@@ -200,14 +236,16 @@ class _TooLarge(Exception):
         self.message = response.content.decode(errors="replace")
         self.body_size = body_size
 
-    def value_limit(self, encoded_size: int) -> int:
-        """The largest value this request could have carried, from Consul's answer:
-        ``(N > M bytes)`` names the value limit, ``max size: M`` the body's."""
+    def value_limit(self, value_size: int, record_size: int) -> int:
+        """The largest project this request could have carried, from Consul's answer:
+        ``(N > M bytes)`` names the limit of one value (the version record, the largest),
+        ``max size: M`` the body's, in which the project is base64-encoded twice."""
         if found := re.search(r"\(\d+ > (\d+) bytes\)", self.message):
-            return int(found.group(1))
+            return max(0, int(found.group(1)) - (record_size - value_size))
         if found := re.search(r"max size: (\d+)", self.message):
-            room = int(found.group(1)) - (self.body_size - encoded_size)
-            return max(0, room) // 4 * 3  # base64: 4 characters per 3 bytes
+            excess = self.body_size - int(found.group(1))
+            # base64: 4 characters per 3 bytes, twice; 8 spare for the two paddings.
+            return max(0, value_size - (excess * 3 + 7) // 8 - 8)
         return CONSUL_VALUE_LIMIT
 
 
@@ -216,6 +254,10 @@ def _nonce() -> int:
     its old ModifyIndex), so every put differs, gets a new revision, and tells by
     ``CreateIndex == ModifyIndex`` whether it created the key."""
     return secrets.randbits(63) | 1
+
+
+def _base64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
 
 
 def _kv(verb: str, key: str, **fields: Any) -> dict[str, Any]:

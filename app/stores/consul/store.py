@@ -13,10 +13,14 @@ from collections.abc import AsyncGenerator
 
 from app.stores.base import (
     CONSUL_VALUE_LIMIT,
+    DEFAULT_PROJECT_VERSIONS,
     ProjectChange,
     ProjectListing,
     PutResult,
     StoreError,
+    Version,
+    VersionCounts,
+    VersionStamp,
     projects_prefix,
 )
 from app.stores.consul.client import ConsulClient, kv_path
@@ -40,13 +44,14 @@ class ConsulStore:
         instance_ttl: int = 10,
         timeout: float = 5.0,
         watch_wait: float = 10.0,
+        keep_versions: int = DEFAULT_PROJECT_VERSIONS,
     ) -> None:
         self.config = config
         self.cluster_id = cluster_id
         self.timeout = timeout
         self.watch_wait = watch_wait
         self._client: ConsulClient | None = None
-        self._projects = ConsulProjects(self._open_client, cluster_id)
+        self._projects = ConsulProjects(self._open_client, cluster_id, keep_versions)
         self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
         self._tokens = ConsulTokens(self._open_client, cluster_id)
 
@@ -96,15 +101,40 @@ class ConsulStore:
         return await self._projects.listing()
 
     async def put_project(
-        self, project_id: str, value: bytes, expected_revision: int | None = None
+        self,
+        project_id: str,
+        value: bytes,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
     ) -> PutResult:
-        return await self._projects.put(project_id, value, expected_revision)
+        stamp = stamp or VersionStamp.unattributed()
+        return await self._projects.put(project_id, value, expected_revision, stamp)
 
-    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
-        return await self._projects.delete(project_id, expected_revision)
+    async def delete_project(
+        self,
+        project_id: str,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
+    ) -> int:
+        stamp = stamp or VersionStamp.unattributed()
+        return await self._projects.delete(project_id, expected_revision, stamp)
 
     def watch_projects(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         return self._projects.watch(since)
+
+    # --- versions -----------------------------------------------------------------
+
+    @property
+    def version_counts(self) -> VersionCounts:
+        return self._projects.version_counts
+
+    async def list_versions(
+        self, project_id: str, *, limit: int, before: int | None = None
+    ) -> list[Version]:
+        return await self._projects.history.newest_first(project_id, limit, before)
+
+    async def get_version(self, project_id: str, revision: int) -> Version | None:
+        return await self._projects.history.at_revision(project_id, revision)
 
     # --- instances ----------------------------------------------------------------
 

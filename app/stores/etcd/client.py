@@ -200,6 +200,14 @@ class EtcdClient:
 
         return await self.call(invoke)
 
+    async def range_request(self, request: rpc.RangeRequest) -> rpc.RangeResponse:
+        """A range with every option etcd has (sorting, revision filters)."""
+
+        async def invoke(member: Member, budget: float, metadata: Metadata) -> rpc.RangeResponse:
+            return await member.kv.Range(request, timeout=budget, metadata=metadata)
+
+        return await self.call(invoke)
+
     async def txn(self, request: rpc.TxnRequest, *, idempotent: bool) -> rpc.TxnResponse:
         async def invoke(member: Member, budget: float, metadata: Metadata) -> rpc.TxnResponse:
             return await member.kv.Txn(request, timeout=budget, metadata=metadata)

@@ -1,5 +1,6 @@
 """The etcd v3 store: projects and token records as keys, instances under a kept-alive
-lease.
+lease, and every write's version beside it in the same transaction
+(:mod:`app.stores.etcd.history`).
 
 The key layout and revisions are described in docs/design.md §3.
 """
@@ -17,6 +18,7 @@ from aetcd.utils import prefix_range_end
 
 from app.stores.base import (
     ABSENT,
+    DEFAULT_PROJECT_VERSIONS,
     ETCD_VALUE_LIMIT,
     NotRegistered,
     ProjectChange,
@@ -26,7 +28,12 @@ from app.stores.base import (
     RevisionMismatch,
     StoredProject,
     StoreError,
+    StoreUnavailable,
     ValueTooLarge,
+    Version,
+    VersionCounts,
+    VersionStamp,
+    encode_version,
     instances_prefix,
     projects_prefix,
     tokens_prefix,
@@ -34,6 +41,7 @@ from app.stores.base import (
 from app.stores.etcd.client import EtcdClient
 from app.stores.etcd.config import EtcdConfig
 from app.stores.etcd.errors import LeaseNotFound, RequestTooLarge
+from app.stores.etcd.history import EtcdHistory
 
 log = logging.getLogger("space_cloud.stores.etcd")
 
@@ -42,6 +50,8 @@ _GREATER = rpc.Compare.CompareResult.GREATER
 _CREATE = rpc.Compare.CompareTarget.CREATE
 _MOD = rpc.Compare.CompareTarget.MOD
 _DELETE = rpc.Event.EventType.DELETE
+#: Tries at a free version slot before giving up (each loss means another write landed).
+SLOT_ATTEMPTS = 20
 
 
 @dataclass
@@ -65,9 +75,12 @@ class EtcdStore:
         *,
         instance_ttl: int = 10,
         timeout: float = 5.0,
+        keep_versions: int = DEFAULT_PROJECT_VERSIONS,
     ) -> None:
         self.config = config
         self._client = EtcdClient(config, timeout)
+        self._history = EtcdHistory(self._client, cluster_id, keep_versions)
+        self.version_counts = VersionCounts()
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
         self._tokens = tokens_prefix(cluster_id).encode()
@@ -114,16 +127,22 @@ class EtcdStore:
         return ProjectListing(projects=projects, revision=response.header.revision)
 
     async def put_project(
-        self, project_id: str, value: bytes, expected_revision: int | None = None
+        self,
+        project_id: str,
+        value: bytes,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
     ) -> PutResult:
         if len(value) > self.value_limit:
             raise ValueTooLarge(len(value), self.value_limit)
         key = self._project_key(project_id)
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, prev_kv=True))
+        record = encode_version("put", stamp or VersionStamp.unattributed(), value)
         compare = [] if expected_revision is None else [_revision_is(key, expected_revision)]
-        request = rpc.TxnRequest(compare=compare, success=[put], failure=[_get(key)])
         try:
-            response = await self._client.txn(request, idempotent=expected_revision is None)
+            response = await self._versioned_txn(
+                project_id, compare, [put], record, idempotent=expected_revision is None
+            )
         except RequestTooLarge:
             raise ValueTooLarge(len(value), self.value_limit) from None
         if not response.succeeded:
@@ -132,14 +151,21 @@ class EtcdStore:
         created = not response.responses[0].response_put.HasField("prev_kv")
         return PutResult(revision=response.header.revision, created=created)
 
-    async def delete_project(self, project_id: str, expected_revision: int | None = None) -> int:
+    async def delete_project(
+        self,
+        project_id: str,
+        expected_revision: int | None = None,
+        stamp: VersionStamp | None = None,
+    ) -> int:
         key = self._project_key(project_id)
         compare = [rpc.Compare(result=_GREATER, target=_CREATE, key=key, create_revision=0)]
         if expected_revision is not None:
             compare.append(_revision_is(key, expected_revision))
         delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-        request = rpc.TxnRequest(compare=compare, success=[delete], failure=[_get(key)])
-        response = await self._client.txn(request, idempotent=False)
+        record = encode_version("delete", stamp or VersionStamp.unattributed(), None)
+        response = await self._versioned_txn(
+            project_id, compare, [delete], record, idempotent=False
+        )
         if not response.succeeded:
             actual = _found_revision(response)
             if actual is None:
@@ -147,6 +173,46 @@ class EtcdStore:
             assert expected_revision is not None
             raise RevisionMismatch(project_id, expected_revision, actual)
         return response.header.revision
+
+    async def _versioned_txn(
+        self,
+        project_id: str,
+        compare: list[rpc.Compare],
+        ops: list[rpc.RequestOp],
+        record: bytes,
+        *,
+        idempotent: bool,
+    ) -> rpc.TxnResponse:
+        """``ops`` under ``compare``, with the version ``record`` in a free slot and the
+        prune, in one transaction; retried on a slot another writer took first. A failed
+        response's first result is the project key's range (for ``_found_revision``)."""
+        get = _get(self._project_key(project_id))
+        for _ in range(SLOT_ATTEMPTS):
+            slot = await self._history.next_slot(project_id)
+            request = rpc.TxnRequest(
+                compare=[*compare, *slot.compares()],
+                success=[*ops, *slot.ops(record)],
+                failure=[get, slot.taken()],
+            )
+            response = await self._client.txn(request, idempotent=idempotent)
+            if response.succeeded:
+                self._history.written(slot, response.header.revision)
+                self.version_counts.written += 1
+                self.version_counts.pruned += len(slot.plan.pruned)
+                return response
+            if not self._history.lost(slot, response):
+                return response
+        raise StoreUnavailable(f"project {project_id!r} kept changing while writing it")
+
+    # --- versions -----------------------------------------------------------------
+
+    async def list_versions(
+        self, project_id: str, *, limit: int, before: int | None = None
+    ) -> list[Version]:
+        return await self._history.newest_first(project_id, limit, before)
+
+    async def get_version(self, project_id: str, revision: int) -> Version | None:
+        return await self._history.at_revision(project_id, revision)
 
     async def watch_projects(
         self, since: ProjectListing
