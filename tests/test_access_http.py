@@ -3,7 +3,6 @@ writes. In process (TestClient) first, then real ``space-cloud run`` processes."
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
+from tests.environ import clean_environ, clear_gateway_environ
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT, free_port
 
@@ -380,7 +379,7 @@ def test_cors_on_a_real_gateway(tmp_path: Path, gateways: list[Gateway]) -> None
 
 
 def _run(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    clean = clean_environ()
     return subprocess.run(
         [sys.executable, "-m", "app", "run", "--host", "127.0.0.1", "--port", str(free_port())],
         cwd=tmp_path,

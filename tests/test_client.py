@@ -4,7 +4,6 @@ real processes against a real gateway; ``watch`` across a gateway restart."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -14,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.environ import clean_environ
 from tests.gateway import ADMIN_PASS, Gateway, space_cloud_command
 from tests.servers.process import free_port
 
-#: Variables of the client and the gateway that must not leak in from the caller.
-OURS = ("SPACE_CLOUD_", "ADMIN_", "ETCD_", "CONSUL_")
-
 
 def client_env(gateway: Gateway, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(OURS)}
-    return {**env, "SPACE_CLOUD_ADDR": gateway.addr, **extra}
+    return {**clean_environ(), "SPACE_CLOUD_ADDR": gateway.addr, **extra}
 
 
 def space_cloud(
