@@ -23,6 +23,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests.environ import clean_environ, clear_gateway_environ
+from tests.eventually import eventually
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT, free_port
 
@@ -56,10 +57,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
-        deadline = time.monotonic() + 5
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready", 0.01)
         return client
 
     yield _start

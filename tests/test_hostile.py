@@ -37,6 +37,7 @@ from tests.attacks import (
     raise_descriptor_limit,
 )
 from tests.environ import clean_environ
+from tests.eventually import eventually, eventually_async
 from tests.gateway import Gateway
 from tests.servers.etcd import EtcdServer
 from tests.servers.process import free_port
@@ -126,7 +127,7 @@ def test_big_headers_and_half_open_connections_neither_stall_nor_evict(
         try:
             results = big_headers(target.port, count=3, size=100 * MIB)
             all_closed = half_open.wait_all_closed(HEADER_TIMEOUT + 10)
-            time.sleep(1)  # a last probe of /healthz, RSS and the peer list after the attack
+            time.sleep(1)  # time passes: a last probe of /healthz, RSS and peers after the attack
         finally:
             half_open.close()
     closed = sorted(half_open.closed_after.values())
@@ -280,7 +281,7 @@ async def test_an_answer_before_the_body_is_in_says_connection_close(body_first:
     protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
     if body_first:
         protocol.data_received(b"{}")
-    await asyncio.sleep(0.01)  # the app answers
+    await eventually_async(lambda: transport.written, 2, "the app's answer", 0.001)
     assert transport.written.startswith(b"HTTP/1.1 401 ")
     assert (b"connection: close" in transport.written) is not body_first
     assert transport.is_closing() is not body_first
@@ -464,10 +465,12 @@ def test_connections_beyond_the_cap_get_503_but_probes_are_served(
         for client in holders:
             client.close()
         # Room again once the holders are gone.
-        deadline = time.monotonic() + 5
-        while httpx.get(f"{gateway.url}/v1/config/env", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "the cap never freed up"
-            time.sleep(0.1)
+        eventually(
+            lambda: httpx.get(f"{gateway.url}/v1/config/env", timeout=5).status_code == 200,
+            5,
+            "the cap to free up",
+            0.1,
+        )
     finally:
         for client in holders:
             client.close()

@@ -172,7 +172,7 @@ def test_peers_and_an_etcd_outage_in_the_log(etcd_factory: EtcdFactory, tmp_path
 
         etcd.stop()
         eventually(lambda: a.get("/readyz").status_code == 503, 15, "a to notice the outage")
-        time.sleep(8)  # the retries of 8 s of outage: once ~25 lines, now one
+        time.sleep(8)  # time passes: 8 s of retries once logged ~25 lines, now one
         readyz = a.get("/readyz").json()["error"]
         etcd.start()
         eventually(lambda: a.get("/readyz").status_code == 200, 30, "a to be ready again")
