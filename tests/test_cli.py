@@ -1,7 +1,8 @@
 """``space-cloud run`` refuses bad flags and variables: exit 2, one line naming the culprit.
 
-Every failing start runs as a real ``python -m app run`` subprocess with a clean
-environment, all of them at once (so the set stays fast).
+Every failing start runs in process (``cli.main`` with the environment and working
+directory of the case); a few also run as real ``python -m app run`` subprocesses with a
+clean environment, all of them at once, for what only the process shows.
 """
 
 from __future__ import annotations
@@ -93,19 +94,24 @@ CASES: dict[str, Case] = {
 }
 
 
+#: Run as real ``python -m app run`` processes too: the exit status and the one line on
+#: stderr hold for the process, not only for ``cli.main`` (a flag, a variable, a .env).
+AS_PROCESS = ("unknown flag", "unparsable PORT", "unparsable DEV from .env")
+
+
 @dataclass
 class Outcome:
     returncode: int
-    stdout: str
     stderr: str
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Start every case at once, then collect them."""
+def process_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Start the AS_PROCESS cases at once, then collect them."""
     running: dict[str, subprocess.Popen[str]] = {}
     try:
-        for index, (name, case) in enumerate(CASES.items()):
+        for index, name in enumerate(AS_PROCESS):
+            case = CASES[name]
             workdir = tmp_path_factory.mktemp(f"cli{index}")
             if case.dotenv is not None:
                 (workdir / ".env").write_text(case.dotenv)
@@ -122,8 +128,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         results = {}
         for name, process in running.items():
             # A bound on a hang, not a timing: a loaded machine starts these slowly.
-            stdout, stderr = process.communicate(timeout=120)
-            results[name] = Outcome(process.returncode, stdout, stderr)
+            _, stderr = process.communicate(timeout=120)
+            results[name] = Outcome(process.returncode, stderr)
         return results
     finally:
         for process in running.values():
@@ -132,9 +138,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
                 process.wait()
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str) -> None:
-    outcome = outcomes[name]
+def assert_one_line_naming(outcome: Outcome, name: str) -> None:
     assert outcome.returncode == 2, outcome.stderr
     assert "Traceback" not in outcome.stderr
     lines = outcome.stderr.splitlines()
@@ -145,6 +149,35 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
         assert expected in line, (expected, line)
 
 
+@pytest.mark.parametrize("name", AS_PROCESS)
+def test_bad_start_of_the_process_exits_2_with_one_line(
+    process_outcomes: dict[str, Outcome], name: str
+) -> None:
+    assert_one_line_naming(process_outcomes[name], name)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_start_exits_2_with_one_line(
+    captured_run: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    """Each case in process (``cli.main``): the same checks, without a process to start."""
+    case = CASES[name]
+    if case.dotenv is not None:
+        (tmp_path / ".env").write_text(case.dotenv)
+    for variable, value in {"HOST": "127.0.0.1", "PORT": str(free_port()), **case.env}.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", *case.args])
+    assert "app" not in captured_run  # stopped before serving
+    code = exited.value.code
+    assert isinstance(code, int), code
+    assert_one_line_naming(Outcome(code, capsys.readouterr().err), name)
+
+
 # --- in process: flags reach the settings that uvicorn is started with -------------------
 
 
@@ -152,6 +185,7 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
 def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
     """Run ``main`` up to ``serve``, which is captured instead of serving."""
     clear_gateway_environ(monkeypatch)
+    monkeypatch.setenv("GRPC_VERBOSITY", "NONE")  # main() sets it; undone after the test
     monkeypatch.chdir(tmp_path)
     captured: dict[str, object] = {}
 
