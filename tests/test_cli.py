@@ -23,6 +23,7 @@ from tests.servers.process import free_port
 
 ADMIN = {"ADMIN_PASS": "pw"}
 DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
+FOLLOW = ["--store-type", "follow"]
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Case:
     #: Every one of these must be in the error line.
     names: tuple[str, ...] = ()
     dotenv: str | None = None
+    #: None of these may be echoed (a secret that was refused).
+    hidden: tuple[str, ...] = ()
 
 
 CASES: dict[str, Case] = {
@@ -91,6 +94,39 @@ CASES: dict[str, Case] = {
     "unknown LOG_FORMAT": Case([], {**ADMIN, "LOG_FORMAT": "xml"}, ("LOG_FORMAT", "'xml'")),
     "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
     "distributed without secret": Case(["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)),
+    "short admin secret": Case([], {**ADMIN, "ADMIN_SECRET": "x"}, ("ADMIN_SECRET", "at least 32")),
+    "admin secret of 31 bytes": Case(
+        [],
+        {**ADMIN, "ADMIN_SECRET": "short-secret-of-31-bytes-xxxxxx"},
+        ("ADMIN_SECRET", "at least 32"),
+        hidden=("short-secret-of-31-bytes-xxxxxx",),
+    ),
+    "bad CORS origin": Case(
+        [], {**ADMIN, "CORS_ORIGINS": "https://ok.example,not-an-origin"}, ("CORS_ORIGINS",)
+    ),
+    "upstream scheme": Case(
+        [*FOLLOW, "--upstream", "ftp://a:4122"],
+        DISTRIBUTED,
+        ("--upstream", "UPSTREAM", "ftp://a:4122"),
+    ),
+    "upstream without port": Case(
+        [*FOLLOW, "--upstream", "http://a"], DISTRIBUTED, ("--upstream", "'http://a'")
+    ),
+    "upstream list item without port": Case(
+        [*FOLLOW, "--upstream", "http://a:1,a:2"], DISTRIBUTED, ("--upstream", "'a:2'")
+    ),
+    "upstream bad port": Case(
+        [*FOLLOW, "--upstream", "http://a:99999"], DISTRIBUTED, ("--upstream", "99999")
+    ),
+    "upstream with a path": Case(
+        [*FOLLOW, "--upstream", "http://a:1/v1"], DISTRIBUTED, ("--upstream", "path")
+    ),
+    "follow without upstream": Case(
+        FOLLOW, DISTRIBUTED, ("--store-type follow", "--upstream", "UPSTREAM")
+    ),
+    "upstream without follow": Case(
+        [], {**DISTRIBUTED, "UPSTREAM": "http://a:4122"}, ("only for --store-type follow",)
+    ),
 }
 
 
@@ -147,6 +183,8 @@ def assert_one_line_naming(outcome: Outcome, name: str) -> None:
     assert line.startswith("space-cloud: error: ")
     for expected in CASES[name].names:
         assert expected in line, (expected, line)
+    for secret in CASES[name].hidden:
+        assert secret not in outcome.stderr, (secret, line)
 
 
 @pytest.mark.parametrize("name", AS_PROCESS)

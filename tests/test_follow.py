@@ -3,7 +3,7 @@
 Unit tests drive the pure state machine (:class:`FollowState`) with events; the rest run
 real ``space-cloud run`` processes: gateways A and B on the session etcd (a cluster id of
 their own per test) and a follower F started with ``--upstream`` A and B and no ETCD_*
-variable at all.
+variable at all. Bad ``--upstream`` values stop the start: tests/test_cli.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -26,9 +25,8 @@ from app.follow.sse import SSEEvent, parse_events
 from app.follow.state import FollowState
 from app.stores.base import ProjectListing, StoreUnavailable, WatchReset
 from tests.eventually import eventually
-from tests.gateway import ADMIN_PASS, Event, Gateway, SSEStream, space_cloud_command
+from tests.gateway import ADMIN_PASS, Event, Gateway, SSEStream
 from tests.servers.etcd import EtcdServer
-from tests.servers.process import free_port
 from tests.test_cluster import Cluster
 
 # --- unit: the SSE parser ----------------------------------------------------------------
@@ -482,51 +480,6 @@ def test_a_refused_token_stops_the_start_with_one_line(
     lines = f.process.log().splitlines()
     assert len(lines) == 1 and lines[0].startswith("space-cloud: error: "), lines
     assert message in lines[0] and a.url in lines[0]
-
-
-@pytest.mark.parametrize(
-    ("args", "names"),
-    [
-        (["--upstream", "ftp://a:4122"], ("--upstream", "UPSTREAM", "ftp://a:4122")),
-        (["--upstream", "http://a"], ("--upstream", "'http://a'")),
-        (["--upstream", "http://a:1,a:2"], ("--upstream", "'a:2'")),
-        (["--upstream", "http://a:99999"], ("--upstream", "99999")),
-        (["--upstream", "http://a:1/v1"], ("--upstream", "path")),
-        ([], ("--store-type follow", "--upstream", "UPSTREAM")),
-    ],
-    ids=["scheme", "no port", "list item", "bad port", "path", "missing"],
-)
-def test_bad_upstream_exits_2_with_one_line(
-    tmp_path: Path, args: list[str], names: tuple[str, ...]
-) -> None:
-    env = {**Gateway(tmp_path, port=1).env, "PORT": str(free_port()), "HOST": "127.0.0.1"}
-    result = subprocess.run(
-        [*space_cloud_command(), "run", "--store-type", "follow", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("space-cloud: error: "), result.stderr
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-
-
-def test_upstream_without_follow_exits_2(tmp_path: Path) -> None:
-    env = {**Gateway(tmp_path, port=1).env, "UPSTREAM": "http://a:4122"}
-    result = subprocess.run(
-        [*space_cloud_command(), "run", "--config", str(tmp_path / "c.yaml")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "only for --store-type follow" in result.stderr
 
 
 def test_killing_the_upstream_the_follower_resumes_on_the_next_without_a_gap(
