@@ -104,6 +104,18 @@ CASES: dict[str, Case] = {
     "bad CORS origin": Case(
         [], {**ADMIN, "CORS_ORIGINS": "https://ok.example,not-an-origin"}, ("CORS_ORIGINS",)
     ),
+    "unparsable MAX_HEADER_BYTES": Case(
+        [], {**ADMIN, "MAX_HEADER_BYTES": "lots"}, ("MAX_HEADER_BYTES",)
+    ),
+    "zero HEADER_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "HEADER_TIMEOUT_SECONDS": "0"}, ("HEADER_TIMEOUT_SECONDS",)
+    ),
+    "unparsable BODY_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "BODY_TIMEOUT_SECONDS": "never"}, ("BODY_TIMEOUT_SECONDS",)
+    ),
+    "negative KEEP_ALIVE_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "KEEP_ALIVE_TIMEOUT_SECONDS": "-1"}, ("KEEP_ALIVE_TIMEOUT_SECONDS",)
+    ),
     "upstream scheme": Case(
         [*FOLLOW, "--upstream", "ftp://a:4122"],
         DISTRIBUTED,

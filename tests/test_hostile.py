@@ -479,14 +479,6 @@ def test_connections_beyond_the_cap_get_503_but_probes_are_served(
 
 # --- the settings -----------------------------------------------------------------------
 
-BAD_LIMITS = {
-    "MAX_HEADER_BYTES": ("lots", "MAX_HEADER_BYTES"),
-    "HEADER_TIMEOUT_SECONDS": ("0", "HEADER_TIMEOUT_SECONDS"),
-    "BODY_TIMEOUT_SECONDS": ("never", "BODY_TIMEOUT_SECONDS"),
-    "KEEP_ALIVE_TIMEOUT_SECONDS": ("-1", "KEEP_ALIVE_TIMEOUT_SECONDS"),
-    "MAX_CONNECTIONS": ("100000000", "at most"),
-}
-
 
 @pytest.mark.parametrize(
     ("descriptors", "cap", "overflow"), [(20_000, 18_000, 256), (1024, 896, 64), (200, 72, 64)]
@@ -507,26 +499,19 @@ def test_a_cap_above_the_descriptors_is_refused() -> None:
         connection_limits(settings, 1024)
 
 
-def test_bad_limits_exit_2_with_one_line(tmp_path: Path) -> None:
-    running = {}
-    for name, (value, _) in BAD_LIMITS.items():
-        env = {**clean_environ(), "ADMIN_PASS": "pw", "HOST": "127.0.0.1", name: value}
-        env["PORT"] = str(free_port())
-        running[name] = subprocess.Popen(
-            [sys.executable, "-m", "app", "run", "--config", str(tmp_path / f"{name}.yaml")],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    for name, process in running.items():
-        try:
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 2, (name, stderr)
-        lines = stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("space-cloud: error: "), stderr
-        assert BAD_LIMITS[name][1] in lines[0]
+def test_a_cap_above_the_descriptors_stops_the_process_with_one_line(tmp_path: Path) -> None:
+    """Refused when the server is built, past what test_cli.py's in-process cases reach
+    (the other bad limits are among them)."""
+    env = {**clean_environ(), "ADMIN_PASS": "pw", "HOST": "127.0.0.1", "PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "run", "--config", str(tmp_path / "c.yaml")],
+        cwd=tmp_path,
+        env={**env, "MAX_CONNECTIONS": "100000000"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("space-cloud: error: "), result.stderr
+    assert "MAX_CONNECTIONS" in lines[0] and "at most" in lines[0]
