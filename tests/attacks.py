@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tests.eventually import NeverHappened, eventually
+
 if TYPE_CHECKING:
     from tests.gateway import Gateway
     from tests.servers.consul import ConsulAgent
@@ -163,10 +165,11 @@ class HalfOpenHeaders:
             selector.unregister(sock)
 
     def wait_all_closed(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.open_count and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return not self.open_count
+        try:
+            eventually(lambda: not self.open_count, timeout, "the sockets to be closed", 0.1)
+        except NeverHappened:
+            return False
+        return True
 
     def close(self) -> None:
         self._stop.set()

@@ -2,8 +2,9 @@
 
 What counts as a gateway variable is derived from the settings model (one variable per
 field) and the variables the etcd and Consul configs read, plus everything under those
-clients' prefixes (their own tools read more), so a variable added to the settings or a
-store config is cleaned without touching the tests.
+clients' prefixes (their own tools read more), the tracing exporter's ``OTEL_*`` and the
+command-line client's ``SPACE_CLOUD_*``, so a variable added to the settings or a store
+config is cleaned without touching the tests.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from app.settings import Settings
 from app.stores.consul import CONSUL_VARIABLES
 from app.stores.etcd import ETCD_VARIABLES
 
-#: The store clients' prefixes, as etcdctl and consul read theirs.
-STORE_PREFIXES = ("ETCD_", "CONSUL_")
+#: The store clients' prefixes, as etcdctl and consul read theirs; the OpenTelemetry
+#: exporter's (app/tracing.py); the command-line client's (app/client/commands.py).
+PREFIXES = ("ETCD_", "CONSUL_", "OTEL_", "SPACE_CLOUD_")
 
 
 def gateway_variables() -> frozenset[str]:
@@ -30,7 +32,7 @@ def gateway_variables() -> frozenset[str]:
 
 def is_gateway_variable(name: str) -> bool:
     upper = name.upper()
-    return upper.startswith(STORE_PREFIXES) or upper in gateway_variables()
+    return upper.startswith(PREFIXES) or upper in gateway_variables()
 
 
 def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:

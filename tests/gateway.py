@@ -241,8 +241,4 @@ class SSEStream:
             yield self.next()
 
 
-#: The polling helper under its former name here (tests.eventually is its home).
-wait_for = eventually
-
-
-__all__ = ["ADMIN_PASS", "ROOT", "Event", "Gateway", "SSEStream", "eventually", "wait_for"]
+__all__ = ["ADMIN_PASS", "ROOT", "Event", "Gateway", "SSEStream"]

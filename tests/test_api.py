@@ -512,9 +512,19 @@ ENDPOINTS = [
 ]
 
 
-@pytest.fixture
-def openapi(client: TestClient) -> dict:
-    response = client.get("/openapi.json")
+@pytest.fixture(scope="module")
+def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The OpenAPI document of a started app, built once: the checks below only read it."""
+    workdir = tmp_path_factory.mktemp("openapi")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clear_gateway_environ(monkeypatch)
+        monkeypatch.chdir(workdir)  # no .env from the repository
+        settings = make_settings()
+        assert settings.local_value_limit is not None
+        store = LocalStore(workdir / "c.yaml", value_limit=settings.local_value_limit)
+        with TestClient(create_app(settings, store)) as client:
+            wait_ready(client)
+            response = client.get("/openapi.json")
     assert response.status_code == 200
     return response.json()
 

@@ -255,7 +255,7 @@ def test_a_cached_token_is_refused_once_it_expires() -> None:
     tokens = issuer(ttl_seconds=1)
     token, expires = tokens.issue("admin")
     assert tokens.authenticate(token).name == "admin"  # now cached
-    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    time.sleep(max(0.0, expires - time.time()) + 0.05)  # time passes: the token expires
     with pytest.raises(TokenRefused, match="expired"):
         tokens.authenticate(token)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -13,7 +12,8 @@ import pytest
 
 from app.stores.base import StoredProject
 from app.sync.cache import CacheFile, CacheFileError, CacheWriter
-from tests.gateway import Gateway, space_cloud_command, wait_for
+from tests.eventually import eventually, eventually_async
+from tests.gateway import Gateway, space_cloud_command
 from tests.servers.etcd import EtcdFactory
 from tests.servers.proxy import CuttableProxy
 from tests.test_cluster import Cluster
@@ -72,8 +72,8 @@ async def test_the_writer_coalesces_changes_and_writes_at_shutdown(tmp_path: Pat
 
     def counted(data: bytes) -> None:
         nonlocal writes
-        writes += 1
         write(data)
+        writes += 1
 
     cache.write = counted  # type: ignore[method-assign]
     writer = CacheWriter(cache, lambda: (list(applied.values()), revision), delay=0.05)
@@ -81,8 +81,8 @@ async def test_the_writer_coalesces_changes_and_writes_at_shutdown(tmp_path: Pat
         applied[f"p{n}"] = StoredProject(f"p{n}", b'{"id":"p%d"}' % n, n)
         revision = n
         writer.changed()
-    await asyncio.sleep(0.2)
-    assert writes == 1 and cache.read().revision == 5
+    await eventually_async(lambda: writes, 2, "the delayed write", 0.01)
+    assert writes == 1 and cache.read().revision == 5  # five changes, one write
     revision = 6
     applied["p6"] = StoredProject("p6", b'{"id":"p6"}', 6)
     writer.changed()
@@ -123,14 +123,14 @@ def test_started_without_etcd_it_serves_the_cache_then_emits_exactly_the_differe
         for name in ("keep", "change", "remove"):
             assert first.put(name).status_code == 201
         last = first.put("keep", {"id": "keep", "name": "kept"}).json()["revision"]
-        wait_for(lambda: cached_revision(cache) == last, 5, "the cache file to hold the writes")
+        eventually(lambda: cached_revision(cache) == last, 5, "the cache file to hold the writes")
         first.kill()  # kill -9: no shutdown write
         proxy.cut()
         etcd.stop()
 
         second = cluster.gateway("a2", env=env, start=False)
         second.start(wait_ready=False)
-        wait_for(lambda: status(second, "/v1/config/projects") == 200, 20, "the cache served")
+        eventually(lambda: status(second, "/v1/config/projects") == 200, 20, "the cache served")
         listed = second.get("/v1/config/projects").json()
         assert listed["revision"] == last
         assert {p["id"]: p.get("name") for p in listed["projects"]} == {
@@ -176,7 +176,7 @@ def test_started_without_etcd_it_serves_the_cache_then_emits_exactly_the_differe
             assert marker.status_code == 201
             after = stream.next_of("project.put", "project.delete")
             assert (after.event, after.id) == ("project.put", marker.json()["revision"])
-        wait_for(
+        eventually(
             lambda: cached_revision(cache) == marker.json()["revision"], 5, "the cache updated"
         )
     finally:
@@ -194,7 +194,7 @@ def test_a_bad_cache_file_does_not_stop_the_start(
     etcd.stop()
     gateway = cluster.gateway("a", env={"CACHE_FILE": str(cache)}, start=False)
     gateway.start(wait_ready=False)
-    wait_for(lambda: "is not served" in gateway.process.log(), 20, "the refusal to be logged")
+    eventually(lambda: "is not served" in gateway.process.log(), 20, "the refusal to be logged")
     assert status(gateway, "/v1/config/projects") == 503
     etcd.start()
     gateway.wait_ready(30)

@@ -1,7 +1,8 @@
 """``space-cloud run`` refuses bad flags and variables: exit 2, one line naming the culprit.
 
-Every failing start runs as a real ``python -m app run`` subprocess with a clean
-environment, all of them at once (so the set stays fast).
+Every failing start runs in process (``cli.main`` with the environment and working
+directory of the case); a few also run as real ``python -m app run`` subprocesses with a
+clean environment, all of them at once, for what only the process shows.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.servers.process import free_port
 
 ADMIN = {"ADMIN_PASS": "pw"}
 DISTRIBUTED = {"ADMIN_PASS": "pw", "ADMIN_SECRET": "s3cret-0123456789-0123456789-abcdef"}
+FOLLOW = ["--store-type", "follow"]
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Case:
     #: Every one of these must be in the error line.
     names: tuple[str, ...] = ()
     dotenv: str | None = None
+    #: None of these may be echoed (a secret that was refused).
+    hidden: tuple[str, ...] = ()
 
 
 CASES: dict[str, Case] = {
@@ -90,22 +94,72 @@ CASES: dict[str, Case] = {
     "unknown LOG_FORMAT": Case([], {**ADMIN, "LOG_FORMAT": "xml"}, ("LOG_FORMAT", "'xml'")),
     "no admin password": Case([], {}, ("ADMIN_PASS", "--dev")),
     "distributed without secret": Case(["--store-type", "etcd"], ADMIN, ("ADMIN_SECRET",)),
+    "short admin secret": Case([], {**ADMIN, "ADMIN_SECRET": "x"}, ("ADMIN_SECRET", "at least 32")),
+    "admin secret of 31 bytes": Case(
+        [],
+        {**ADMIN, "ADMIN_SECRET": "short-secret-of-31-bytes-xxxxxx"},
+        ("ADMIN_SECRET", "at least 32"),
+        hidden=("short-secret-of-31-bytes-xxxxxx",),
+    ),
+    "bad CORS origin": Case(
+        [], {**ADMIN, "CORS_ORIGINS": "https://ok.example,not-an-origin"}, ("CORS_ORIGINS",)
+    ),
+    "unparsable MAX_HEADER_BYTES": Case(
+        [], {**ADMIN, "MAX_HEADER_BYTES": "lots"}, ("MAX_HEADER_BYTES",)
+    ),
+    "zero HEADER_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "HEADER_TIMEOUT_SECONDS": "0"}, ("HEADER_TIMEOUT_SECONDS",)
+    ),
+    "unparsable BODY_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "BODY_TIMEOUT_SECONDS": "never"}, ("BODY_TIMEOUT_SECONDS",)
+    ),
+    "negative KEEP_ALIVE_TIMEOUT_SECONDS": Case(
+        [], {**ADMIN, "KEEP_ALIVE_TIMEOUT_SECONDS": "-1"}, ("KEEP_ALIVE_TIMEOUT_SECONDS",)
+    ),
+    "upstream scheme": Case(
+        [*FOLLOW, "--upstream", "ftp://a:4122"],
+        DISTRIBUTED,
+        ("--upstream", "UPSTREAM", "ftp://a:4122"),
+    ),
+    "upstream without port": Case(
+        [*FOLLOW, "--upstream", "http://a"], DISTRIBUTED, ("--upstream", "'http://a'")
+    ),
+    "upstream list item without port": Case(
+        [*FOLLOW, "--upstream", "http://a:1,a:2"], DISTRIBUTED, ("--upstream", "'a:2'")
+    ),
+    "upstream bad port": Case(
+        [*FOLLOW, "--upstream", "http://a:99999"], DISTRIBUTED, ("--upstream", "99999")
+    ),
+    "upstream with a path": Case(
+        [*FOLLOW, "--upstream", "http://a:1/v1"], DISTRIBUTED, ("--upstream", "path")
+    ),
+    "follow without upstream": Case(
+        FOLLOW, DISTRIBUTED, ("--store-type follow", "--upstream", "UPSTREAM")
+    ),
+    "upstream without follow": Case(
+        [], {**DISTRIBUTED, "UPSTREAM": "http://a:4122"}, ("only for --store-type follow",)
+    ),
 }
+
+
+#: Run as real ``python -m app run`` processes too: the exit status and the one line on
+#: stderr hold for the process, not only for ``cli.main`` (a flag, a variable, a .env).
+AS_PROCESS = ("unknown flag", "unparsable PORT", "unparsable DEV from .env")
 
 
 @dataclass
 class Outcome:
     returncode: int
-    stdout: str
     stderr: str
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Start every case at once, then collect them."""
+def process_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Start the AS_PROCESS cases at once, then collect them."""
     running: dict[str, subprocess.Popen[str]] = {}
     try:
-        for index, (name, case) in enumerate(CASES.items()):
+        for index, name in enumerate(AS_PROCESS):
+            case = CASES[name]
             workdir = tmp_path_factory.mktemp(f"cli{index}")
             if case.dotenv is not None:
                 (workdir / ".env").write_text(case.dotenv)
@@ -122,8 +176,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         results = {}
         for name, process in running.items():
             # A bound on a hang, not a timing: a loaded machine starts these slowly.
-            stdout, stderr = process.communicate(timeout=120)
-            results[name] = Outcome(process.returncode, stdout, stderr)
+            _, stderr = process.communicate(timeout=120)
+            results[name] = Outcome(process.returncode, stderr)
         return results
     finally:
         for process in running.values():
@@ -132,9 +186,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
                 process.wait()
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str) -> None:
-    outcome = outcomes[name]
+def assert_one_line_naming(outcome: Outcome, name: str) -> None:
     assert outcome.returncode == 2, outcome.stderr
     assert "Traceback" not in outcome.stderr
     lines = outcome.stderr.splitlines()
@@ -143,6 +195,37 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
     assert line.startswith("space-cloud: error: ")
     for expected in CASES[name].names:
         assert expected in line, (expected, line)
+    for secret in CASES[name].hidden:
+        assert secret not in outcome.stderr, (secret, line)
+
+
+@pytest.mark.parametrize("name", AS_PROCESS)
+def test_bad_start_of_the_process_exits_2_with_one_line(
+    process_outcomes: dict[str, Outcome], name: str
+) -> None:
+    assert_one_line_naming(process_outcomes[name], name)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_start_exits_2_with_one_line(
+    captured_run: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    """Each case in process (``cli.main``): the same checks, without a process to start."""
+    case = CASES[name]
+    if case.dotenv is not None:
+        (tmp_path / ".env").write_text(case.dotenv)
+    for variable, value in {"HOST": "127.0.0.1", "PORT": str(free_port()), **case.env}.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", *case.args])
+    assert "app" not in captured_run  # stopped before serving
+    code = exited.value.code
+    assert isinstance(code, int), code
+    assert_one_line_naming(Outcome(code, capsys.readouterr().err), name)
 
 
 # --- in process: flags reach the settings that uvicorn is started with -------------------
@@ -152,6 +235,7 @@ def test_bad_start_exits_2_with_one_line(outcomes: dict[str, Outcome], name: str
 def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
     """Run ``main`` up to ``serve``, which is captured instead of serving."""
     clear_gateway_environ(monkeypatch)
+    monkeypatch.setenv("GRPC_VERBOSITY", "NONE")  # main() sets it; undone after the test
     monkeypatch.chdir(tmp_path)
     captured: dict[str, object] = {}
 

@@ -1,34 +1,60 @@
-"""The command-line client (``space-cloud login|list|get|put|delete|peers|watch``) run as
-real processes against a real gateway; ``watch`` across a gateway restart."""
+"""The command-line client (``space-cloud login|list|get|put|delete|peers|watch``) against
+a real gateway process: in this process through the console script's entry (``cli.main``),
+and as real processes where the process is the point (login's stdout, ``watch`` across a
+gateway restart)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from app import cli
+from tests.environ import clean_environ
 from tests.gateway import ADMIN_PASS, Gateway, space_cloud_command
 from tests.servers.process import free_port
 
-#: Variables of the client and the gateway that must not leak in from the caller.
-OURS = ("SPACE_CLOUD_", "ADMIN_", "ETCD_", "CONSUL_")
-
 
 def client_env(gateway: Gateway, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(OURS)}
-    return {**env, "SPACE_CLOUD_ADDR": gateway.addr, **extra}
+    return {**clean_environ(), "SPACE_CLOUD_ADDR": gateway.addr, **extra}
 
 
 def space_cloud(
     gateway: Gateway, *args: str, stdin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
+    """``space-cloud ARGS`` in this process (``cli.main``: the console script's entry),
+    with its own environment, stdin, stdout and stderr; the exit status as a process's."""
+    out, err = io.StringIO(), io.StringIO()
+    stdin_stream = io.TextIOWrapper(io.BytesIO((stdin or "").encode()))
+    with (
+        mock.patch.dict(os.environ, client_env(gateway, **env), clear=True),
+        mock.patch.object(sys, "stdin", stdin_stream),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            cli.main(list(args))
+            code = 0
+        except SystemExit as exited:
+            code = exited.code if isinstance(exited.code, int) else int(exited.code is not None)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def space_cloud_process(
+    gateway: Gateway, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``space-cloud ARGS`` as the installed console script, a process of its own."""
     return subprocess.run(
         [*space_cloud_command(), *args],
         input=stdin,
@@ -62,7 +88,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def test_login_prints_only_the_token(gateway: Gateway) -> None:
-    result = space_cloud(gateway, "login", SPACE_CLOUD_PASS=ADMIN_PASS)
+    # The process itself: nothing but the token on its stdout, nothing on stderr.
+    result = space_cloud_process(gateway, "login", SPACE_CLOUD_PASS=ADMIN_PASS)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     token = result.stdout.strip()

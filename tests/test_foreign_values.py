@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from app.stores.base import ETCD_VALUE_LIMIT
-from tests.gateway import Event, Gateway, SSEStream, wait_for
+from tests.eventually import eventually
+from tests.gateway import Event, Gateway, SSEStream
 from tests.servers.binaries import binary
 from tests.test_cluster import Cluster
 from tests.test_follow import follower
@@ -191,7 +192,7 @@ def test_foreign_values_never_break_a_list_a_stream_or_a_follower(
 
     # Deleting a skipped key takes it off /readyz.
     store_cli(cluster, "delete", "not-json")
-    wait_for(
+    eventually(
         lambda: "not-json" not in {v["key"] for v in a.get("/readyz").json()["skipped"]},
         10,
         "the deleted key to leave /readyz",

@@ -15,7 +15,8 @@ import pytest
 
 from app.logs import REDACTED, JsonFormatter, RepeatedLines, redact
 from app.sync.operator_log import OutageLog
-from tests.gateway import Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import Gateway
 from tests.servers.etcd import EtcdFactory
 
 TOKEN_SPELLINGS = ["token", "%74oken", "TOKEN", "t%6Fken", "Token"]
@@ -165,17 +166,17 @@ def test_peers_and_an_etcd_outage_in_the_log(etcd_factory: EtcdFactory, tmp_path
     a = gateway("a")
     b = gateway("b")
     try:
-        wait_for(lambda: "peer b joined" in a.process.log(), 10, "a to log b's join")
+        eventually(lambda: "peer b joined" in a.process.log(), 10, "a to log b's join")
         assert b.stop() == 0
-        wait_for(lambda: "peer b left" in a.process.log(), 10, "a to log b's leave")
+        eventually(lambda: "peer b left" in a.process.log(), 10, "a to log b's leave")
 
         etcd.stop()
-        wait_for(lambda: a.get("/readyz").status_code == 503, 15, "a to notice the outage")
-        time.sleep(8)  # the retries of 8 s of outage: once ~25 lines, now one
+        eventually(lambda: a.get("/readyz").status_code == 503, 15, "a to notice the outage")
+        time.sleep(8)  # time passes: 8 s of retries once logged ~25 lines, now one
         readyz = a.get("/readyz").json()["error"]
         etcd.start()
-        wait_for(lambda: a.get("/readyz").status_code == 200, 30, "a to be ready again")
-        wait_for(lambda: "store reachable again" in a.process.log(), 10, "the end of the outage")
+        eventually(lambda: a.get("/readyz").status_code == 200, 30, "a to be ready again")
+        eventually(lambda: "store reachable again" in a.process.log(), 10, "the end of the outage")
     finally:
         a.stop()
         b.stop()

@@ -3,7 +3,6 @@ test_store_config.py)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -11,14 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from app.settings import Settings, split_host_port
+from tests.environ import clear_gateway_environ
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No setting leaks in from the caller's environment or a ``.env`` in the repo."""
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -5,7 +5,6 @@ that joins them (the layers import downward: no store module reads the settings)
 from __future__ import annotations
 
 import ast
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from app.stores.consul import CONSUL_VARIABLES, ConsulConfig, ConsulStore
 from app.stores.etcd import ETCD_VARIABLES, EtcdConfig, EtcdStore
 from app.stores.factory import build_store
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
 
 APP = Path(__file__).resolve().parents[1] / "app"
 
@@ -274,9 +274,7 @@ def test_every_variable_is_listed() -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith(("ETCD_", "CONSUL_")):
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -37,8 +37,9 @@ from app.stores.base import (
 from app.stores.consul import ConsulConfig, ConsulStore
 from app.stores.consul import projects as consul_projects
 from app.stores.consul.instances import Heartbeats
+from tests.eventually import eventually, eventually_async
 from tests.servers.consul import ConsulAgent, ConsulCertificates, ConsulFactory, start_consul
-from tests.servers.process import free_port, wait_until
+from tests.servers.process import free_port
 
 OpenStore = Callable[..., Awaitable[ConsulStore]]
 
@@ -85,6 +86,18 @@ async def collect(watch: AsyncIterator[list[ProjectChange]], count: int) -> list
     while len(changes) < count:
         changes += await next_batch(watch)
     return changes
+
+
+def blocking_query_sent(store: ConsulStore) -> asyncio.Event:
+    """Set once the store sends a blocking query (a watch waiting on Consul)."""
+    sent = asyncio.Event()
+
+    async def on_request(request: httpx.Request) -> None:
+        if "index" in request.url.params:
+            sent.set()
+
+    store._open_client()._http.event_hooks["request"].append(on_request)
+    return sent
 
 
 def held_by(agent: ConsulAgent, key: str) -> str | None:
@@ -234,10 +247,9 @@ async def test_a_lost_session_is_replaced_within_seconds(
     consul_server.api("PUT", f"/v1/session/destroy/{lost}").raise_for_status()
     assert held_by(consul_server, key) is None
 
-    started = time.monotonic()
-    while held_by(consul_server, key) in (None, lost):
-        assert time.monotonic() - started < 6, "not registered again"
-        await asyncio.sleep(0.1)
+    await eventually_async(
+        lambda: held_by(consul_server, key) not in (None, lost), 6, "a new session", 0.1
+    )
     entry = consul_server.api("GET", f"/v1/kv/{key}").json()[0]
     assert base64.b64decode(entry["Value"]) == b"record"
 
@@ -593,8 +605,9 @@ async def test_stop_and_start_consul_keeps_data_and_registration(
     key = instances_prefix(store.cluster_id) + "node-r"
     since = await store.list_projects()
     watch = store.watch_projects(since)
+    blocking = blocking_query_sent(store)
     pending = asyncio.ensure_future(anext(watch))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(blocking.wait(), 5)
 
     consul_server.stop()
     try:
@@ -613,7 +626,7 @@ async def test_stop_and_start_consul_keeps_data_and_registration(
     later = await store.put_project("after", b"{}")
     assert later.revision > put.revision
     await asyncio.to_thread(
-        wait_until,
+        eventually,
         lambda: held_by(consul_server, key) is not None,
         8,
         "the instance key to be held again",

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 
 import pytest
@@ -32,6 +32,7 @@ from app.stores.base import (
     projects_prefix,
 )
 from app.stores.etcd import EtcdStore
+from tests.eventually import eventually_async
 from tests.servers.etcd import AUTH_TOKEN_TTL, ROOT_PASSWORD, USER, EtcdFactory, EtcdServer
 from tests.servers.process import free_port
 
@@ -64,14 +65,6 @@ async def opened(
         await store.close()
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def changes_until(
     store: EtcdStore, since: ProjectListing, last_id: str, timeout: float = 5.0
 ) -> list[ProjectChange]:
@@ -85,15 +78,12 @@ async def changes_until(
     raise AssertionError("the watch ended")
 
 
-async def until_reachable(store: EtcdStore, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await store.check()
-        except StoreUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+async def is_reachable(store: EtcdStore) -> bool:
+    try:
+        await store.check()
+    except StoreUnavailable:
+        return False
+    return True
 
 
 def instance_key(server: EtcdServer, cluster: str, node: str) -> dict | None:
@@ -185,10 +175,10 @@ async def test_lost_lease_is_registered_again(
     etcd_server.etcdctl("lease", "revoke", format(int(key["lease"]), "x"))  # as if expired
     assert instance_key(etcd_server, cluster, "node-1") is None
 
-    await eventually(
+    await eventually_async(
         lambda: instance_key(etcd_server, cluster, "node-1") is not None,
+        INSTANCE_TTL + 2,
         "the keepalive to register again",
-        timeout=INSTANCE_TTL + 2,
     )
     again = instance_key(etcd_server, cluster, "node-1")
     assert again is not None and again["lease"] != key["lease"]
@@ -203,8 +193,10 @@ async def test_registration_survives_etcd_restart(etcd_factory: EtcdFactory) -> 
             await store.check()
         server.start()
 
-        await until_reachable(store)
-        await asyncio.sleep(INSTANCE_TTL + 0.5)  # renewed, or re-registered, by now
+        await eventually_async(lambda: is_reachable(store), 10, "etcd to be reachable again", 0.2)
+        # Time passes (nothing to await): past a TTL after the restart, the key is there only
+        # because it was renewed or registered again.
+        await asyncio.sleep(INSTANCE_TTL + 0.5)
         assert instance_key(server, "c", "node-1") is not None
 
 
@@ -238,14 +230,14 @@ async def test_user_and_password(
     server = etcd_factory(auth=True)
     async with opened(server, "c") as store:
         first = await store.put_project("p", b"1")
-        await asyncio.sleep(AUTH_TOKEN_TTL + 1.5)  # the token expires while idle
+        await asyncio.sleep(AUTH_TOKEN_TTL + 1.5)  # time passes: the token expires while idle
         second = await store.put_project("p", b"2", first.revision)
         listing = await store.list_projects()
         # Another client writes; then, once the token has expired, a watch is the first call.
         root = f"root:{ROOT_PASSWORD}"
         out = server.etcdctl("put", projects_prefix("c") + "p", "3", "-w", "json", user=root)
         third = json.loads(out)["header"]["revision"]
-        await asyncio.sleep(AUTH_TOKEN_TTL + 1.5)
+        await asyncio.sleep(AUTH_TOKEN_TTL + 1.5)  # and expires again
         seen = await changes_until(store, listing, "p")
         assert second.revision == listing.revision
         assert seen == [ProjectChange("put", "p", third, b"3")]
@@ -306,7 +298,7 @@ async def test_frozen_etcd_fails_calls_and_watches_then_recovers(
 
     watcher = asyncio.create_task(watch())
     await store.put_project("before", b"{}")
-    await eventually(lambda: bool(seen), "the watch to be established")
+    await eventually_async(lambda: bool(seen), 5, "the watch to be established")
     etcd_server.pause()
     try:
         paused = time.monotonic()
@@ -314,7 +306,7 @@ async def test_frozen_etcd_fails_calls_and_watches_then_recovers(
             await store.put_project("p", b"frozen")
         assert time.monotonic() - paused < TIMEOUT + 1.0
 
-        await eventually(lambda: bool(watch_error), "the watch to fail", timeout=16)
+        await eventually_async(lambda: bool(watch_error), 16, "the watch to fail")
         error, failed_at = watch_error[0]
         assert isinstance(error, StoreUnavailable)
         assert failed_at - paused < 15
@@ -322,7 +314,7 @@ async def test_frozen_etcd_fails_calls_and_watches_then_recovers(
         etcd_server.resume()
         watcher.cancel()
 
-    await until_reachable(store)
+    await eventually_async(lambda: is_reachable(store), 10, "etcd to be reachable again", 0.2)
     await store.put_project("p", b"thawed")
     assert (await store.list_projects()).projects["p"].value == b"thawed"
 

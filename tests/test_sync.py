@@ -24,6 +24,7 @@ from app.stores.base import (
 from app.sync import ClusterState, InstanceInfo, Syncer
 from app.sync.frames import PING_FRAME
 from app.sync.stream import PEERS_COALESCE_SECONDS
+from tests.eventually import eventually_async
 
 # --- helpers ----------------------------------------------------------------------------
 
@@ -607,13 +608,9 @@ class FakeStore:
             yield item
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for the condition")
-        await asyncio.sleep(0.005)
+#: Between two checks of an in-process condition: cheap to test, and the loop under test
+#: gets the time between them.
+TICK = 0.005
 
 
 @pytest.fixture(autouse=True)
@@ -653,7 +650,7 @@ async def test_syncer_first_sync_then_watch() -> None:
         assert set(state.projects) == {"a"}
         sub, _ = state.subscribe(state.revision)
         await store.project_feed.put([store.put_silently("b")])
-        await wait_until(lambda: state.revision == 2)
+        await eventually_async(lambda: state.revision == 2, 3, "state.revision == 2", TICK)
         assert summary(queued(sub)) == [("put", 2, "b")]
         assert store.watch_since == [1]
 
@@ -676,7 +673,9 @@ async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
         store.available = False
         await store.project_feed.put(failure)
 
-        await wait_until(lambda: store.list_calls >= 4)  # retried while failing
+        await eventually_async(
+            lambda: store.list_calls >= 4, 3, "store.list_calls >= 4", TICK
+        )  # retried while failing
         assert state.store_error is not None
         # A sentence for /readyz, without the exception's class name.
         assert "StoreUnavailable" not in state.store_error
@@ -685,7 +684,9 @@ async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
         assert set(state.projects) == {"a", "b", "c"}
 
         store.available = True
-        await wait_until(lambda: state.store_error is None)
+        await eventually_async(
+            lambda: state.store_error is None, 3, "state.store_error is None", TICK
+        )
         assert summary(queued(sub)) == [("delete", 4, "a"), ("put", 5, "b"), ("put", 6, "d")]
         assert {pid: p.revision for pid, p in state.projects.items()} == {"b": 5, "c": 3, "d": 6}
         assert state.revision == 6
@@ -693,7 +694,7 @@ async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
 
         # And it carries on watching.
         await store.project_feed.put([store.put_silently("e")])
-        await wait_until(lambda: state.revision == 7)
+        await eventually_async(lambda: state.revision == 7, 3, "state.revision == 7", TICK)
         assert summary(queued(sub)) == [("put", 7, "e")]
 
 
@@ -701,7 +702,7 @@ async def test_syncer_store_error_is_named_while_the_first_list_fails() -> None:
     store = FakeStore()
     store.available = False
     async with running(store) as (state, _):
-        await wait_until(lambda: store.list_calls >= 2)
+        await eventually_async(lambda: store.list_calls >= 2, 3, "store.list_calls >= 2", TICK)
         assert not state.synced.is_set()
         assert state.store_error is not None
         store.available = True
@@ -713,7 +714,9 @@ async def test_syncer_retries_registration_until_it_succeeds() -> None:
     store = FakeStore()
     store.register_failures = 3
     async with running(store) as (state, _):
-        await wait_until(lambda: store.registered is not None)
+        await eventually_async(
+            lambda: store.registered is not None, 3, "store.registered is not None", TICK
+        )
         assert store.register_calls == 4
         node_id, value = store.registered  # type: ignore[misc]
         assert node_id == "self-node"
@@ -725,7 +728,7 @@ async def test_syncer_retries_registration_until_it_succeeds() -> None:
             "appliedRevision": 0,
         }
         # The registration feeds the peer list.
-        await wait_until(lambda: len(state.peers) == 1)
+        await eventually_async(lambda: len(state.peers) == 1, 3, "len(state.peers) == 1", TICK)
         assert state.peers[0]["self"] is True
     assert store.deregistered is True  # stop() removes the instance key
 
@@ -733,9 +736,14 @@ async def test_syncer_retries_registration_until_it_succeeds() -> None:
 async def test_syncer_publishes_its_applied_revision() -> None:
     store = FakeStore()
     async with running(store) as (state, _):
-        await wait_until(lambda: store.registered is not None and state.synced.is_set())
+        await eventually_async(
+            lambda: store.registered is not None and state.synced.is_set(),
+            3,
+            "store.registered is not None and state.synced.is_set()",
+            TICK,
+        )
         await store.project_feed.put([store.put_silently("a")])
-        await wait_until(lambda: bool(store.updates))
+        await eventually_async(lambda: bool(store.updates), 3, "bool(store.updates)", TICK)
         assert orjson.loads(store.updates[-1])["appliedRevision"] == 1
 
 
@@ -743,7 +751,9 @@ async def test_syncer_stop_without_registration_does_not_deregister() -> None:
     store = FakeStore()
     store.register_failures = 10**6
     async with running(store):
-        await wait_until(lambda: store.register_calls >= 2)
+        await eventually_async(
+            lambda: store.register_calls >= 2, 3, "store.register_calls >= 2", TICK
+        )
     assert store.deregistered is False
 
 
@@ -752,15 +762,24 @@ async def test_syncer_clears_the_store_error_once_the_instance_watch_recovers() 
     it works again, and the projects watch never failed, the instance is ready again."""
     store = FakeStore()
     async with running(store) as (state, _):
-        await wait_until(lambda: state.synced.is_set() and len(state.peers) == 1)
+        await eventually_async(
+            lambda: state.synced.is_set() and len(state.peers) == 1,
+            3,
+            "state.synced.is_set() and len(state.peers) == 1",
+            TICK,
+        )
         assert state.store_error is None
         await store.instance_feed.put(StoreUnavailable("instances watch broke"))
-        await wait_until(lambda: state.store_error is not None)
+        await eventually_async(
+            lambda: state.store_error is not None, 3, "state.store_error is not None", TICK
+        )
         assert state.store_error is not None and "instances watch broke" in state.store_error
         # The instances watch works again and delivers a changed peer list.
         await store.instance_feed.put({"self-node": record("self-node", 0), "x": record("x")})
-        await wait_until(lambda: len(state.peers) == 2)
-        await wait_until(lambda: state.store_error is None, timeout=1.0)
+        await eventually_async(lambda: len(state.peers) == 2, 3, "len(state.peers) == 2", TICK)
+        await eventually_async(
+            lambda: state.store_error is None, 1, "state.store_error is None", TICK
+        )
 
 
 async def test_a_source_that_is_no_registrar_is_synced_and_never_registered() -> None:
@@ -769,10 +788,15 @@ async def test_a_source_that_is_no_registrar_is_synced_and_never_registered() ->
     async with running(store, registers=False) as (state, _):
         await asyncio.wait_for(state.synced.wait(), 2)
         await store.instance_feed.put({"upstream-a": record("upstream-a", 1)})
-        await wait_until(lambda: [p["id"] for p in state.peers] == ["upstream-a"])
+        await eventually_async(
+            lambda: [p["id"] for p in state.peers] == ["upstream-a"],
+            3,
+            "[p['id'] for p in state.peers] == ['upstream-a']",
+            TICK,
+        )
         assert state.peers[0]["self"] is False
         await store.project_feed.put([store.put_silently("b")])
-        await wait_until(lambda: state.revision == 2)
+        await eventually_async(lambda: state.revision == 2, 3, "state.revision == 2", TICK)
     assert store.register_calls == 0
     assert store.updates == []
     assert store.deregistered is False

@@ -16,7 +16,8 @@ from app.stores.base import ProjectChange, StoredProject, StoreUnavailable
 from app.sync import ClusterState, InstanceInfo, Syncer
 from app.sync.cache import CacheFile
 from app.sync.store_revision import StoreRevision
-from tests.test_sync import FakeStore, fast_backoff, queued, summary, wait_until
+from tests.eventually import eventually_async
+from tests.test_sync import TICK, FakeStore, fast_backoff, queued, summary
 
 __all__ = ["fast_backoff"]  # the autouse fixture, imported to apply here too
 
@@ -52,12 +53,14 @@ async def test_bad_values_are_never_applied_and_a_served_project_turned_bad_is_d
         assert set(syncer.intake.skipped) == {"UPPER"}
         sub, _ = state.subscribe(state.revision)
         await store.project_feed.put([raw_put(store, "shop", b"[]"), raw_put(store, "a/b", b"{}")])
-        await wait_until(lambda: state.revision == 4)  # the batch's last, though not served
+        await eventually_async(
+            lambda: state.revision == 4, 3, "state.revision == 4", TICK
+        )  # the batch's last, though not served
         assert summary(queued(sub)) == [("delete", 3, "shop")]
         assert state.projects == {}
         assert state.list_body() == b'{"projects":[],"revision":4}'
         await store.project_feed.put([raw_put(store, "shop", b'{"name": "back"}')])
-        await wait_until(lambda: state.revision == 5)
+        await eventually_async(lambda: state.revision == 5, 3, "state.revision == 5", TICK)
         assert orjson.loads(state.projects["shop"].value) == {"id": "shop", "name": "back"}
         assert set(syncer.intake.skipped) == {"UPPER", "a/b"}
 
@@ -82,9 +85,13 @@ async def test_the_cache_is_served_while_the_store_is_down_then_the_difference_e
         store.delete_silently("a")  # 3
         store.put_silently("c")  # 4
         store.available = True
-        await wait_until(lambda: state.store_error is None)
+        await eventually_async(
+            lambda: state.store_error is None, 3, "state.store_error is None", TICK
+        )
         assert summary(queued(sub)) == [("delete", 3, "a"), ("put", 4, "c")]
-        await wait_until(lambda: cache.read().revision == 4)  # within the write delay
+        await eventually_async(
+            lambda: cache.read().revision == 4, 3, "cache.read().revision == 4", TICK
+        )  # within the write delay
         assert set(cache.read().projects) == {"b", "c"}
 
 
@@ -92,7 +99,7 @@ async def test_without_a_usable_cache_file_it_waits_for_the_store(tmp_path: Path
     store = FakeStore()
     store.available = False
     async with running(store, CacheFile(tmp_path / "absent.json", "prod", "fake")) as (state, _):
-        await wait_until(lambda: store.list_calls >= 2)
+        await eventually_async(lambda: store.list_calls >= 2, 3, "store.list_calls >= 2", TICK)
         assert not state.synced.is_set()
         assert state.store_error and "cache" not in state.store_error
 
@@ -118,11 +125,11 @@ async def test_requests_share_questions_and_the_answer_is_remembered() -> None:
     answers = Answers()
     revision = StoreRevision(answers, timeout=1)  # type: ignore[arg-type]
     calls = [asyncio.create_task(revision.beyond(r)) for r in (5, 50, 500, 5000)]
-    await wait_until(lambda: answers.asked == 1)
+    await eventually_async(lambda: answers.asked == 1, 3, "answers.asked == 1", TICK)
     answers.pending[0].set_result(40)
     # The first asked; the others came while its question was on its way, so one more
     # question, asked after them all, must confirm before they are refused.
-    await wait_until(lambda: answers.asked == 2)
+    await eventually_async(lambda: answers.asked == 2, 3, "answers.asked == 2", TICK)
     answers.pending[1].set_result(40)
     assert await asyncio.gather(*calls) == [None, 40, 40, 40]
     assert answers.asked == 2
@@ -134,11 +141,11 @@ async def test_an_answer_older_than_the_request_never_refuses_it() -> None:
     answers = Answers()
     revision = StoreRevision(answers, timeout=1)  # type: ignore[arg-type]
     early = asyncio.create_task(revision.beyond(100))
-    await wait_until(lambda: answers.asked == 1)
+    await eventually_async(lambda: answers.asked == 1, 3, "answers.asked == 1", TICK)
     late = asyncio.create_task(revision.beyond(41))  # written at 41 after the question
     await asyncio.sleep(0)
     answers.pending[0].set_result(40)
-    await wait_until(lambda: answers.asked == 2)
+    await eventually_async(lambda: answers.asked == 2, 3, "answers.asked == 2", TICK)
     answers.pending[1].set_result(41)
     assert await early == 40
     assert await late is None
@@ -163,5 +170,7 @@ async def test_a_store_behind_the_cache_file_is_said_in_one_error_line(
         await asyncio.wait_for(state.synced.wait(), 2)
         store.put_silently("b")  # a store at revision 1, behind the file's 9
         store.available = True
-        await wait_until(lambda: state.store_error is None)
+        await eventually_async(
+            lambda: state.store_error is None, 3, "state.store_error is None", TICK
+        )
     assert any("behind the cache file's 9" in r.getMessage() for r in caplog.records)

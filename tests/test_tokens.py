@@ -6,7 +6,6 @@ tests/test_tokens_cluster.py."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from app.access.token_records import MAX_TTL_SECONDS
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.environ import clear_gateway_environ
+from tests.eventually import eventually
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
@@ -30,9 +31,7 @@ Start = Callable[..., TestClient]
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("ETCD_", "CONSUL_")) or name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env from the repository
 
 
@@ -58,10 +57,7 @@ def start(config: Path) -> Iterator[Start]:
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
-        deadline = time.monotonic() + 5
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready", 0.01)
         return client
 
     yield _start
@@ -157,10 +153,13 @@ def test_tokens_outlive_a_restart(start: Start, client: TestClient, admin: dict[
 
 def test_an_expired_token_is_refused(client: TestClient, admin: dict[str, str]) -> None:
     token = mint(client, admin, "reader", ["*"], ttlSeconds=1)["token"]
-    deadline = time.monotonic() + 5
-    while (answer := client.get("/v1/config/projects", headers=bearer(token))).status_code == 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+
+    def refused() -> httpx.Response | None:
+        answer = client.get("/v1/config/projects", headers=bearer(token))
+        return answer if answer.status_code != 200 else None
+
+    answer = eventually(refused, 5, "the token to expire", 0.1)
+    assert answer is not None
     assert_error(answer, 401, "expired")
 
 

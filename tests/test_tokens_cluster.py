@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway import Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import Gateway
 from tests.test_cluster import TTL, Cluster
 
 #: Revocations timed per store.
@@ -71,7 +72,7 @@ def test_a_token_minted_on_a_is_honoured_within_its_scope_on_b(cluster: Cluster)
 
     with as_token(b, reader["token"]) as client:
         # B applies the record through its watch: accepted there within moments.
-        wait_for(lambda: client.get("/v1/config/projects").status_code == 200, 10, "B")
+        eventually(lambda: client.get("/v1/config/projects").status_code == 200, 10, "B")
         listed = client.get("/v1/config/projects").json()
         assert [p["id"] for p in listed["projects"]] == ["shop", "shop-eu"]
         assert listed["revision"] == b.get("/v1/config/projects").json()["revision"]
@@ -82,7 +83,7 @@ def test_a_token_minted_on_a_is_honoured_within_its_scope_on_b(cluster: Cluster)
         assert client.get("/v1/config/tokens").status_code == 403
 
     with as_token(b, writer["token"]) as client:
-        wait_for(lambda: client.get("/v1/config/projects").status_code == 200, 10, "B")
+        eventually(lambda: client.get("/v1/config/projects").status_code == 200, 10, "B")
         assert client.put("/v1/config/projects/shop-us", json=project("shop-us")).status_code == 201
         assert client.delete("/v1/config/projects/shop-eu").status_code == 204
         assert client.put("/v1/config/projects/blog", json=project("blog")).status_code == 403
@@ -107,11 +108,11 @@ def test_a_revocation_on_a_is_refused_on_b(cluster: Cluster) -> None:
         minted = mint(a, "reader", ["*"], name=f"revoked-{number}")
         tokens.append(minted["token"])
         with as_token(b, minted["token"]) as on_b:
-            wait_for(lambda: on_b.get("/v1/config/projects").status_code == 200, 10, "accepted")
+            eventually(lambda: on_b.get("/v1/config/projects").status_code == 200, 10, "accepted")
             with a.client() as admin_on_a:
                 started = time.perf_counter()
                 assert admin_on_a.delete(f"/v1/config/tokens/{minted['id']}").status_code == 204
-            refused = wait_for(
+            refused = eventually(
                 lambda: on_b.get("/v1/config/projects").status_code == 401, 10, "refused", 0
             )
             seconds.append(time.perf_counter() - started)

@@ -4,7 +4,6 @@ no token in any span."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,8 +103,7 @@ def test_tracing_is_off_unless_the_variables_ask(monkeypatch: pytest.MonkeyPatch
     assert not tracing.requested({"OTEL_TRACES_EXPORTER": "none"})
     assert tracing.requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert tracing.requested({"OTEL_TRACES_EXPORTER": "console"})
-    for name in [n for n in os.environ if n.startswith("OTEL_")]:
-        monkeypatch.delenv(name)
+    clear_gateway_environ(monkeypatch)
     assert tracer_provider_from_env("n1") is None
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     provider = tracer_provider_from_env("n1")

@@ -31,9 +31,10 @@ import httpx
 import pytest
 
 from app.stores.consul import ConsulConfig
+from tests.eventually import eventually
 from tests.servers.binaries import binary
 from tests.servers.freeze import freeze
-from tests.servers.process import ChildProcess, free_port, port_open, wait_until
+from tests.servers.process import ChildProcess, free_port, port_open
 
 START_TIMEOUT = 30.0
 SERVER_NAME = "server.dc1.consul"
@@ -201,12 +202,12 @@ class ConsulAgent:
         if not self.running:
             self.process = ChildProcess(self._args(), self.base_dir / "consul.log").start()
         try:
-            wait_until(
+            eventually(
                 lambda: port_open(self.port) or not self.running,
                 START_TIMEOUT,
                 f"Consul's port {self.port}",
             )
-            wait_until(
+            eventually(
                 self._writable, START_TIMEOUT, f"Consul at {self.url} to take writes", interval=0.1
             )
         except BaseException as error:

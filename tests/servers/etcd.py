@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from app.stores.etcd import EtcdConfig
+from tests.eventually import eventually
 from tests.servers.binaries import binary
 from tests.servers.freeze import freeze
-from tests.servers.process import ChildProcess, free_port, port_open, wait_until
+from tests.servers.process import ChildProcess, free_port, port_open
 
 ROOT_PASSWORD = "root-secret"
 USER = "gateway"
@@ -189,8 +190,8 @@ class EtcdServer:
                 member.process = ChildProcess(
                     self._args(member), self.base_dir / f"{member.name}.log"
                 ).start()
-        wait_until(self._ports_open, START_TIMEOUT, f"etcd ports {self.endpoints}")
-        wait_until(
+        eventually(self._ports_open, START_TIMEOUT, f"etcd ports {self.endpoints}")
+        eventually(
             self.healthy, START_TIMEOUT, f"etcd {self.endpoints} to be healthy", interval=0.1
         )
         return self

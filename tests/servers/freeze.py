@@ -6,14 +6,14 @@ import os
 import signal
 from pathlib import Path
 
-from tests.servers.process import wait_until
+from tests.eventually import eventually
 
 
 def freeze(pid: int) -> None:
     """SIGSTOP, then wait until every thread is stopped: the kernel delivers the signal
     asynchronously, and a thread still running could answer one more request."""
     os.kill(pid, signal.SIGSTOP)
-    wait_until(lambda: _all_stopped(pid), 5.0, f"process {pid} to stop", 0.01)
+    eventually(lambda: _all_stopped(pid), 5.0, f"process {pid} to stop", 0.01)
 
 
 def _all_stopped(pid: int) -> bool:

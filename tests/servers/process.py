@@ -9,11 +9,6 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.eventually import eventually
-
-#: The polling helper under its former name here (tests.eventually is its home).
-wait_until = eventually
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

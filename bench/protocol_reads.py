@@ -1,6 +1,6 @@
 """Reads per second of the gateway under three HTTP protocols, in one run.
 
-    python scripts/protocol_reads.py [--seconds 10] [--connections 64] [--rounds 2]
+    python -m bench.protocol_reads [--seconds 10] [--connections 64] [--rounds 2] [--warmup 2]
 
 The same app (local store, 100 projects, token on) is served in turn by uvicorn's
 default httptools protocol, by app.http_limits.LimitedHttpToolsProtocol (what
@@ -26,7 +26,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PASSWORD = "reads-pass"
 SECRET = "reads-secret-0123456789-0123456789-abcdef"
@@ -87,9 +86,11 @@ def free_port() -> int:
 
 def start(protocol: str, config: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [sys.executable, __file__, "serve", protocol, str(port), str(config)],
+        [sys.executable, "-m", "bench.protocol_reads", "serve", protocol, str(port), str(config)],
         cwd=config.parent,
+        env={**os.environ, "PYTHONPATH": path},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -133,7 +134,7 @@ def wrk(
 
 
 def measure(
-    seconds: int, connections: int, rounds: int
+    seconds: int, connections: int, rounds: int, warmup: int = 2
 ) -> dict[str, dict[str, list[tuple[float, float]]]]:
     results: dict[str, dict[str, list[tuple[float, float]]]] = {
         protocol: {"healthz": [], "project": []} for protocol in PROTOCOLS
@@ -149,9 +150,11 @@ def measure(
                     token = login_and_fill(url)
                     script.write_text(LUA % {"token": token, "count": PROJECTS})
                     pid = process.pid
-                    wrk(f"{url}/healthz", 2, connections, pid)  # warm-up
+                    if warmup:
+                        wrk(f"{url}/healthz", warmup, connections, pid)
                     healthz = wrk(f"{url}/healthz", seconds, connections, pid)
-                    wrk(url, 2, connections, pid, script)
+                    if warmup:
+                        wrk(url, warmup, connections, pid, script)
                     project = wrk(url, seconds, connections, pid, script)
                     results[protocol]["healthz"].append(healthz)
                     results[protocol]["project"].append(project)
@@ -180,8 +183,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk first; 0: none")
     args = parser.parse_args()
-    results = measure(args.seconds, args.connections, args.rounds)
+    results = measure(args.seconds, args.connections, args.rounds, args.warmup)
     print(json.dumps(results, indent=2))
 
 

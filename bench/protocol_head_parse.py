@@ -1,6 +1,6 @@
 """Event-loop time spent parsing one huge request head, with and without the limit.
 
-    python scripts/head_parse_cost.py [--mib 40]
+    python -m bench.protocol_head_parse [--mib 40]
 
 Feeds ``GET`` with one header value of ``--mib`` MiB, in 256 KiB reads (uvloop's read
 size), straight into uvicorn's httptools protocol and into
@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 

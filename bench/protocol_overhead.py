@@ -1,6 +1,6 @@
 """Per-request cost of the HTTP protocol alone, without sockets or the app's work.
 
-    python scripts/protocol_overhead.py [--requests 20000] [--repeats 7]
+    python -m bench.protocol_overhead [--requests 20000] [--repeats 7]
 
 Feeds the same keep-alive ``GET`` (with a bearer token, as a project read has) to uvicorn's
 httptools protocol and to app.http_limits.LimitedHttpToolsProtocol, over a fake transport,
@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 
