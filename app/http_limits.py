@@ -3,7 +3,7 @@
 - A request head (request line and headers) over ``max_header_bytes`` is refused with 431
   and the connection closed. The parser is fed at most that many head bytes: httptools
   grows a header value by concatenation, so an unbounded head costs quadratic time with
-  the event loop blocked (one 100 MiB header: 17 s, scripts/head_parse_cost.py) and lets
+  the event loop blocked (one 100 MiB header: 17 s, bench/protocol_head_parse.py) and lets
   the process grow by its size.
 - A head that is not complete ``header_timeout`` seconds after its first byte (or after
   the connection opened) is answered 408 and closed; a connection that sent nothing is

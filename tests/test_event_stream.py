@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway import Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import Gateway
 
 
 def _request(gateway: Gateway, version: str) -> bytes:
@@ -85,13 +86,13 @@ def test_a_dropped_subscriber_is_logged_once_at_info(tmp_path: Path, limits: dic
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
         stuck.connect(("127.0.0.1", gw.port))
         stuck.sendall(_request(gw, "1.1"))
-        wait_for(lambda: _metric(gw, "sc_sse_subscribers") == 1, 10, "the subscriber")
+        eventually(lambda: _metric(gw, "sc_sse_subscribers") == 1, 10, "the subscriber")
         blob = "x" * 64 * 1024
         for n in range(200):
             gw.put("big", {"id": "big", "name": str(n), "modules": {"b": blob}})
             if _metric(gw, "sc_sse_subscribers_dropped_total"):
                 break
-        wait_for(lambda: _metric(gw, "sc_sse_subscribers") == 0, 15, "the drop")
+        eventually(lambda: _metric(gw, "sc_sse_subscribers") == 0, 15, "the drop")
         assert _metric(gw, "sc_sse_subscribers_dropped_total") == 1
         # The server closed the connection: what was in flight, then EOF.
         stuck.settimeout(10)

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway import Gateway, wait_for
+from tests.eventually import eventually
+from tests.gateway import Gateway
 
 STORES = ["local", "etcd", "consul"]
 
@@ -173,7 +174,7 @@ def test_kill_9_in_a_burst_leaves_every_acknowledged_write_with_its_version(
     threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: len(acknowledged) >= 40, 30, "40 acknowledged writes")
+    eventually(lambda: len(acknowledged) >= 40, 30, "40 acknowledged writes")
     writer.kill()
     for thread in threads:
         thread.join(10)

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from app.auth import TokenIssuer
-from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Event, Gateway, SSEStream, wait_for
+from tests.eventually import eventually
+from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Event, Gateway, SSEStream
 from tests.test_cluster import TTL, Cluster
 from tests.test_follow import follower
 from tests.test_tokens_cluster import as_token, mint
@@ -63,7 +64,7 @@ def start_pair(cluster: Cluster) -> tuple[Gateway, Gateway]:
 def accepted_on(gateway: Gateway, token: str) -> None:
     """Wait until ``gateway`` applied the token's record through its watch."""
     with as_token(gateway, token) as client:
-        wait_for(lambda: client.get("/v1/config/peers").status_code == 200, 10, "accepted")
+        eventually(lambda: client.get("/v1/config/peers").status_code == 200, 10, "accepted")
 
 
 def mixed_writes(gateway: Gateway, count: int, offset: int = 0) -> list[Change]:
