@@ -72,11 +72,13 @@ class AdminBearer(HTTPBearer):
 
     A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
     lock in Swagger UI), and reading the header directly keeps FastAPI's per-request
-    parameter work off every guarded request.
+    parameter work off every guarded request. A subclass that checks more on one route
+    passes ``scheme_name="AdminBearer"`` to stay the same scheme in OpenAPI.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scheme_name: str | None = None) -> None:
         super().__init__(
+            scheme_name=scheme_name,
             description="An admin token from POST /v1/config/login, or a token minted by "
             "POST /v1/config/tokens (sct_<id>.<secret>).",
             auto_error=False,

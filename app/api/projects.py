@@ -11,17 +11,26 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from pydantic import ValidationError
 
-from app.api.dependencies import WAITS_FOR_REVISION, CurrentStore, State, SyncedState
+from app.api.dependencies import (
+    WAITS_FOR_REVISION,
+    CurrentStore,
+    State,
+    SyncedState,
+    synced_state,
+)
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
-from app.auth import Admin, CurrentPrincipal
+from app.auth import Admin, AdminBearer, CurrentPrincipal
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
-from app.stores.base import ABSENT, Store, ValueTooLarge
+from app.stores.base import ABSENT, Store, StoredProject, ValueTooLarge
 from app.sync import ClusterState
 
-router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
+# Every route names its guard (Admin, or the read guard below) rather than the router:
+# a router-level guard would run beside the read guard, a second dependency level on
+# the hottest route (docs/design.md, reads).
+router = APIRouter(prefix="/v1/config/projects", tags=["projects"])
 
 
 async def _writable(request: Request) -> None:
@@ -51,8 +60,22 @@ _PROJECT_BODY: dict[str, Any] = {
     }
 }
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
+_PROJECT_ID_PARAMETER: dict[str, Any] = {
+    "name": "project",
+    "in": "path",
+    "required": True,
+    "schema": {
+        "type": "string",
+        "pattern": PROJECT_ID_PATTERN,
+        "title": "Project",
+        "description": "The project id.",
+    },
+    "description": "The project id.",
+}
 _CONDITIONAL_GET: dict[str, Any] = {
     "parameters": [
+        _PROJECT_ID_PARAMETER,
         *WAITS_FOR_REVISION["parameters"],
         {
             "name": "If-None-Match",
@@ -79,6 +102,7 @@ IfNoneMatch = Annotated[
     "",
     response_model=ProjectList,
     responses=documented(400, 401, 503, 504),
+    dependencies=[Admin],
     openapi_extra=WAITS_FOR_REVISION,
     summary="Every project the token may read, with the cluster's revision",
 )
@@ -95,23 +119,46 @@ def _scoped_list_body(state: ClusterState, may_read: Callable[[str], bool]) -> b
     return b'{"projects":[%s],"revision":%d}' % (joined, state.revision)
 
 
+class _ReadableProject(AdminBearer):
+    """The project a ``GET`` names, checked in the order the other routes check: the
+    token (401), the applied state and ``?waitRevision=`` (503/400/504), the id (422),
+    the token's projects (403), existence (404).
+
+    One dependency reading the path itself instead of a guard, a state dependency and a
+    ``Path`` parameter: each FastAPI dependency level and parameter costs per request,
+    and this is the hottest route (bench/reads.py). The route documents the parameter.
+    """
+
+    async def __call__(self, request: Request) -> StoredProject:  # type: ignore[override]
+        principal = await super().__call__(request)
+        state = await synced_state(request)
+        project: str = request.path_params["project"]
+        if _PROJECT_ID.match(project) is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"path.project: String should match pattern '{PROJECT_ID_PATTERN}'",
+            )
+        require_read(principal, project)
+        stored = state.projects.get(project)
+        if stored is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+        return stored
+
+
+ReadableProject = Annotated[StoredProject, Depends(_ReadableProject(scheme_name="AdminBearer"))]
+
+
 @router.get(
     "/{project}",
     response_model=Project,
     responses={
         304: {"description": "Not modified: `If-None-Match` names the current revision"},
-        **documented(400, 401, 403, 404, 503, 504),
+        **documented(400, 401, 403, 404, 422, 503, 504),
     },
     openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(
-    project: ProjectId, request: Request, state: SyncedState, principal: CurrentPrincipal
-) -> Response:
-    require_read(principal, project)
-    stored = state.projects.get(project)
-    if stored is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+async def get_project(stored: ReadableProject, request: Request) -> Response:
     etag = {"ETag": f'"{stored.revision}"'}
     if _none_match(request.headers.get("if-none-match"), stored.revision):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
@@ -126,7 +173,7 @@ async def get_project(
         201: {"model": ProjectWritten, "description": "Created"},
         **documented(400, 401, 403, 405, 412, 413, 422, 503),
     },
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create (201) or replace (200) a project",
 )
@@ -150,7 +197,7 @@ async def put_project(
     response_model=ProjectWritten,
     status_code=status.HTTP_201_CREATED,
     responses=documented(400, 401, 403, 405, 409, 413, 422, 503),
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create a project; 409 if it exists",
 )
@@ -168,7 +215,7 @@ async def create_project(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=documented(400, 401, 403, 404, 405, 412, 503),
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     summary="Delete a project",
 )
 async def delete_project(
