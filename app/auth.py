@@ -22,6 +22,7 @@ __all__ = [
     "Admin",
     "CurrentPrincipal",
     "TokenIssuer",
+    "request_principal",
     "require_admin",
     "require_admin_or_query_token",
 ]
@@ -66,26 +67,30 @@ def _authenticate(request: Request, token: str | None) -> Principal:
     return principal
 
 
+def request_principal(request: Request) -> Principal:
+    """The principal of the request's ``Authorization: Bearer`` token (401 without a valid
+    one): what :class:`AdminBearer` resolves, for a route that checks it itself."""
+    return _authenticate(request, _bearer(request.headers.get("authorization")))
+
+
 class AdminBearer(HTTPBearer):
     """A valid ``Authorization: Bearer`` token of any role (nothing with ``--dev``);
     returns its principal, whose role and scope the routes then ask.
 
     A security scheme rather than a plain ``Header`` parameter: OpenAPI shows it (the
     lock in Swagger UI), and reading the header directly keeps FastAPI's per-request
-    parameter work off every guarded request. A subclass that checks more on one route
-    passes ``scheme_name="AdminBearer"`` to stay the same scheme in OpenAPI.
+    parameter work off every guarded request.
     """
 
-    def __init__(self, scheme_name: str | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__(
-            scheme_name=scheme_name,
             description="An admin token from POST /v1/config/login, or a token minted by "
             "POST /v1/config/tokens (sct_<id>.<secret>).",
             auto_error=False,
         )
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        return _authenticate(request, _bearer(request.headers.get("authorization")))
+        return request_principal(request)
 
 
 require_admin = AdminBearer()

@@ -21,7 +21,7 @@ from app.api.dependencies import (
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
-from app.auth import Admin, AdminBearer, CurrentPrincipal
+from app.auth import Admin, CurrentPrincipal, request_principal, require_admin
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
 from app.stores.base import ABSENT, Store, StoredProject, ValueTooLarge
@@ -74,6 +74,7 @@ _PROJECT_ID_PARAMETER: dict[str, Any] = {
     "description": "The project id.",
 }
 _CONDITIONAL_GET: dict[str, Any] = {
+    "security": [{require_admin.scheme_name: []}],
     "parameters": [
         _PROJECT_ID_PARAMETER,
         *WAITS_FOR_REVISION["parameters"],
@@ -85,7 +86,7 @@ _CONDITIONAL_GET: dict[str, Any] = {
             "description": "304 without a body when the project is at one of these revisions "
             '(`"<revision>"`, comma-separated) or, for `*`, exists.',
         },
-    ]
+    ],
 }
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
@@ -119,33 +120,28 @@ def _scoped_list_body(state: ClusterState, may_read: Callable[[str], bool]) -> b
     return b'{"projects":[%s],"revision":%d}' % (joined, state.revision)
 
 
-class _ReadableProject(AdminBearer):
+async def readable_project(request: Request) -> StoredProject:
     """The project a ``GET`` names, checked in the order the other routes check: the
     token (401), the applied state and ``?waitRevision=`` (503/400/504), the id (422),
     the token's projects (403), existence (404).
 
-    One dependency reading the path itself instead of a guard, a state dependency and a
-    ``Path`` parameter: each FastAPI dependency level and parameter costs per request,
-    and this is the hottest route (bench/reads.py). The route documents the parameter.
+    Called by the route rather than declared as its dependencies: every FastAPI
+    dependency (and ``Path`` parameter) is a level of per-request parameter solving, and
+    this is the hottest route (bench/reads.py). The route documents what it checks.
     """
-
-    async def __call__(self, request: Request) -> StoredProject:  # type: ignore[override]
-        principal = await super().__call__(request)
-        state = await synced_state(request)
-        project: str = request.path_params["project"]
-        if _PROJECT_ID.match(project) is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"path.project: String should match pattern '{PROJECT_ID_PATTERN}'",
-            )
-        require_read(principal, project)
-        stored = state.projects.get(project)
-        if stored is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
-        return stored
-
-
-ReadableProject = Annotated[StoredProject, Depends(_ReadableProject(scheme_name="AdminBearer"))]
+    principal = request_principal(request)
+    state = await synced_state(request)
+    project: str = request.path_params["project"]
+    if _PROJECT_ID.match(project) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"path.project: String should match pattern '{PROJECT_ID_PATTERN}'",
+        )
+    require_read(principal, project)
+    stored = state.projects.get(project)
+    if stored is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+    return stored
 
 
 @router.get(
@@ -158,7 +154,8 @@ ReadableProject = Annotated[StoredProject, Depends(_ReadableProject(scheme_name=
     openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(stored: ReadableProject, request: Request) -> Response:
+async def get_project(request: Request) -> Response:
+    stored = await readable_project(request)
     etag = {"ETag": f'"{stored.revision}"'}
     if _none_match(request.headers.get("if-none-match"), stored.revision):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
