@@ -149,7 +149,7 @@ async def readable_project(request: Request) -> StoredProject:
     principal = request_principal(request)
     state = await synced_state(request)
     project: str = request.path_params["project"]
-    if _PROJECT_ID.match(project) is None:
+    if _PROJECT_ID.fullmatch(project) is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"path.project: String should match pattern '{PROJECT_ID_PATTERN}'",
