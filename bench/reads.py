@@ -7,7 +7,7 @@ The load comes from wrk (another process, Debian's ``wrk``) cycling over every p
 id, with a token (auth on, as in production). In the same run, a bare FastAPI endpoint
 serving the same bytes without auth (bench/bare_app.py) gives the ceiling. Both servers
 are up together and measured in turn, ``--rounds`` times each; the median run counts.
-``--before`` adds a gateway running another checkout's code over the same store file.
+``--before`` adds a gateway running another checkout's code over a copy of the store file.
 """
 
 from __future__ import annotations
@@ -121,6 +121,15 @@ def _bare(work: Path, body: bytes) -> Server:
     return Server(command, port, work / "bare.log", ready_path="/healthz")
 
 
+def _before(work: Path, env: dict[str, str], source: Path) -> Server:
+    """A gateway running ``source``'s code over a copy of the loaded store file (a local
+    store file takes one process)."""
+    folder = work / "before"
+    folder.mkdir()
+    shutil.copyfile(work / "config.yaml", folder / "config.yaml")
+    return gateway(folder, env=env, node_id="before", source=source)
+
+
 def _row(name: str, result: dict[str, float]) -> list[object]:
     rates = " ".join(f"{rate:.0f}" for rate in result["rates"])
     return [
@@ -139,7 +148,7 @@ def run(
     """Every server up at once; ``rounds`` wrk runs on each, interleaved, medians kept.
 
     With ``before`` (another checkout), a gateway running that checkout's ``app`` over
-    the same store file is measured in the same rounds: a before/after in one run.
+    a copy of the loaded store is measured in the same rounds: a before/after in one run.
     """
     with tempfile.TemporaryDirectory(prefix="bench-reads-") as tmp:
         work = Path(tmp)
@@ -150,7 +159,7 @@ def run(
             token, body = _load(servers["gateway"], count)
             servers["bare_fastapi"] = _bare(work, body)
             if before is not None:
-                servers["before"] = gateway(work, env=env, node_id="before", source=before)
+                servers["before"] = _before(work, env, before)
             for server in servers.values():
                 server.wait_ready()
             script = work / "reads.lua"
