@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,7 +64,10 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str,
         text=True,
         check=True,
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if found is None:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{output}")
+    rate = float(found.group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
@@ -94,7 +98,7 @@ def project(number: int) -> dict[str, object]:
     }
 
 
-def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+def _median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
     """The run with the median rate (its latencies with it), and every rate."""
     ordered = sorted(runs, key=lambda run: run["requests_per_s"])
     return {**ordered[len(ordered) // 2], "rates": [run["requests_per_s"] for run in runs]}
@@ -130,7 +134,7 @@ def _before(work: Path, env: dict[str, str], source: Path) -> Server:
     return gateway(folder, env=env, node_id="before", source=source)
 
 
-def _row(name: str, result: dict[str, float]) -> list[object]:
+def _row(name: str, result: dict[str, Any]) -> list[object]:
     rates = " ".join(f"{rate:.0f}" for rate in result["rates"])
     return [
         name,
