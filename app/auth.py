@@ -22,6 +22,7 @@ __all__ = [
     "Admin",
     "CurrentPrincipal",
     "TokenIssuer",
+    "request_principal",
     "require_admin",
     "require_admin_or_query_token",
 ]
@@ -66,6 +67,12 @@ def _authenticate(request: Request, token: str | None) -> Principal:
     return principal
 
 
+def request_principal(request: Request) -> Principal:
+    """The principal of the request's ``Authorization: Bearer`` token (401 without a valid
+    one): what :class:`AdminBearer` resolves, for a route that checks it itself."""
+    return _authenticate(request, _bearer(request.headers.get("authorization")))
+
+
 class AdminBearer(HTTPBearer):
     """A valid ``Authorization: Bearer`` token of any role (nothing with ``--dev``);
     returns its principal, whose role and scope the routes then ask.
@@ -83,7 +90,7 @@ class AdminBearer(HTTPBearer):
         )
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        return _authenticate(request, _bearer(request.headers.get("authorization")))
+        return request_principal(request)
 
 
 require_admin = AdminBearer()

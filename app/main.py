@@ -192,8 +192,9 @@ def create_app(
     )
     install_cors(app, settings.cors_origins)
     install_error_handlers(app)
-    # The hot read routes first: routing tries routers in this order.
-    for module in (projects, peers, events, login, tokens, health, history, dashboard, docs):
+    # The hot read routes first: routing tries routes in this order.
+    projects.install(app)
+    for module in (peers, events, login, tokens, health, history, dashboard, docs):
         app.include_router(module.router)
     if tracer_provider is not None:
         tracing.instrument_app(app, tracer_provider)

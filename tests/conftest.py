@@ -14,7 +14,11 @@ Tests that need wrk or root say so with ``@pytest.mark.wrk`` / ``@pytest.mark.ro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.servers.process import ChildProcess
 
 pytest_plugins = ["tests.servers.etcd", "tests.servers.consul"]
 
@@ -52,3 +56,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for mark in sorted(tier_marks(item)):
             item.add_marker(mark)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_run() -> Iterator[None]:
+    """Whatever a test started and did not stop (a fixture's server, a forgotten gateway)
+    is stopped by its PID when the session ends."""
+    yield
+    for process in list(ChildProcess.started):
+        process.stop(timeout=5)

@@ -180,6 +180,7 @@ def test_started_without_etcd_it_serves_the_cache_then_emits_exactly_the_differe
             lambda: cached_revision(cache) == marker.json()["revision"], 5, "the cache updated"
         )
     finally:
+        cluster.stop_all()
         proxy.close()
 
 
@@ -193,12 +194,15 @@ def test_a_bad_cache_file_does_not_stop_the_start(
     cluster = Cluster("etcd", etcd, tmp_path)
     etcd.stop()
     gateway = cluster.gateway("a", env={"CACHE_FILE": str(cache)}, start=False)
-    gateway.start(wait_ready=False)
-    eventually(lambda: "is not served" in gateway.process.log(), 20, "the refusal to be logged")
-    assert status(gateway, "/v1/config/projects") == 503
-    etcd.start()
-    gateway.wait_ready(30)
-    assert cached_revision(cache) == 5  # not written over before anything is applied
+    try:
+        gateway.start(wait_ready=False)
+        eventually(lambda: "is not served" in gateway.process.log(), 20, "the refusal to be logged")
+        assert status(gateway, "/v1/config/projects") == 503
+        etcd.start()
+        gateway.wait_ready(30)
+        assert cached_revision(cache) == 5  # not written over before anything is applied
+    finally:
+        gateway.stop()
 
 
 @pytest.mark.parametrize("where", ["missing-folder/cache.json", "."])

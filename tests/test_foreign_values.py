@@ -103,6 +103,7 @@ def test_foreign_values_never_break_a_list_a_stream_or_a_follower(
     cluster = store_cluster
     a, b = cluster.gateway("a"), cluster.gateway("b")
     f = follower(cluster.workdir, a)
+    cluster.gateways.append(f)  # stopped with the cluster's gateways
     assert a.put("before").status_code == 201
     foreign = dict(FOREIGN)
     if cluster.kind == "etcd":
@@ -188,6 +189,7 @@ def test_foreign_values_never_break_a_list_a_stream_or_a_follower(
 
     # A follower started now, with every bad value in the store, becomes ready.
     late = follower(cluster.workdir, b, name="late")
+    cluster.gateways.append(late)
     assert project_ids(late) == served
 
     # Deleting a skipped key takes it off /readyz.

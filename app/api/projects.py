@@ -8,7 +8,17 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Request,
+    Response,
+    status,
+)
 from pydantic import ValidationError
 
 from app.api.dependencies import (
@@ -17,17 +27,28 @@ from app.api.dependencies import (
     State,
     SyncedState,
     WriteStamp,
+    synced_state,
 )
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
-from app.auth import Admin, CurrentPrincipal
+from app.auth import Admin, CurrentPrincipal, request_principal, require_admin
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
-from app.stores.base import ABSENT, Store, ValueTooLarge, VersionStamp
+from app.stores.base import ABSENT, Store, StoredProject, ValueTooLarge, VersionStamp
 from app.sync import ClusterState
 
-router = APIRouter(prefix="/v1/config/projects", tags=["projects"], dependencies=[Admin])
+# Every route names its guard (Admin, or readable_project below) rather than the router:
+# a router-level guard would add a dependency level to the hottest route (docs/design.md
+# §5).
+router = APIRouter(prefix="/v1/config/projects", tags=["projects"])
+
+
+def install(app: FastAPI) -> None:
+    """The project routes as the app's own first routes rather than an included router:
+    FastAPI matches an included router twice per request (once to pick it, once inside
+    it), and these are the hottest routes (bench/reads.py)."""
+    app.router.routes[:0] = router.routes
 
 
 async def _writable(request: Request) -> None:
@@ -57,8 +78,23 @@ _PROJECT_BODY: dict[str, Any] = {
     }
 }
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
+_PROJECT_ID_PARAMETER: dict[str, Any] = {
+    "name": "project",
+    "in": "path",
+    "required": True,
+    "schema": {
+        "type": "string",
+        "pattern": PROJECT_ID_PATTERN,
+        "title": "Project",
+        "description": "The project id.",
+    },
+    "description": "The project id.",
+}
 _CONDITIONAL_GET: dict[str, Any] = {
+    "security": [{require_admin.scheme_name: []}],
     "parameters": [
+        _PROJECT_ID_PARAMETER,
         *WAITS_FOR_REVISION["parameters"],
         {
             "name": "If-None-Match",
@@ -68,7 +104,7 @@ _CONDITIONAL_GET: dict[str, Any] = {
             "description": "304 without a body when the project is at one of these revisions "
             '(`"<revision>"`, comma-separated) or, for `*`, exists.',
         },
-    ]
+    ],
 }
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
@@ -85,6 +121,7 @@ IfNoneMatch = Annotated[
     "",
     response_model=ProjectList,
     responses=documented(400, 401, 503, 504),
+    dependencies=[Admin],
     openapi_extra=WAITS_FOR_REVISION,
     summary="Every project the token may read, with the cluster's revision",
 )
@@ -101,23 +138,42 @@ def _scoped_list_body(state: ClusterState, may_read: Callable[[str], bool]) -> b
     return b'{"projects":[%s],"revision":%d}' % (joined, state.revision)
 
 
+async def readable_project(request: Request) -> StoredProject:
+    """The project a ``GET`` names, checked in the order the other routes check: the
+    token (401), the applied state and ``?waitRevision=`` (503/400/504), the id (422),
+    the token's projects (403), existence (404).
+
+    Called by the route rather than declared as its dependencies: every FastAPI
+    dependency (and ``Path`` parameter) is a level of per-request parameter solving, and
+    this is the hottest route (bench/reads.py). The route documents what it checks.
+    """
+    principal = request_principal(request)
+    state = await synced_state(request)
+    project: str = request.path_params["project"]
+    if _PROJECT_ID.fullmatch(project) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"path.project: String should match pattern '{PROJECT_ID_PATTERN}'",
+        )
+    require_read(principal, project)
+    stored = state.projects.get(project)
+    if stored is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+    return stored
+
+
 @router.get(
     "/{project}",
     response_model=Project,
     responses={
         304: {"description": "Not modified: `If-None-Match` names the current revision"},
-        **documented(400, 401, 403, 404, 503, 504),
+        **documented(400, 401, 403, 404, 422, 503, 504),
     },
     openapi_extra=_CONDITIONAL_GET,
     summary="One project; its revision is the ETag",
 )
-async def get_project(
-    project: ProjectId, request: Request, state: SyncedState, principal: CurrentPrincipal
-) -> Response:
-    require_read(principal, project)
-    stored = state.projects.get(project)
-    if stored is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project!r} does not exist")
+async def get_project(request: Request) -> Response:
+    stored = await readable_project(request)
     etag = {"ETag": f'"{stored.revision}"'}
     if _none_match(request.headers.get("if-none-match"), stored.revision):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
@@ -132,7 +188,7 @@ async def get_project(
         201: {"model": ProjectWritten, "description": "Created"},
         **documented(400, 401, 403, 405, 412, 413, 422, 503),
     },
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create (201) or replace (200) a project",
 )
@@ -157,7 +213,7 @@ async def put_project(
     response_model=ProjectWritten,
     status_code=status.HTTP_201_CREATED,
     responses=documented(400, 401, 403, 405, 409, 413, 422, 503),
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     openapi_extra=_PROJECT_BODY,
     summary="Create a project; 409 if it exists",
 )
@@ -179,7 +235,7 @@ async def create_project(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=documented(400, 401, 403, 404, 405, 412, 503),
-    dependencies=[Writable],
+    dependencies=[Admin, Writable],
     summary="Delete a project",
 )
 async def delete_project(

@@ -8,6 +8,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +28,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 class ChildProcess:
     """A process this test run started; stopped only through its own PID."""
+
+    #: Every process started and not yet stopped: what a test forgot is stopped at the end
+    #: of the session (tests/conftest.py), never left running after the run.
+    started: ClassVar[set[ChildProcess]] = set()
 
     def __init__(
         self,
@@ -53,6 +58,7 @@ class ChildProcess:
             start_new_session=True,
         )
         log.close()
+        ChildProcess.started.add(self)
         return self
 
     @property
@@ -80,12 +86,14 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        ChildProcess.started.discard(self)
         return self.proc.returncode
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        ChildProcess.started.discard(self)
 
     def log(self) -> str:
         try:
