@@ -302,7 +302,9 @@ def test_a_minted_record_authenticates_its_token_only() -> None:
     record, token = TokenRecord.mint("ci deploy", "writer", ["shop-*"], 3600, now=1000)
     assert record.created_at == 1000 and record.expires_at == 4600
     principal = record.authenticate(minted.parse(token), now=2000)
-    assert principal == Principal("ci deploy", Role.WRITER, ProjectScope.parse(["shop-*"]), 4600)
+    assert principal == Principal(
+        "ci deploy", Role.WRITER, ProjectScope.parse(["shop-*"]), 4600, token_id=record.id
+    )
     with pytest.raises(TokenRefused, match="expired"):
         record.authenticate(minted.parse(token), now=4600)
     other, other_token = TokenRecord.mint("other", "reader", ["*"])
