@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from app.stores import local
+from app.stores import atomic, local
 from app.stores.base import (
     ProjectChange,
     ProjectListing,
@@ -146,7 +146,7 @@ async def test_failed_write_changes_nothing(
     def broken_replace(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError):
         await store.put_project("b", value("b"))
     monkeypatch.undo()

@@ -12,10 +12,7 @@ second process off the same config.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import os
-import tempfile
 from collections import deque
 from collections.abc import AsyncGenerator
 from functools import partial
@@ -25,6 +22,7 @@ from typing import IO, Any, Literal
 import orjson
 import yaml
 
+from app.stores.atomic import write_atomically
 from app.stores.base import (
     ABSENT,
     DEFAULT_PROJECT_VERSIONS,
@@ -207,7 +205,7 @@ class LocalStore:
         self, projects: dict[str, StoredProject], revision: int, history: History
     ) -> None:
         document = _dump(projects, revision, self._tokens, history)
-        await asyncio.to_thread(_write_atomically, self.path, document)
+        await asyncio.to_thread(write_atomically, self.path, document)
         written = sum(map(len, history.values())) - sum(map(len, self._history.values()))
         self.version_counts.written += 1
         self.version_counts.pruned += 1 - written
@@ -283,7 +281,7 @@ class LocalStore:
             if record is not None:
                 tokens[token_id] = record
             document = _dump(self._projects, self._revision, tokens, self._history)
-            await asyncio.to_thread(_write_atomically, self.path, document)
+            await asyncio.to_thread(write_atomically, self.path, document)
             async with self._tokens_changed:
                 self._tokens = tokens
                 self._tokens_changed.notify_all()
@@ -406,23 +404,3 @@ def _dump(
         document["tokens"] = {token_id: orjson.loads(value) for token_id, value in tokens.items()}
     body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     return _HEADER + body.encode() + b"history: " + dump_history(history) + b"\n"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
