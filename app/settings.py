@@ -6,7 +6,6 @@ pydantic-settings ranks above every other source.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import secrets
@@ -19,6 +18,8 @@ from dotenv import dotenv_values
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.addresses import split_host_port
+
 #: HS256 keys shorter than its hash output are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 
@@ -26,10 +27,6 @@ StoreType = Literal["local", "etcd", "consul", "follow"]
 STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
 STORE_TYPE_ALIASES = {"none": "local"}
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CLUSTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -45,26 +42,6 @@ def _settings_config() -> SettingsConfigDict:
         extra="ignore",
         case_sensitive=False,
     )
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6); raise ValueError when malformed."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text:
-        raise ValueError(f"{value!r} is not host:port")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{value!r} has no valid port (1-65535)")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{value!r} has an invalid IPv6 address") from None
-        return host[1:-1], int(port_text)
-    if ":" in host:
-        raise ValueError(f"{value!r}: write an IPv6 address as [addr]:port")
-    if not _HOSTNAME.match(host):
-        raise ValueError(f"{value!r} has an invalid host name")
-    return host, int(port_text)
 
 
 def _store_type(value: object) -> object:
