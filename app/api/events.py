@@ -86,7 +86,7 @@ async def events(
 ) -> EventStream:
     sees = _stream_scope(principal, projects)
     resume_id = _resume_id(last_event_id, last_event_id_query)
-    subscription, first = state.subscribe(resume_id, None if sees.is_everything else sees)
+    subscription, first = await state.open_stream(resume_id, None if sees.is_everything else sees)
     return EventStream(
         subscription,
         b"".join(first),
