@@ -43,6 +43,11 @@ class Metrics:
             ["served"],
             registry=self.registry,
         )
+        self.sse_replay_reads = Counter(
+            "sc_sse_replay_reads",
+            "Reads of the store's history for resumes (one serves every resume it covers).",
+            registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "sc_store_operation_seconds",
             "Latency of store operations.",

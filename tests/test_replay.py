@@ -52,7 +52,7 @@ def restarted(
         Intake(LIMIT, Metrics()).changes(c for c in source.log if c.revision <= floor)
     )
     state.apply_listing(listing(floor, *applied.projects.values()))
-    state.replay = StoreReplay(source, LIMIT, timeout=timeout)
+    state.replay = StoreReplay(source, LIMIT, state.metrics, timeout=timeout)
     return state
 
 

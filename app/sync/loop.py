@@ -98,7 +98,7 @@ class Syncer:
         self._registered = False
         self._errors: dict[str, str] = {}
         self.intake = Intake(value_limit, metrics)
-        state.replay = StoreReplay(source, value_limit, timeout=replay_timeout)
+        state.replay = StoreReplay(source, value_limit, metrics, timeout=replay_timeout)
         self.cache = cache
         self._cache_writer = None if cache is None else CacheWriter(cache, self._applied)
         #: Set while the cache file is served: the store has not answered since the start.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.broadcast import Sees
+from app.metrics import Metrics
 from app.stores.base import ProjectChange, StoreError
 from app.sync import frames
 from app.sync.intake import servable
@@ -91,16 +92,17 @@ class _Flight:
 class StoreReplay:
     """Reads ``(after, through]`` from ``source`` for resuming streams, once for many."""
 
-    def __init__(self, source: ReplaySource, value_limit: int, *, timeout: float) -> None:
+    def __init__(
+        self, source: ReplaySource, value_limit: int, metrics: Metrics, *, timeout: float
+    ) -> None:
         self._source = source
+        self._metrics = metrics
         self._value_limit = value_limit
         self._timeout = timeout
         self._flights: list[_Flight] = []
         self._kept: Replayed | None = None
         #: The source answered None for ``(after, through]``: so it will for older ids.
         self._unavailable: tuple[int, int] | None = None
-        #: Reads of the source so far (tests and the README's figures count them).
-        self.reads = 0
 
     async def replayed(self, after: int, through: int) -> Replayed | None:
         """The changes in ``(after, through]``, or None when the source cannot replay
@@ -120,7 +122,7 @@ class StoreReplay:
         return await asyncio.shield(flight.task)
 
     async def _read(self, after: int, through: int) -> Replayed | None:
-        self.reads += 1
+        self._metrics.sse_replay_reads.inc()
         try:
             async with asyncio.timeout(self._timeout):
                 changes = await self._source.changes_between(after, through)
