@@ -90,6 +90,11 @@ async def test_a_project_created_and_deleted_inside_the_range_is_replayed(
     ]
 
 
+async def test_a_range_from_before_the_first_revision_is_none(store: EtcdStore) -> None:
+    await store.put_project("a", doc("a", 1), stamp=STAMP)
+    assert await replay(store, 0, await store.current_revision()) is None
+
+
 async def test_a_compacted_range_is_none(store: EtcdStore, etcd_server: EtcdServer) -> None:
     after = await store.current_revision()
     await store.put_project("a", doc("a", 1), stamp=STAMP)

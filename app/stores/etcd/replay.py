@@ -51,6 +51,8 @@ class EtcdReplay:
     async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
         if after >= through:
             return []
+        if after < 1:
+            return None  # a read at revision 0 is a read of the present, not of the past
         try:
             if not await self._changed(after, through):
                 return []
