@@ -198,6 +198,12 @@ class LocalStore:
             last = batch[-1].revision
             yield batch
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None: the file keeps no log of changes (its versions are only the newest per
+        project, and a hand edit leaves none), so a resume from before a restart gets a
+        snapshot."""
+        return None
+
     def _changed_after(self, revision: int) -> bool:
         return bool(self._changes) and self._changes[-1].revision > revision
 

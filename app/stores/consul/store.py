@@ -122,6 +122,10 @@ class ConsulStore:
     def watch_projects(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         return self._projects.watch(since)
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None for now: Consul keeps no history of a key's values, only the last."""
+        return None
+
     # --- versions -----------------------------------------------------------------
 
     @property
