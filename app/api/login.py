@@ -38,7 +38,7 @@ def client_address(request: Request) -> str:
 @router.post(
     "/v1/config/login",
     response_model=Token,
-    responses={**documented(401, 422), **_TOO_MANY},
+    responses={**documented(400, 401, 422), **_TOO_MANY},
     summary="Log in as the admin; returns a bearer token",
     description="After a few failed logins from one address, further attempts are "
     "answered 429 with Retry-After, for longer while failures go on; a success resets it.",

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app.access import AccessError, minted
-from app.access.token_records import TokenRecord
+from app.access import AccessError, Role, minted
+from app.access.scopes import MAX_PATTERNS
+from app.access.token_records import MAX_TTL_SECONDS, TokenRecord
 from app.api.dependencies import CurrentStore
 from app.api.errors import documented
 from app.api.permissions import require_admin
@@ -32,10 +33,22 @@ MAX_BODY_BYTES = 16 * 1024
 _FIELDS = ("name", "role", "projects", "ttlSeconds")
 _REQUIRED = ("name", "role", "projects")
 
+
+def _token_request_schema() -> dict[str, Any]:
+    """:class:`TokenRequest` with the bounds :meth:`TokenRecord.mint` checks (the model
+    cannot import them: app.access imports app.models)."""
+    schema = TokenRequest.model_json_schema()
+    fields = schema["properties"]
+    fields["role"]["enum"] = [role.value for role in Role]
+    fields["projects"].update(minItems=1, maxItems=MAX_PATTERNS)
+    fields["ttlSeconds"]["anyOf"][0].update(minimum=1, maximum=MAX_TTL_SECONDS)
+    return schema
+
+
 _TOKEN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TokenRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": _token_request_schema()}},
     }
 }
 
@@ -128,7 +141,7 @@ async def current_credential(principal: CurrentPrincipal) -> Response:
     "/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(401, 403, 404, 405, 503),
+    responses=documented(401, 403, 404, 405, 422, 503),
     dependencies=[HoldsTokens],
     summary="Revoke a token: every instance refuses it within a second",
 )
