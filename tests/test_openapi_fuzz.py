@@ -160,6 +160,7 @@ def operation_of(document: dict[str, Any], method: str, path: str) -> dict[str, 
         ("POST", "/v1/config/login", {}, b'{"user": ', 400),
         ("POST", "/v1/config/login", {}, b"\xe5\x85", 400),
         ("POST", "/v1/config/login", PLAIN_TEXT, b'{"user": "a", "pass": "b"}', 422),
+        ("POST", "/v1/config/login", {}, b'{"user": "%s"}' % (b"a" * 5000), 413),
         ("POST", "/v1/config/tokens", {}, b"\xff", 400),
     ],
 )
@@ -185,3 +186,20 @@ def test_a_huge_if_none_match_is_no_match(gateway: Gateway, document: dict[str, 
     with gateway.client() as client:
         response = client.get("/v1/config/projects/shop", headers={"If-None-Match": f'"{DIGITS}"'})
     assert response.status_code == 200, response.text
+
+
+def test_login_reads_no_more_than_its_limit(gateway: Gateway) -> None:
+    """Sent in chunks without a Content-Length, a body over the limit is refused once
+    the limit is passed: the open route never buffers what it is sent."""
+    sent: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(1000):  # up to 64 MiB
+            sent.append(1)
+            yield b" " * 65536
+
+    response = httpx.post(f"{gateway.url}/v1/config/login", content=chunks(), timeout=10)
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "the body is over 4096 bytes"
+    assert len(sent) < 1000

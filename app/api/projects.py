@@ -21,6 +21,7 @@ from fastapi import (
 )
 from pydantic import ValidationError
 
+from app.api.bodies import read_body
 from app.api.dependencies import (
     WAITS_FOR_REVISION,
     CurrentStore,
@@ -363,19 +364,5 @@ async def _project_value(request: Request, limit: int, path_id: str | None) -> b
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to be over ``RAW_BODY_FACTOR``
     times the store's ``limit``; the message names the store's limit only."""
-    raw_limit = limit * RAW_BODY_FACTOR
-    too_large = HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        f"the project is larger than this store takes: at most {limit} bytes",
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > raw_limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > raw_limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    too_large = f"the project is larger than this store takes: at most {limit} bytes"
+    return await read_body(request, limit * RAW_BODY_FACTOR, too_large)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from app.access import AccessError, Role, minted
 from app.access.scopes import MAX_PATTERNS
 from app.access.token_records import MAX_TTL_SECONDS, TokenRecord
+from app.api.bodies import read_body
 from app.api.dependencies import CurrentStore
 from app.api.errors import documented
 from app.api.permissions import require_admin
@@ -165,7 +166,9 @@ async def revoke_token(
 async def _token_request(request: Request) -> dict[str, Any]:
     """The body's fields, each present and known; their values are checked by
     :meth:`TokenRecord.mint`."""
-    document = _json_object(await _read_body(request))
+    document = _json_object(
+        await read_body(request, MAX_BODY_BYTES, f"the body is over {MAX_BODY_BYTES} bytes")
+    )
     unknown = [key for key in document if key not in _FIELDS]
     if unknown:
         raise HTTPException(
@@ -186,20 +189,3 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
     return document
-
-
-async def _read_body(request: Request) -> bytes:
-    too_large = HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
