@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --quiet --require-hashes
-# The tests that need no etcd, Consul, browser, wrk or root (markers: tests/conftest.py).
-FAST   := not (etcd or consul or browser or wrk or root)
+# The tests that need no etcd, Consul, browser, wrk or root, and not the schema fuzzer
+# (markers: tests/conftest.py).
+FAST   := not (etcd or consul or browser or wrk or root or fuzz)
 # `make audit` fails when the vulnerability database is unreachable; `make test` only
 # says so loudly (CI machines may reach no more than the package index).
 AUDIT_UNREACHABLE ?= fail
@@ -22,7 +23,7 @@ test: install-test deps lint audit minimums ## install everything (etcd, Consul 
 # Four workers, a file each at a time: the fast tier mostly waits on the gateway processes
 # it starts, and a file's module fixtures (tests/test_cli.py starts every failing case at
 # once) then run once, not once per worker.
-check: lint ## the fast tier: lint, then every test that needs no server, browser, wrk or root
+check: lint ## the fast tier: lint, then every test that needs no server, browser, wrk or root (nor the fuzzer)
 	$(BIN)/pytest -n 4 --dist loadfile -m "$(FAST)"
 
 install: $(BIN)/space-cloud

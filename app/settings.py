@@ -26,6 +26,8 @@ MIN_SECRET_BYTES = 32
 StoreType = Literal["local", "etcd", "consul", "follow"]
 STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
 STORE_TYPE_ALIASES = {"none": "local"}
+#: The most versions PROJECT_VERSIONS may keep per project.
+MAX_PROJECT_VERSIONS = 1000
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CLUSTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -142,7 +144,7 @@ class Settings(BaseSettings):
     # Tuning; every one has an environment variable, none a flag.
     history_size: int = Field(1000, ge=1)
     #: Versions kept per project (docs/design.md, "Versions").
-    project_versions: int = Field(50, ge=1, le=1000)
+    project_versions: int = Field(50, ge=1, le=MAX_PROJECT_VERSIONS)
     token_ttl_seconds: int = Field(24 * 3600, ge=60)
     sse_ping_seconds: float = Field(15.0, gt=0)
     sse_retry_ms: int = Field(3000, ge=0)

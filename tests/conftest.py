@@ -1,6 +1,6 @@
 """Test tiers: every test that needs etcd, Consul, a browser, wrk or root is marked so.
 
-``make check`` runs the rest (``-m "not (etcd or consul or browser or wrk or root)"``).
+``make check`` runs the rest (``-m "not (etcd or consul or browser or wrk or root or fuzz)"``).
 Marks come from the fixtures a test uses, so a new test lands in its tier by itself:
 
 - a fixture with ``etcd`` or ``consul`` among the words of its name (``etcd_server``,
@@ -9,7 +9,9 @@ Marks come from the fixtures a test uses, so a new test lands in its tier by its
   every store, which asks for the server with ``request.getfixturevalue``);
 - ``browser`` (the Playwright browser, tests/test_dashboard.py).
 
-Tests that need wrk or root say so with ``@pytest.mark.wrk`` / ``@pytest.mark.root``.
+Tests that need wrk or root say so with ``@pytest.mark.wrk`` / ``@pytest.mark.root``; the
+schema fuzzer (tests/test_openapi_fuzz.py, tens of seconds of CPU) with
+``@pytest.mark.fuzz``. ``make test`` runs them all.
 """
 
 from __future__ import annotations

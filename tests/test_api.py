@@ -631,3 +631,15 @@ def test_openapi_errors_use_the_error_schema(openapi: dict) -> None:
         for code in codes:
             schema = responses[code]["content"]["application/json"]["schema"]
             assert_real_schema(openapi, schema, "error")
+
+
+def test_every_documented_error_is_the_error_body(openapi: dict) -> None:
+    """Every 4xx/5xx of every operation is ``{"error"}``: none is FastAPI's default 422
+    schema (``{"detail": [...]}``), which the app never answers."""
+    assert "HTTPValidationError" not in openapi["components"]["schemas"]
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if int(code) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)

@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from app.follow.sse import SSEEvent, parse_events
+from app.follow.sse import SSEEvent, parse_events, sse_lines
 from app.follow.state import FollowState
 from app.stores.base import ProjectListing, StoreUnavailable, WatchReset
 from tests.eventually import eventually
@@ -272,6 +272,28 @@ def test_upstream_urls_are_validated_and_split() -> None:
     )
     assert settings.upstream == ["http://a:1", "https://[::1]:4122", "http://b.example.com:80"]
     assert settings.auth_problem() is None  # a follower needs no ADMIN_SECRET
+
+
+#: Line breaks to str.splitlines (and httpx's aiter_lines), not to the SSE format: a
+#: project's JSON holds them unescaped.
+NOT_SSE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+async def _chunks(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_sse_lines_split_at_cr_and_lf_only_wherever_the_chunks_end() -> None:
+    text = f'data: {{"name":"a{NOT_SSE_BREAKS}b"}}\r\n\r\nid: 7\rdata: x\n\nlast'
+    whole = text.encode()
+    expected = [f'data: {{"name":"a{NOT_SSE_BREAKS}b"}}', "", "id: 7", "data: x", "", "last"]
+    # Every cut: through a CRLF, through a character's UTF-8 bytes, at either end.
+    for cut in range(len(whole) + 1):
+        lines = [line async for line in sse_lines(_chunks(whole[:cut], whole[cut:]))]
+        assert lines == expected, cut
+    single_bytes = _chunks(*(whole[i : i + 1] for i in range(len(whole))))
+    assert [line async for line in sse_lines(single_bytes)] == expected
 
 
 # --- real processes --------------------------------------------------------------------
@@ -613,3 +635,26 @@ def test_login_on_a_follower_uses_its_own_password(
     assert bad.status_code == 401
     good = httpx.post(f"{f.url}/v1/config/login", json={"user": "admin", "pass": ADMIN_PASS})
     assert good.status_code == 200
+
+
+def test_a_follower_serves_projects_holding_what_splitlines_takes_for_line_breaks(
+    tmp_path: Path,
+) -> None:
+    """A name with U+0085 or U+2028 (valid JSON, sent unescaped) split the follower's
+    lines, and it could no longer follow its upstream at all."""
+    upstream = Gateway(tmp_path / "upstream").start()
+    try:
+        name = f"a{NOT_SSE_BREAKS}b"
+        before = put(upstream, "before", name=name)
+        f = follower(tmp_path, upstream)
+        try:
+            got = f.get("/v1/config/projects/before", waitRevision=before)
+            assert got.status_code == 200 and got.json()["name"] == name, got.text
+            after = put(upstream, "after", name=name)
+            got = f.get("/v1/config/projects/after", waitRevision=after)
+            assert got.status_code == 200 and got.json()["name"] == name, got.text
+            assert httpx.get(f"{f.url}/readyz", timeout=5).status_code == 200
+        finally:
+            f.stop()
+    finally:
+        upstream.stop()

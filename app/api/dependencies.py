@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from app.api.revisions import MAX_REVISION, number_schema, parse_number
 from app.auth import CurrentPrincipal
 from app.settings import Settings
 from app.stores.base import Store, VersionStamp
@@ -71,17 +72,21 @@ async def _refuse_beyond_the_store(request: Request, state: ClusterState, revisi
 def _wait_revision(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
+    revision = parse_number(text)
+    if revision is None:
         # 400, as for a bad Last-Event-ID: both name a revision.
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "waitRevision must be a revision number")
-    return int(text)
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"waitRevision must be a revision number (0 to {MAX_REVISION})",
+        )
+    return revision
 
 
 WAIT_REVISION_PARAMETER = {
     "name": "waitRevision",
     "in": "query",
     "required": False,
-    "schema": {"type": "integer", "minimum": 0},
+    "schema": number_schema(),
     "description": "Hold the answer until this instance has applied this revision "
     "(504 if it has not within the bound; 400 if it is not a revision number, or beyond "
     "the store's current revision, which the message names).",

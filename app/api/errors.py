@@ -31,9 +31,17 @@ def error(status_code: int, message: str, headers: dict[str, str] | None = None)
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
+#: What FastAPI says of a body it could not decode (not UTF-8, say), reworded as the
+#: routes that read their body themselves say it.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+NOT_JSON = "the body is not JSON"
+
+
 async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == status.HTTP_404_NOT_FOUND and message == "Not Found":
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and message == _UNPARSABLE_BODY:
+        message = f"{NOT_JSON}: it is not UTF-8 text"
+    elif exc.status_code == status.HTTP_404_NOT_FOUND and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path}"
     elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and message == "Method Not Allowed":
         message = f"{request.method} is not allowed on {request.url.path}"
@@ -43,6 +51,10 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSON
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     location = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        # 400, as the routes that read their body themselves answer a body that is not JSON.
+        position = location[-1] if len(location) > 1 else 0
+        return error(status.HTTP_400_BAD_REQUEST, f"{NOT_JSON} (at character {position})")
     if location == ("body",) and first.get("type") in ("model_attributes_type", "missing"):
         return error(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -109,3 +121,18 @@ def documented(*codes: int) -> dict[int | str, dict]:
         504: "The waited-for revision was not applied in time",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+def documented_as_json(*codes: int) -> dict[int | str, dict]:
+    """:func:`documented`, for a route whose own answer is not JSON (the event stream):
+    FastAPI files a ``model`` under the route's media type, but the errors are JSON.
+    Refers to the error schema by name: every other route's errors put it in the
+    document's components."""
+    schema = {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}
+    return {
+        code: {
+            "description": entry["description"],
+            "content": {JSONResponse.media_type: {"schema": schema}},
+        }
+        for code, entry in documented(*codes).items()
+    }

@@ -12,8 +12,9 @@ from sse_starlette.sse import AppStatus
 from app.access import Principal, StreamScope
 from app.access.scopes import MAX_PATTERNS
 from app.api.dependencies import CurrentSettings, SyncedState
-from app.api.errors import documented
+from app.api.errors import documented_as_json
 from app.api.event_stream import EventStream
+from app.api.revisions import MAX_REVISION, parse_number
 from app.api.stream_lifetime import TokenLifetime
 from app.auth import TOKEN_QUERY_PARAMETER, require_admin_or_query_token
 from app.models import PROJECT_ID_PATTERN
@@ -56,12 +57,10 @@ ProjectsNarrowing = Annotated[
 def _resume_id(header: str | None, query: int | None) -> int | None:
     if header is None or not header.strip():
         return query
-    try:
-        return int(header)
-    except ValueError:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, "Last-Event-ID must be a revision number"
-        ) from None
+    revision = parse_number(header.strip())
+    if revision is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID must be a revision number")
+    return revision
 
 
 @router.get(
@@ -70,7 +69,7 @@ def _resume_id(header: str | None, query: int | None) -> int | None:
     status_code=status.HTTP_200_OK,
     responses={
         200: {"content": frames.events_openapi_content(), "description": "The event stream"},
-        **documented(400, 401, 403, 503),
+        **documented_as_json(400, 401, 403, 422, 503),
     },
     summary="Live config and peer changes as Server-Sent Events",
     openapi_extra={"parameters": [TOKEN_QUERY_PARAMETER]},
@@ -82,7 +81,9 @@ async def events(
     settings: CurrentSettings,
     principal: Annotated[Principal, Depends(require_admin_or_query_token)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    last_event_id_query: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
+    last_event_id_query: Annotated[
+        int | None, Query(alias="lastEventId", ge=0, le=MAX_REVISION)
+    ] = None,
     projects: ProjectsNarrowing = None,
 ) -> EventStream:
     sees = _stream_scope(principal, projects)

@@ -29,9 +29,11 @@ from app.api.projects import (
     _expected_revision,
 )
 from app.api.responses import JSONResponse
+from app.api.revisions import MAX_REVISION, number_schema, parse_number
 from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
 from app.models import ErrorBody, Project, ProjectWritten
+from app.settings import MAX_PROJECT_VERSIONS
 from app.stores.base import Store, Version
 
 router = APIRouter(prefix="/v1/config/projects", tags=["history"], dependencies=[Admin])
@@ -67,6 +69,7 @@ _READ_ERRORS = {
     "_401": "Missing or invalid token",
     "_403": "The token may not read this project",
     "_404": "Unknown project or version",
+    "_422": "The project id is not one",
     "_501": "This instance follows another one and keeps no versions",
     "_503": "Store unavailable or not synced yet (see Retry-After)",
     "_504": "The waited-for revision was not applied in time",
@@ -97,14 +100,16 @@ def _may_write(principal: CurrentPrincipal, project: ProjectId) -> None:
     require_write(principal, project)
 
 
-def _number(name: str, text: str | None, lowest: int, highest: int | None = None) -> int | None:
+def _number(name: str, text: str | None, lowest: int, highest: int = MAX_REVISION) -> int | None:
     """A whole-number parameter in range, or a 400 that says what it takes."""
     if text is None:
         return None
-    bound = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
-    if not text.isdigit() or int(text) < lowest or (highest is not None and int(text) > highest):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} must be a number {bound}")
-    return int(text)
+    number = parse_number(text, lowest, highest)
+    if number is None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"{name} must be a number from {lowest} to {highest}"
+        )
+    return number
 
 
 @router.get(
@@ -118,13 +123,14 @@ def _number(name: str, text: str | None, lowest: int, highest: int | None = None
             {
                 "name": "limit",
                 "in": "query",
-                "schema": {"type": "integer", "minimum": 1},
-                "description": "At most this many versions (1 to PROJECT_VERSIONS, the default).",
+                "schema": number_schema(1, MAX_PROJECT_VERSIONS),
+                "description": "At most this many versions (1 to PROJECT_VERSIONS, the default; "
+                "400 above it).",
             },
             {
                 "name": "before",
                 "in": "query",
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": number_schema(1),
                 "description": "Only versions older than this revision (the next page).",
             },
         ]
@@ -153,7 +159,11 @@ async def list_versions(
 )
 async def get_version(
     project: ProjectId,
-    revision: Annotated[str, Path(description="The version's revision.")],
+    revision: Annotated[
+        str,
+        # Checked by the route (a 400 that says what it takes); documented as what it takes.
+        Path(description="The version's revision.", json_schema_extra=number_schema(1)),
+    ],
     state: SyncedState,
     store: HistoryStore,
 ) -> Response:
@@ -193,8 +203,7 @@ async def get_version(
                         "additionalProperties": False,
                         "properties": {
                             "revision": {
-                                "type": "integer",
-                                "minimum": 1,
+                                **number_schema(1),
                                 "description": "The version to write again.",
                             }
                         },
@@ -262,6 +271,8 @@ async def _rollback_revision(request: Request) -> int:
     except orjson.JSONDecodeError:
         raise refusal from None
     revision = body.get("revision") if isinstance(body, dict) and len(body) == 1 else None
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        raise refusal
+    if not 1 <= revision <= MAX_REVISION:
         raise refusal
     return revision

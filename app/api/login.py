@@ -7,10 +7,18 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 
 from app.access.limiter import LoginLimiter
+from app.api.bodies import limited_body_route
 from app.api.errors import documented
 from app.models import Credentials, ErrorBody, Token
 
-router = APIRouter(tags=["auth"])
+#: A user name and a password: a body much longer is not a login (and the route is open
+#: to anyone, so it must not buffer whatever it is sent).
+MAX_BODY_BYTES = 4 * 1024
+
+router = APIRouter(
+    tags=["auth"],
+    route_class=limited_body_route(MAX_BODY_BYTES, f"the body is over {MAX_BODY_BYTES} bytes"),
+)
 
 #: The key for a client whose socket address the server does not know.
 UNKNOWN_CLIENT = "unknown"
@@ -38,7 +46,11 @@ def client_address(request: Request) -> str:
 @router.post(
     "/v1/config/login",
     response_model=Token,
-    responses={**documented(401, 422), **_TOO_MANY},
+    responses={
+        **documented(400, 401, 422),
+        413: {"model": ErrorBody, "description": f"Body over {MAX_BODY_BYTES} bytes"},
+        **_TOO_MANY,
+    },
     summary="Log in as the admin; returns a bearer token",
     description="After a few failed logins from one address, further attempts are "
     "answered 429 with Retry-After, for longer while failures go on; a success resets it.",

@@ -21,6 +21,7 @@ from fastapi import (
 )
 from pydantic import ValidationError
 
+from app.api.bodies import read_body
 from app.api.dependencies import (
     WAITS_FOR_REVISION,
     CurrentStore,
@@ -32,6 +33,7 @@ from app.api.dependencies import (
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
 from app.api.responses import JSONResponse
+from app.api.revisions import parse_number
 from app.auth import Admin, CurrentPrincipal, request_principal, require_admin
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
@@ -77,7 +79,9 @@ _PROJECT_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Project"}}},
     }
 }
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+#: What ``If-Match`` takes, for the OpenAPI document: a revision (as an ETag) or ``*``.
+IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"?[1-9][0-9]{0,17}"?)\s*$'
 _PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
 _PROJECT_ID_PARAMETER: dict[str, Any] = {
     "name": "project",
@@ -108,12 +112,20 @@ _CONDITIONAL_GET: dict[str, Any] = {
 }
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
+# The patterns document what the routes check themselves (400, not FastAPI's 422).
 IfMatch = Annotated[
     str | None,
-    Header(description='Write only if the project is at this revision: `"<revision>"` or `*`.'),
+    Header(
+        description='Write only if the project is at this revision: `"<revision>"` or `*`.',
+        json_schema_extra={"pattern": IF_MATCH_PATTERN},
+    ),
 ]
 IfNoneMatch = Annotated[
-    str | None, Header(description="`*`: create only; 412 if the project exists.")
+    str | None,
+    Header(
+        description="`*`: create only; 412 if the project exists.",
+        json_schema_extra={"pattern": r"^\s*\*\s*$"},
+    ),
 ]
 
 
@@ -234,7 +246,7 @@ async def create_project(
     "/{project}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(400, 401, 403, 404, 405, 412, 503),
+    responses=documented(400, 401, 403, 404, 405, 412, 422, 503),
     dependencies=[Admin, Writable],
     summary="Delete a project",
 )
@@ -286,7 +298,7 @@ def _none_match(header: str | None, revision: int) -> bool:
         if tag.strip() == "*":
             return True
         match = _ETAG.match(tag)
-        if match is not None and int(match.group(1)) == revision:
+        if match is not None and parse_number(match.group(1)) == revision:
             return True
     return False
 
@@ -311,11 +323,12 @@ def _expected_revision(
             )
         return current.revision
     match = _ETAG.match(if_match)
-    if match is None or int(match.group(1)) == ABSENT:
+    revision = None if match is None else parse_number(match.group(1), lowest=ABSENT + 1)
+    if revision is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, 'If-Match takes one revision, as "<revision>", or *'
         )
-    return int(match.group(1))
+    return revision
 
 
 async def _project_value(request: Request, limit: int, path_id: str | None) -> bytes:
@@ -351,19 +364,5 @@ async def _project_value(request: Request, limit: int, path_id: str | None) -> b
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to be over ``RAW_BODY_FACTOR``
     times the store's ``limit``; the message names the store's limit only."""
-    raw_limit = limit * RAW_BODY_FACTOR
-    too_large = HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        f"the project is larger than this store takes: at most {limit} bytes",
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > raw_limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > raw_limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    too_large = f"the project is larger than this store takes: at most {limit} bytes"
+    return await read_body(request, limit * RAW_BODY_FACTOR, too_large)

@@ -12,8 +12,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app.access import AccessError, minted
-from app.access.token_records import TokenRecord
+from app.access import AccessError, Role, minted
+from app.access.scopes import MAX_PATTERNS
+from app.access.token_records import MAX_TTL_SECONDS, TokenRecord
+from app.api.bodies import read_body
 from app.api.dependencies import CurrentStore
 from app.api.errors import documented
 from app.api.permissions import require_admin
@@ -32,10 +34,22 @@ MAX_BODY_BYTES = 16 * 1024
 _FIELDS = ("name", "role", "projects", "ttlSeconds")
 _REQUIRED = ("name", "role", "projects")
 
+
+def _token_request_schema() -> dict[str, Any]:
+    """:class:`TokenRequest` with the bounds :meth:`TokenRecord.mint` checks (the model
+    cannot import them: app.access imports app.models)."""
+    schema = TokenRequest.model_json_schema()
+    fields = schema["properties"]
+    fields["role"]["enum"] = [role.value for role in Role]
+    fields["projects"].update(minItems=1, maxItems=MAX_PATTERNS)
+    fields["ttlSeconds"]["anyOf"][0].update(minimum=1, maximum=MAX_TTL_SECONDS)
+    return schema
+
+
 _TOKEN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TokenRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": _token_request_schema()}},
     }
 }
 
@@ -128,7 +142,7 @@ async def current_credential(principal: CurrentPrincipal) -> Response:
     "/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=documented(401, 403, 404, 405, 503),
+    responses=documented(401, 403, 404, 405, 422, 503),
     dependencies=[HoldsTokens],
     summary="Revoke a token: every instance refuses it within a second",
 )
@@ -152,7 +166,9 @@ async def revoke_token(
 async def _token_request(request: Request) -> dict[str, Any]:
     """The body's fields, each present and known; their values are checked by
     :meth:`TokenRecord.mint`."""
-    document = _json_object(await _read_body(request))
+    document = _json_object(
+        await read_body(request, MAX_BODY_BYTES, f"the body is over {MAX_BODY_BYTES} bytes")
+    )
     unknown = [key for key in document if key not in _FIELDS]
     if unknown:
         raise HTTPException(
@@ -173,20 +189,3 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
     return document
-
-
-async def _read_body(request: Request) -> bytes:
-    too_large = HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)

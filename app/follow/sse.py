@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +36,24 @@ async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
             data.append(value)
         elif name == "id":
             event_id = value
+
+
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an event stream's bytes, split at CRLF, CR or LF only, as the SSE
+    format says. Not httpx's ``aiter_lines``: it also splits at U+0085, U+2028 and the
+    other ``str.splitlines`` breaks, which a project's JSON carries unescaped. Their UTF-8
+    bytes hold no CR or LF, so splitting the bytes first is exact."""
+    partial: list[bytes] = []
+    after_cr = False  # the last chunk ended in CR: an LF first in this one ends no line
+    async for chunk in chunks:
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        *complete, rest = _LINE_END.split(chunk)
+        for piece in complete:
+            partial.append(piece)
+            yield b"".join(partial).decode(errors="replace")
+            partial = []
+        partial.append(rest)
+    if any(partial):
+        yield b"".join(partial).decode(errors="replace")

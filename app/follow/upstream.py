@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from app.follow.sse import sse_lines
+
 EVENTS_PATH = "/v1/config/events"
 #: The cheap authenticated request of the start-up check.
 CHECK_PATH = "/v1/config/peers"
@@ -79,7 +81,7 @@ async def open_stream(
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise UpstreamError(f"GET {EVENTS_PATH} is not an event stream ({content_type})")
-        yield response.aiter_lines()
+        yield sse_lines(response.aiter_bytes())
 
 
 def describe(exc: BaseException) -> str:
