@@ -21,6 +21,7 @@ from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests import web
 from tests.environ import clear_gateway_environ
 from tests.eventually import eventually
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
@@ -291,7 +292,7 @@ def test_bad_cors_origins_are_refused(value: str) -> None:
 
 
 def _login(gateway: Gateway, password: str = ADMIN_PASS, **headers: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         f"{gateway.url}/v1/config/login",
         json={"user": "admin", "pass": password},
         headers=headers,
@@ -315,11 +316,11 @@ def test_a_token_from_another_cluster_with_the_same_secret_is_refused(
     b = Gateway(tmp_path / "b", args=["--cluster", "two"]).start()
     gateways.append(b)
     token = a.token()
-    assert httpx.get(f"{a.url}/v1/config/projects", headers=bearer(token)).status_code == 200
+    assert web.get(f"{a.url}/v1/config/projects", headers=bearer(token)).status_code == 200
     project = {"id": "p", "name": "p", "modules": {}}
     for response in (
-        httpx.get(f"{b.url}/v1/config/projects", headers=bearer(token)),
-        httpx.put(f"{b.url}/v1/config/projects/p", json=project, headers=bearer(token)),
+        web.get(f"{b.url}/v1/config/projects", headers=bearer(token)),
+        web.put(f"{b.url}/v1/config/projects/p", json=project, headers=bearer(token)),
     ):
         assert_error(response, 401, "another cluster")
 
@@ -333,11 +334,11 @@ def test_tokens_from_before_a_password_change_are_refused(
     first.stop()
     second = Gateway(tmp_path / "gw", port=first.port, env={"ADMIN_PASS": "a-new-password"})
     gateways.append(second.start())
-    response = httpx.get(f"{second.url}/v1/config/projects", headers=bearer(old_token))
+    response = web.get(f"{second.url}/v1/config/projects", headers=bearer(old_token))
     assert_error(response, 401, "before the admin password changed")
     assert_error(_login(second), 401)
     new_token = _login(second, "a-new-password").json()["token"]
-    response = httpx.get(f"{second.url}/v1/config/projects", headers=bearer(new_token))
+    response = web.get(f"{second.url}/v1/config/projects", headers=bearer(new_token))
     assert response.status_code == 200
 
 
@@ -370,7 +371,7 @@ def test_cors_on_a_real_gateway(tmp_path: Path, gateways: list[Gateway]) -> None
     gateways.append(gateway.start())
     url = f"{gateway.url}/v1/config/projects"
     for origin, allowed in (("https://admin.example.com", True), ("https://evil.example", False)):
-        response = httpx.get(url, headers={"Origin": origin, **gateway.headers()})
+        response = web.get(url, headers={"Origin": origin, **gateway.headers()})
         assert response.status_code == 200
         assert response.headers.get("access-control-allow-origin") == (origin if allowed else None)
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import yaml
 
+from tests import web
 from tests.eventually import eventually
 from tests.gateway import Gateway
 
@@ -35,20 +36,18 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
 
 
 def test_login_and_auth_is_required_everywhere_but_the_open_endpoints(gateway: Gateway) -> None:
-    bad = httpx.post(f"{gateway.url}/v1/config/login", json={"user": "admin", "pass": "nope"})
+    bad = web.post(f"{gateway.url}/v1/config/login", json={"user": "admin", "pass": "nope"})
     assert bad.status_code == 401
     assert bad.json() == {"error": "wrong user name or password"}
     for method, path in PROTECTED:
-        response = httpx.request(method, gateway.url + path, json={"id": "p1"})
+        response = web.request(method, gateway.url + path, json={"id": "p1"})
         assert response.status_code == 401, (method, path)
         assert "error" in response.json()
-        forged = httpx.request(
-            method, gateway.url + path, headers={"Authorization": "Bearer x.y.z"}
-        )
+        forged = web.request(method, gateway.url + path, headers={"Authorization": "Bearer x.y.z"})
         assert forged.status_code == 401, (method, path)
     for path in OPEN:
-        assert httpx.get(gateway.url + path).status_code == 200, path
-    env = httpx.get(f"{gateway.url}/v1/config/env").json()
+        assert web.get(gateway.url + path).status_code == 200, path
+    env = web.get(f"{gateway.url}/v1/config/env").json()
     assert env["storeType"] == "local" and env["nodeId"] == gateway.node_id
     assert env["advertiseAddr"] == gateway.addr and env["dev"] is False
     assert gateway.get("/v1/config/projects").status_code == 200
@@ -266,7 +265,7 @@ def test_metrics_expose_the_promised_series(gateway: Gateway) -> None:
     gateway.put("m")
     with gateway.events() as stream:
         stream.next()
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = web.get(f"{gateway.url}/metrics").text
     for name in (
         "sc_applied_revision",
         "sc_sse_subscribers 1.0",
@@ -320,7 +319,7 @@ def test_a_stuck_subscriber_is_dropped_without_delaying_the_others(tmp_path: Pat
 
 
 def _metric(gateway: Gateway, name: str) -> float:
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+    for line in web.get(f"{gateway.url}/metrics").text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"no metric {name}")

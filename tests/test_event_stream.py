@@ -6,9 +6,9 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import web
 from tests.eventually import eventually
 from tests.gateway import Gateway
 
@@ -109,7 +109,7 @@ def test_a_dropped_subscriber_is_logged_once_at_info(tmp_path: Path, limits: dic
 
 
 def _metric(gateway: Gateway, name: str) -> float:
-    for line in httpx.get(f"{gateway.url}/metrics", timeout=5).text.splitlines():
+    for line in web.get(f"{gateway.url}/metrics", timeout=5).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"no metric {name}")

@@ -28,6 +28,7 @@ from uvicorn.server import ServerState
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 from app.server import ServerConfigError, connection_limits
 from app.settings import Settings
+from tests import web
 from tests.attacks import (
     MIB,
     HalfOpenHeaders,
@@ -327,7 +328,7 @@ def test_header_over_the_limit_is_a_431_and_closed(target: Gateway) -> None:
 
 def test_headers_within_the_limit_and_big_bodies_pass(target: Gateway) -> None:
     near_limit = {"X-Padding": "a" * 60_000}
-    assert httpx.get(f"{target.url}/healthz", headers=near_limit).status_code == 200
+    assert web.get(f"{target.url}/healthz", headers=near_limit).status_code == 200
     # A body is not a header: a project far over the header limit is written as usual.
     document = {"id": "big", "name": "big", "modules": {"blob": "b" * 500_000}}
     assert target.put("big", document).status_code == 201
@@ -452,21 +453,21 @@ def test_connections_beyond_the_cap_get_503_but_probes_are_served(
     try:
         # ``cap`` kept-alive connections, each known to the server (it answered on it).
         for _ in range(cap):
-            client = httpx.Client(base_url=gateway.url, timeout=5)
+            client = web.client(base_url=gateway.url, timeout=5)
             holders.append(client)
             assert client.get("/healthz").status_code == 200
-        refused = httpx.get(f"{gateway.url}/v1/config/env", timeout=5)
+        refused = web.get(f"{gateway.url}/v1/config/env", timeout=5)
         assert refused.status_code == 503
         assert refused.json() == {"error": "the instance is at its connection limit; retry shortly"}
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["connection"] == "close"
         for probe in ("/healthz", "/readyz"):
-            assert httpx.get(f"{gateway.url}{probe}", timeout=5).status_code == 200
+            assert web.get(f"{gateway.url}{probe}", timeout=5).status_code == 200
         for client in holders:
             client.close()
         # Room again once the holders are gone.
         eventually(
-            lambda: httpx.get(f"{gateway.url}/v1/config/env", timeout=5).status_code == 200,
+            lambda: web.get(f"{gateway.url}/v1/config/env", timeout=5).status_code == 200,
             5,
             "the cap to free up",
             0.1,
