@@ -19,13 +19,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import split_host_port
+from app.store_types import STORE_TYPE_ALIASES, StoreType
 
 #: HS256 keys shorter than its hash output are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 
-StoreType = Literal["local", "etcd", "consul", "follow"]
-STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
-STORE_TYPE_ALIASES = {"none": "local"}
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CLUSTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

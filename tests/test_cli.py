@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from app import cli
+from app import cli, run
 from app.settings import Settings
 from tests.environ import clean_environ, clear_gateway_environ
 from tests.servers.process import free_port
@@ -243,12 +243,12 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
         captured["app"] = app
         captured["host"], captured["port"] = settings.host, settings.port
 
-    monkeypatch.setattr(cli, "serve", fake_serve)
-    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
-    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
+    monkeypatch.setattr(run, "serve", fake_serve)
+    monkeypatch.setattr(run.signal, "signal", lambda *_: None)  # keep pytest's handlers
+    monkeypatch.setattr(run, "configure_logging", lambda *_: None)
     # The run path tunes this process's collector; the tests after this one keep theirs.
-    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
-    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
+    monkeypatch.setattr(run.gc, "freeze", lambda: None)
+    monkeypatch.setattr(run.gc, "set_threshold", lambda *_: None)
     return captured
 
 
