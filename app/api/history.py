@@ -21,13 +21,9 @@ from app.api.dependencies import (
     WriteStamp,
 )
 from app.api.permissions import require_read, require_write
-from app.api.projects import (
-    READ_YOUR_WRITE_SECONDS,
-    IfMatch,
-    ProjectId,
-    Writable,
-    _expected_revision,
-)
+from app.api.preconditions import IfMatch, expected_revision
+from app.api.projects import READ_YOUR_WRITE_SECONDS, ProjectId, Writable
+from app.api.request_body import read_body
 from app.api.responses import JSONResponse
 from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
@@ -213,7 +209,7 @@ async def rollback(
     stamp: WriteStamp,
     if_match: IfMatch = None,
 ) -> Response:
-    expected = _expected_revision(state, project, if_match, None)
+    expected = expected_revision(state, project, if_match, None)
     target = await _version(store, project, await _rollback_revision(request))
     if target.value is None:
         raise HTTPException(
@@ -250,15 +246,9 @@ async def _rollback_revision(request: Request) -> int:
     refusal = HTTPException(
         status.HTTP_400_BAD_REQUEST, 'the body must be {"revision": <a revision number>}'
     )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > ROLLBACK_BODY_LIMIT:
-            raise refusal
-        chunks.append(chunk)
+    raw = await read_body(request, ROLLBACK_BODY_LIMIT, refusal)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise refusal from None
     revision = body.get("revision") if isinstance(body, dict) and len(body) == 1 else None

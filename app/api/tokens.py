@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app.access import AccessError, minted
 from app.access.token_records import TokenRecord
-from app.api.dependencies import CurrentStore
+from app.api.dependencies import CurrentStore, refuse_on_a_follower
 from app.api.errors import documented
 from app.api.permissions import require_admin
+from app.api.request_body import json_object, read_body
 from app.api.responses import JSONResponse
 from app.auth import Admin, CurrentPrincipal
 from app.metrics import Metrics
@@ -42,13 +42,7 @@ _TOKEN_BODY: dict[str, Any] = {
 
 async def _holds_tokens(request: Request) -> None:
     """A follower has no store, so no tokens to mint, list or revoke: 405."""
-    if request.app.state.store is None:
-        upstream = getattr(request.app.state.source, "upstream", "its upstream")
-        raise HTTPException(
-            status.HTTP_405_METHOD_NOT_ALLOWED,
-            f"this instance follows {upstream} and holds no tokens: manage them there",
-            headers={"Allow": ""},
-        )
+    refuse_on_a_follower(request, "holds no tokens: manage them there", allow="")
 
 
 HoldsTokens = Depends(_holds_tokens)
@@ -152,7 +146,7 @@ async def revoke_token(
 async def _token_request(request: Request) -> dict[str, Any]:
     """The body's fields, each present and known; their values are checked by
     :meth:`TokenRecord.mint`."""
-    document = _json_object(await _read_body(request))
+    document = json_object(await _read_body(request))
     unknown = [key for key in document if key not in _FIELDS]
     if unknown:
         raise HTTPException(
@@ -165,28 +159,8 @@ async def _token_request(request: Request) -> dict[str, Any]:
     return document
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
-    return document
-
-
 async def _read_body(request: Request) -> bytes:
     too_large = HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes"
     )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BODY_BYTES, too_large)
