@@ -6,29 +6,26 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from app.access import Principal
 from app.access.admin_tokens import password_fingerprint
 from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
-from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests import web
+from tests.apps import PASSWORD, SECRET, Start, app_starter
 from tests.environ import clear_gateway_environ
-from tests.eventually import eventually
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT
 
-PASSWORD = "test-pass"
-SECRET = "test-secret-0123456789-0123456789-abcdef"
 CLUSTER = "default-cluster"
 
 
@@ -39,30 +36,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+def start(tmp_path: Path) -> Iterator[Start]:
     """An app on a LocalStore in tmp_path, lifespan running; ready when returned."""
-    clients: list[TestClient] = []
 
-    def _start(**overrides: object) -> TestClient:
-        options: dict = {
-            "admin_pass": PASSWORD,
-            "admin_secret": SECRET,
-            "node_id": "node-1",
-            "advertise_addr": "127.0.0.1:4122",
-            **overrides,
-        }
-        settings = Settings(**options)
-        app = create_app(settings, LocalStore(tmp_path / "c.yaml"))
+    def prepare(app: FastAPI) -> None:
         app.include_router(_whoami_router())
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready", 0.01)
-        return client
 
-    yield _start
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    with app_starter(lambda _: LocalStore(tmp_path / "c.yaml"), prepare=prepare) as start:
+        yield start
 
 
 def _whoami_router() -> APIRouter:
@@ -95,7 +76,7 @@ def assert_error(response: httpx.Response, status: int, contains: str = "") -> s
 # --- the login limiter ------------------------------------------------------------------
 
 
-def test_failed_logins_turn_into_429_with_retry_after(start: Callable[..., TestClient]) -> None:
+def test_failed_logins_turn_into_429_with_retry_after(start: Start) -> None:
     client = start(login_max_failures=3)
     for _ in range(3):
         assert_error(login(client, "wrong"), 401, "wrong user name or password")
@@ -107,7 +88,7 @@ def test_failed_logins_turn_into_429_with_retry_after(start: Callable[..., TestC
     assert_error(login(client), 429)
 
 
-def test_a_success_resets_the_count(start: Callable[..., TestClient]) -> None:
+def test_a_success_resets_the_count(start: Start) -> None:
     client = start(login_max_failures=3)
     for _ in range(2):
         assert_error(login(client, "wrong"), 401)
@@ -117,7 +98,7 @@ def test_a_success_resets_the_count(start: Callable[..., TestClient]) -> None:
     assert login(client).status_code == 200
 
 
-def test_429_is_documented(start: Callable[..., TestClient]) -> None:
+def test_429_is_documented(start: Start) -> None:
     responses = start().get("/openapi.json").json()["paths"]["/v1/config/login"]["post"]
     assert "Retry-After" in responses["responses"]["429"]["headers"]
     assert responses["responses"]["429"]["content"]["application/json"]["schema"] == {
@@ -125,7 +106,7 @@ def test_429_is_documented(start: Callable[..., TestClient]) -> None:
     }
 
 
-def test_dev_mode_logs_in_without_limits(start: Callable[..., TestClient]) -> None:
+def test_dev_mode_logs_in_without_limits(start: Start) -> None:
     client = start(dev=True, admin_pass=None, login_max_failures=1)
     for _ in range(3):
         assert login(client, "anything").status_code == 200
@@ -172,9 +153,7 @@ def _claims(**changes: object) -> dict:
     ],
     ids=["alg none", "another secret", "expired", "another cluster", "old password", "minted"],
 )
-def test_refused_tokens_get_401_with_one_sentence(
-    start: Callable[..., TestClient], token: str, message: str
-) -> None:
+def test_refused_tokens_get_401_with_one_sentence(start: Start, token: str, message: str) -> None:
     client = start()
     for path in ("/v1/config/projects", "/v1/config/peers"):
         response = client.get(path, headers=bearer(token))
@@ -186,7 +165,7 @@ def test_refused_tokens_get_401_with_one_sentence(
     assert client.get("/v1/config/projects", headers=bearer(twin)).status_code == 200
 
 
-def test_the_query_token_of_the_event_stream_still_works(start: Callable[..., TestClient]) -> None:
+def test_the_query_token_of_the_event_stream_still_works(start: Start) -> None:
     client = start()
     token = login(client).json()["token"]
     with client.stream("GET", f"/v1/config/events?token={token}") as stream:
@@ -197,7 +176,7 @@ def test_the_query_token_of_the_event_stream_still_works(start: Callable[..., Te
 # --- who makes a request ----------------------------------------------------------------
 
 
-def test_routes_get_the_principal(start: Callable[..., TestClient]) -> None:
+def test_routes_get_the_principal(start: Start) -> None:
     client = start()
     token = login(client).json()["token"]
     assert client.post("/test/whoami", headers=bearer(token)).json() == {
@@ -209,7 +188,7 @@ def test_routes_get_the_principal(start: Callable[..., TestClient]) -> None:
 
 
 def test_the_guard_and_the_route_share_one_authentication(
-    start: Callable[..., TestClient],
+    start: Start,
 ) -> None:
     client = start()
     token = login(client).json()["token"]
@@ -226,7 +205,7 @@ def test_the_guard_and_the_route_share_one_authentication(
     assert calls == [token]
 
 
-def test_dev_mode_principal(start: Callable[..., TestClient]) -> None:
+def test_dev_mode_principal(start: Start) -> None:
     client = start(dev=True, admin_pass=None)
     assert client.post("/test/whoami").json()["name"] == "dev"
     assert Principal.admin("dev").may_admin
@@ -235,7 +214,7 @@ def test_dev_mode_principal(start: Callable[..., TestClient]) -> None:
 # --- CORS -------------------------------------------------------------------------------
 
 
-def test_cors_is_off_by_default(start: Callable[..., TestClient]) -> None:
+def test_cors_is_off_by_default(start: Start) -> None:
     client = start()
     response = client.get("/v1/config/env", headers={"Origin": "https://app.example.com"})
     assert response.status_code == 200
@@ -247,7 +226,7 @@ def test_cors_is_off_by_default(start: Callable[..., TestClient]) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_listed_origins(start: Callable[..., TestClient]) -> None:
+def test_cors_allows_only_listed_origins(start: Start) -> None:
     client = start(cors_origins="https://app.example.com, http://localhost:3000")
     token = login(client).json()["token"]
     listed = client.get(

@@ -190,22 +190,37 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
+def _limits(max_header_bytes: int = 65536) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=max_header_bytes,
+        header_timeout=10,
+        body_timeout=30,
+        max_connections=10,
+        overflow=5,
+    )
+
+
+def _connected(
+    app: Any, limits: ConnectionLimits, state: ServerState | None = None, **loop: Any
+) -> tuple[LimitedHttpToolsProtocol, RecordingTransport]:
+    """The protocol of ``app`` with the limits, connected to a recording transport."""
+    config = uvicorn.Config(app, log_level="error")
+    config.load()
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=state or ServerState(), app_state={}, limits=limits, **loop
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 async def _never_called(scope: object, receive: object, send: object) -> None:
     raise AssertionError("the app saw a request the protocol should have refused")
 
 
 async def test_the_parser_never_sees_more_than_the_header_limit() -> None:
     """100 MiB of header in 256 KiB reads: the parser is fed at most the limit, then 431."""
-    config = uvicorn.Config(_never_called, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(_never_called, _limits())
     fed: list[int] = []
     feed = protocol.parser.feed_data
 
@@ -241,16 +256,7 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    config = uvicorn.Config(app, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=1024, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(app, _limits(1024))
     body = b"b" * (200 * 1024)
     head = b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
     protocol.data_received(head + body)
@@ -269,16 +275,7 @@ async def _answer_at_once(scope: object, receive: Any, send: Any) -> None:
 async def test_an_answer_before_the_body_is_in_says_connection_close(body_first: bool) -> None:
     """A keep-alive client must not reuse a connection whose request body the server
     answered before reading; once the body is in, keep-alive is as usual."""
-    config = uvicorn.Config(_answer_at_once, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(_answer_at_once, _limits())
     protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
     if body_first:
         protocol.data_received(b"{}")
@@ -290,22 +287,14 @@ async def test_an_answer_before_the_body_is_in_says_connection_close(body_first:
 
 
 def test_beyond_the_overflow_a_connection_is_closed_unread() -> None:
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    config = uvicorn.Config(_never_called, log_level="error")
-    config.load()
+    limits = _limits()
     state = ServerState()
     loop = asyncio.new_event_loop()
     try:
-        transports = []
-        for _ in range(limits.max_connections + limits.overflow + 1):
-            protocol = LimitedHttpToolsProtocol(
-                config=config, server_state=state, app_state={}, limits=limits, _loop=loop
-            )
-            transport = RecordingTransport()
-            protocol.connection_made(transport)
-            transports.append(transport)
+        transports = [
+            _connected(_never_called, limits, state, _loop=loop)[1]
+            for _ in range(limits.max_connections + limits.overflow + 1)
+        ]
         # The cap and the overflow are open and waiting for their heads; the next is not.
         assert [t.closing for t in transports] == [False] * 15 + [True]
         assert transports[-1].written == b""
