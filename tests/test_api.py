@@ -23,10 +23,8 @@ from tests.eventually import eventually
 VALUE_LIMIT = 1024
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 #: What these tests change from tests/apps.py's settings.

@@ -16,9 +16,12 @@ from app.auth import require_admin
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests.apps import Start, app_starter
-from tests.test_api import DEFAULTS, assert_error, auth, clean_env, client, project
+from tests.test_api import DEFAULTS, assert_error, auth, client, project
 
-__all__ = ["auth", "clean_env", "client"]
+__all__ = ["auth", "client"]
+
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

@@ -21,14 +21,10 @@ from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests.apps import PASSWORD, SECRET, Start, app_starter
-from tests.environ import clear_gateway_environ
 from tests.eventually import eventually
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
