@@ -3,6 +3,7 @@ writes. In process (TestClient) first, then real ``space-cloud run`` processes."
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import time
@@ -34,12 +35,14 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Start]:
-    """An app on a LocalStore in tmp_path, lifespan running; ready when returned."""
+    """An app on a LocalStore of its own in tmp_path, lifespan running; ready when
+    returned."""
 
     def prepare(app: FastAPI) -> None:
         app.include_router(_whoami_router())
 
-    with app_starter(lambda _: LocalStore(tmp_path / "c.yaml"), prepare=prepare) as start:
+    files = (tmp_path / f"c{number}.yaml" for number in itertools.count())
+    with app_starter(lambda _: LocalStore(next(files)), prepare=prepare) as start:
         yield start
 
 
@@ -264,6 +267,31 @@ def test_bad_cors_origins_are_refused(value: str) -> None:
         Settings(admin_pass="pw", cors_origins=value)
 
 
+# --- tokens issued by another app ------------------------------------------------------
+
+
+def test_a_token_from_another_cluster_with_the_same_secret_is_refused(start: Start) -> None:
+    one, two = start(cluster_id="one"), start(cluster_id="two")
+    token = login(one).json()["token"]
+    assert one.get("/v1/config/projects", headers=bearer(token)).status_code == 200
+    project = {"id": "p", "name": "p", "modules": {}}
+    for response in (
+        two.get("/v1/config/projects", headers=bearer(token)),
+        two.put("/v1/config/projects/p", json=project, headers=bearer(token)),
+    ):
+        assert_error(response, 401, "another cluster")
+
+
+def test_tokens_from_before_a_password_change_are_refused(start: Start) -> None:
+    old_token = login(start()).json()["token"]
+    changed = start(admin_pass="a-new-password")
+    response = changed.get("/v1/config/projects", headers=bearer(old_token))
+    assert_error(response, 401, "before the admin password changed")
+    assert_error(login(changed), 401)
+    new_token = login(changed, "a-new-password").json()["token"]
+    assert changed.get("/v1/config/projects", headers=bearer(new_token)).status_code == 200
+
+
 # --- real processes ---------------------------------------------------------------------
 
 
@@ -282,40 +310,6 @@ def gateways() -> Iterator[list[Gateway]]:
     yield started
     for gateway in started:
         gateway.stop()
-
-
-def test_a_token_from_another_cluster_with_the_same_secret_is_refused(
-    tmp_path: Path, gateways: list[Gateway]
-) -> None:
-    a = Gateway(tmp_path / "a", args=["--cluster", "one"]).start()
-    gateways.append(a)
-    b = Gateway(tmp_path / "b", args=["--cluster", "two"]).start()
-    gateways.append(b)
-    token = a.token()
-    assert web.get(f"{a.url}/v1/config/projects", headers=bearer(token)).status_code == 200
-    project = {"id": "p", "name": "p", "modules": {}}
-    for response in (
-        web.get(f"{b.url}/v1/config/projects", headers=bearer(token)),
-        web.put(f"{b.url}/v1/config/projects/p", json=project, headers=bearer(token)),
-    ):
-        assert_error(response, 401, "another cluster")
-
-
-def test_tokens_from_before_a_password_change_are_refused(
-    tmp_path: Path, gateways: list[Gateway]
-) -> None:
-    first = Gateway(tmp_path / "gw").start()
-    gateways.append(first)
-    old_token = first.token()
-    first.stop()
-    second = Gateway(tmp_path / "gw", port=first.port, env={"ADMIN_PASS": "a-new-password"})
-    gateways.append(second.start())
-    response = web.get(f"{second.url}/v1/config/projects", headers=bearer(old_token))
-    assert_error(response, 401, "before the admin password changed")
-    assert_error(_login(second), 401)
-    new_token = _login(second, "a-new-password").json()["token"]
-    response = web.get(f"{second.url}/v1/config/projects", headers=bearer(new_token))
-    assert response.status_code == 200
 
 
 def test_login_limiting_on_real_sockets_and_behind_a_proxy(
