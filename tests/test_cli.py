@@ -383,3 +383,17 @@ def test_env_example_names_every_variable_and_store_type() -> None:
     store_line = next(line for line in example.splitlines() if line.startswith("# Store:"))
     for store_type in ("local", "none", "etcd", "consul", "follow"):
         assert store_type in store_line, store_type
+
+
+def test_a_client_command_loads_no_server_module() -> None:
+    """The client commands start without FastAPI, uvicorn or pydantic (app/run.py is
+    loaded for ``run`` only): most of a command's start was importing them."""
+    server_modules = ("fastapi", "starlette", "uvicorn", "pydantic", "app.run", "app.settings")
+    code = (
+        "import sys; from app import cli; cli.build_parser().parse_args(['list']); "
+        f"print(' '.join(m for m in {server_modules!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "", loaded.stdout
