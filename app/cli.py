@@ -1,6 +1,7 @@
-"""``space-cloud run``: flags -> Settings -> a start-up check of the store -> uvicorn.
-The client commands (``login``, ``list``, ``watch``, ...) are dispatched to
-:mod:`app.client.commands`.
+"""The command line of ``space-cloud``: ``run`` goes on to :mod:`app.run` (flags ->
+Settings -> a start-up check of the store -> uvicorn); the client commands (``login``,
+``list``, ``watch``, ...) to :mod:`app.client.commands`. Neither loads the other's
+modules: a client command starts without pydantic, FastAPI or uvicorn.
 
 Bad flags, variables or store credentials end the start with one line on stderr and
 exit code 2; nothing else parses the command line.
@@ -9,41 +10,32 @@ exit code 2; nothing else parses the command line.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
-import gc
-import logging
 import os
-import signal
-import socket
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
-from pydantic import ValidationError
-
-from app import __version__, tracing
+from app import __version__
 from app.client.commands import add_commands, run_command
-from app.logs import configure_logging
-from app.server import ServerConfigError, serve
-from app.settings import STORE_TYPE_ALIASES, STORE_TYPES, Settings, read_environment
-from app.stores.base import StoreConfigError, StoreUnavailable
-from app.stores.factory import build_store
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from app.sync import ChangeSource
+from app.store_types import STORE_TYPE_ALIASES, STORE_TYPES
 
 EXIT_USAGE = 2
 PROG = "space-cloud"
 
-log = logging.getLogger("space_cloud")
-
 
 class _Parser(argparse.ArgumentParser):
+    #: Builds the epilog when the help is shown: ``run``'s lists the settings, whose
+    #: model no other command loads.
+    epilog_from: Callable[[], str] | None = None
+
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see '{self.prog} --help')")
+
+    def format_help(self) -> str:
+        if self.epilog_from is not None:
+            self.epilog = self.epilog_from()
+        return super().format_help()
 
 
 #: Variables of their own tools, read only with their store type.
@@ -88,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the gateway",
         description="Run the gateway. Every flag also has an environment variable.",
-        epilog=run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    run.epilog_from = run_epilog
     valid = ", ".join([*STORE_TYPES, *STORE_TYPE_ALIASES])
     run.add_argument("--store-type", help=f"STORE_TYPE: {valid} (default local)")
     run.add_argument("--advertise-addr", help="ADVERTISE_ADDR: host:port others reach this on")
@@ -143,111 +135,13 @@ def env_names() -> dict[str, str]:
         "upstream_token": "--upstream-token",
         "cache_file": "--cache-file",
     }
+    from app.settings import Settings  # pydantic: only for run and its help
+
     names = {}
     for field in Settings.model_fields:
         variable = field.upper()
         names[field] = f"{flags[field]} / {variable}" if field in flags else variable
     return names
-
-
-def describe(error: ValidationError, names: dict[str, str]) -> str:
-    """One line for the first problem, naming the flag / variable and what is valid."""
-    first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else ""
-    name = names.get(field, field.upper())
-    given = first.get("input")
-    message = first["msg"].removeprefix("Value error, ")
-    if field == "store_type":
-        valid = ", ".join(STORE_TYPES)
-        return f"invalid {name} {given!r}: valid values are {valid} (alias none = local)"
-    if first["type"] == "bool_parsing":
-        return f"invalid {name} {given!r}: use true/false, 1/0, yes/no or on/off"
-    if not field:
-        return message
-    return f"invalid {name} {given!r}: {message}" if given is not None else f"{name}: {message}"
-
-
-def load_settings(overrides: dict[str, Any]) -> Settings:
-    try:
-        return Settings(**overrides)
-    except ValidationError as error:
-        fail(describe(error, env_names()))
-
-
-async def check_store(store: ChangeSource) -> None:
-    """Open, check and close a throwaway store (or follower): bad credentials stop the
-    start here."""
-    try:
-        await store.open()
-        await store.check()
-    finally:
-        await store.close()
-
-
-def run(overrides: dict[str, object]) -> None:
-    settings = load_settings(overrides)
-    if problem := settings.auth_problem():
-        fail(problem)
-    env = read_environment()
-    configure_logging(settings.log_format, settings.log_level)
-    check_port_free(settings.host, settings.port)
-    tracer_provider = tracer_provider_from_env(settings.node_id)
-    follows = settings.store_type == "follow"  # no store: another instance's stream
-    try:
-        if follows:
-            from app.main import build_follower
-
-            asyncio.run(check_store(build_follower(settings)))
-        else:
-            asyncio.run(check_store(build_store(settings, env)))
-    except StoreConfigError as error:  # a bad ETCD_* / CONSUL_* variable among them
-        fail(str(error))
-    except StoreUnavailable as error:
-        log.warning(
-            "the %s store is not reachable yet (%s); retrying in the background",
-            settings.store_type,
-            error,
-        )
-
-    from app.main import create_app
-
-    store = None if follows else build_store(settings, env)
-    app = create_app(settings, store, tracer_provider)
-    # Start-up objects live as long as the process: keep them out of GC scans. With
-    # thousands of open streams the default thresholds make full collections often
-    # enough to show in fan-out latency (bench/fanout.py: p99 at 10k streams halved).
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
-    # uvicorn re-raises the signal that stopped it once it has shut down cleanly; these
-    # handlers turn that into a plain exit instead of a death by signal.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
-    try:
-        serve(app, settings)
-    except ServerConfigError as error:
-        fail(str(error))
-
-
-def tracer_provider_from_env(node_id: str) -> TracerProvider | None:
-    """Tracing when the OTEL_* variables ask for it (the [otel] extra), else None."""
-    if not tracing.requested(os.environ):
-        return None
-    try:
-        return tracing.provider_from_env(os.environ, node_id)
-    except tracing.TracingUnavailable as error:
-        fail(str(error))
-
-
-def check_port_free(host: str, port: int) -> None:
-    """A busy port stops the start here, in one line, before the store is touched."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                fail(f"port {port} is already in use on {host} (choose another with --port)")
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unrecognized arguments: {' '.join(unknown)} (see '{PROG} {args.command} --help')")
     if args.command != "run":
         raise SystemExit(run_command(args))
+    from app.run import run  # FastAPI, uvicorn and the stores: only for run
+
     overrides = {key: value for key, value in vars(args).items() if key != "command"}
     run(overrides)
 

@@ -19,13 +19,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import split_host_port
+from app.store_types import STORE_TYPE_ALIASES, StoreType
 
 #: HS256 keys shorter than its hash output are refused (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 
-StoreType = Literal["local", "etcd", "consul", "follow"]
-STORE_TYPES: tuple[str, ...] = ("local", "etcd", "consul", "follow")
-STORE_TYPE_ALIASES = {"none": "local"}
 #: The most versions PROJECT_VERSIONS may keep per project.
 MAX_PROJECT_VERSIONS = 1000
 

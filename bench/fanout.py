@@ -47,6 +47,8 @@ from bench.servers import ROOT, Server, baseline, floor, gateway
 PAYLOAD = 100  # bytes of module config per write
 SERIES = ("floor", "baseline", "gateway", "gateway-scoped", "gateway-scoped-each")
 DEFAULT_SERIES = ("floor", "baseline", "gateway")
+#: Quiet before measuring: the connections' set-up work done, the collector settled.
+SETTLE_SECONDS = 1.0
 #: The event stream each gateway series subscribes to; every scope includes the project
 #: written, so every stream receives every write.
 GATEWAY_PATHS = {
@@ -114,15 +116,21 @@ Publish = Callable[[httpx.Client, int], int]
 
 
 def measure(
-    server: Server, path: str, count: int, writes: int, workers: int, publish: Publish
+    server: Server,
+    path: str,
+    count: int,
+    writes: int,
+    workers: int,
+    publish: Publish,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, object]:
     server.wait_ready()
-    time.sleep(0.5)
+    time.sleep(settle / 2)
     rss_before = rss_bytes(server.proc.pid)
     subscribers = Subscribers(server, path, count, workers)
     try:
         subscribers.wait_line("ready", timeout=600)
-        time.sleep(1.0)
+        time.sleep(settle)
         rss_after = rss_bytes(server.proc.pid)
         latencies, spreads = [], []
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -161,7 +169,13 @@ def publish_bare(client: httpx.Client, number: int) -> int:
 
 
 def measure_one(
-    series: str, work: Path, count: int, writes: int, workers: int, source: Path | None
+    series: str,
+    work: Path,
+    count: int,
+    writes: int,
+    workers: int,
+    source: Path | None,
+    settle: float = SETTLE_SECONDS,
 ) -> dict:
     if series in GATEWAY_PATHS:
         # No ping inside the measured window: it would be one more frame per stream.
@@ -173,13 +187,18 @@ def measure_one(
         server = floor(work) if series == "floor" else baseline(work)
         path, publish = "/events", publish_bare
     try:
-        return measure(server, path, count, writes, workers, publish)
+        return measure(server, path, count, writes, workers, publish, settle)
     finally:
         server.stop()
 
 
 def run(
-    counts: list[int], writes: int, workers: int, series: list[str], source: Path | None = None
+    counts: list[int],
+    writes: int,
+    workers: int,
+    series: list[str],
+    source: Path | None = None,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, object]:
     needed = max(counts) + 1024  # the server holds one descriptor per stream
     limit = raise_fd_limit(needed)
@@ -193,7 +212,7 @@ def run(
         for count in counts:
             result: dict[str, object] = {"subscribers": count}
             for name in series:
-                result[name] = measure_one(name, Path(tmp), count, writes, workers, source)
+                result[name] = measure_one(name, Path(tmp), count, writes, workers, source, settle)
             if "floor" in result and "gateway" in result:
                 floor_, ours = result["floor"], result["gateway"]
                 result["gateway_vs_floor"] = {
@@ -254,13 +273,21 @@ def main() -> None:
     parser.add_argument(
         "--gateway-source", type=Path, help="run the gateway from another checkout's app/"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_SECONDS,
+        help="seconds of quiet once the streams are open, before measuring (half of it once "
+        "the server is ready); 0 for a run that only checks the benchmark works",
+    )
     args = parser.parse_args()
     counts = [int(part) for part in args.subscribers.split(",")]
     series = [name for name in args.series.split(",") if name]
     unknown = set(series) - set(SERIES)
     if unknown:
         parser.error(f"unknown series {', '.join(sorted(unknown))}: use {', '.join(SERIES)}")
-    write_result("fanout", run(counts, args.writes, args.workers, series, args.gateway_source))
+    result = run(counts, args.writes, args.workers, series, args.gateway_source, args.settle)
+    write_result("fanout", result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tests import web
 from tests.eventually import NeverHappened, eventually
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ class Watch:
         for _ in self._every(0.1):
             start = time.monotonic()
             try:
-                ok = httpx.get(f"{self.url}/healthz", timeout=30).status_code == 200
+                ok = web.get(f"{self.url}/healthz", timeout=30).status_code == 200
             except httpx.HTTPError as error:
                 ok = False
                 self.figures.notes.append(f"healthz: {error!r}")
@@ -320,7 +321,7 @@ def consul_heartbeat_left(url: str, key: str, ttl: float) -> Callable[[], int | 
 
     def probe() -> int | None:
         try:
-            response = httpx.get(f"{url}/v1/kv/{key}", timeout=5)
+            response = web.get(f"{url}/v1/kv/{key}", timeout=5)
         except httpx.HTTPError:
             return None
         if response.status_code == 404:

@@ -17,9 +17,11 @@ schema fuzzer (tests/test_openapi_fuzz.py, tens of seconds of CPU) with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.environ import clear_gateway_environ
 from tests.servers.process import ChildProcess
 
 pytest_plugins = ["tests.servers.etcd", "tests.servers.consul"]
@@ -58,6 +60,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for mark in sorted(tier_marks(item)):
             item.add_marker(mark)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No gateway variable from the caller's environment, and the test's own folder as
+    the working directory (no ``.env`` from the repository); answers that folder."""
+    clear_gateway_environ(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests import web
 from tests.environ import clean_environ
 from tests.eventually import eventually
 from tests.servers.process import ROOT, ChildProcess, free_port
@@ -95,7 +96,7 @@ class Gateway:
             if not self.process.running:
                 raise RuntimeError(f"{self.node_id} exited:\n{self.process.log()}")
             try:
-                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+                return web.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -111,7 +112,7 @@ class Gateway:
 
     def token(self) -> str:
         if self._token is None:
-            response = httpx.post(
+            response = web.post(
                 f"{self.url}/v1/config/login",
                 json={"user": "admin", "pass": ADMIN_PASS},
                 timeout=5,
@@ -124,7 +125,7 @@ class Gateway:
         return {"Authorization": f"Bearer {self.token()}", **extra}
 
     def client(self, timeout: float = 15.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout)
+        return web.client(base_url=self.url, headers=self.headers(), timeout=timeout)
 
     def put(self, project: str, body: dict | None = None, **headers: str) -> httpx.Response:
         document = {"id": project, "name": project, "modules": {}} if body is None else body
@@ -181,7 +182,7 @@ class SSEStream:
             headers["Authorization"] = f"Bearer {token}"
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
-        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=read_timeout))
+        self._client = web.client(timeout=httpx.Timeout(5.0, read=read_timeout))
         self._context = self._client.stream(
             "GET", f"{gateway.url}/v1/config/events", headers=headers, params=params
         )

@@ -3,65 +3,47 @@ writes. In process (TestClient) first, then real ``space-cloud run`` processes."
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from app.access import Principal
 from app.access.admin_tokens import password_fingerprint
 from app.auth import ALGORITHM, ISSUER, Admin, CurrentPrincipal
-from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
-from tests.eventually import eventually
+from tests import web
+from tests.apps import PASSWORD, SECRET, Start, app_starter
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Gateway
 from tests.servers.process import ROOT
 
-PASSWORD = "test-pass"
-SECRET = "test-secret-0123456789-0123456789-abcdef"
 CLUSTER = "default-cluster"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    """An app on a LocalStore in tmp_path, lifespan running; ready when returned."""
-    clients: list[TestClient] = []
+def start(tmp_path: Path) -> Iterator[Start]:
+    """An app on a LocalStore of its own in tmp_path, lifespan running; ready when
+    returned."""
 
-    def _start(**overrides: object) -> TestClient:
-        options: dict = {
-            "admin_pass": PASSWORD,
-            "admin_secret": SECRET,
-            "node_id": "node-1",
-            "advertise_addr": "127.0.0.1:4122",
-            **overrides,
-        }
-        settings = Settings(**options)
-        app = create_app(settings, LocalStore(tmp_path / "c.yaml"))
+    def prepare(app: FastAPI) -> None:
         app.include_router(_whoami_router())
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready", 0.01)
-        return client
 
-    yield _start
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    files = (tmp_path / f"c{number}.yaml" for number in itertools.count())
+    with app_starter(lambda _: LocalStore(next(files)), prepare=prepare) as start:
+        yield start
 
 
 def _whoami_router() -> APIRouter:
@@ -94,7 +76,7 @@ def assert_error(response: httpx.Response, status: int, contains: str = "") -> s
 # --- the login limiter ------------------------------------------------------------------
 
 
-def test_failed_logins_turn_into_429_with_retry_after(start: Callable[..., TestClient]) -> None:
+def test_failed_logins_turn_into_429_with_retry_after(start: Start) -> None:
     client = start(login_max_failures=3)
     for _ in range(3):
         assert_error(login(client, "wrong"), 401, "wrong user name or password")
@@ -106,7 +88,7 @@ def test_failed_logins_turn_into_429_with_retry_after(start: Callable[..., TestC
     assert_error(login(client), 429)
 
 
-def test_a_success_resets_the_count(start: Callable[..., TestClient]) -> None:
+def test_a_success_resets_the_count(start: Start) -> None:
     client = start(login_max_failures=3)
     for _ in range(2):
         assert_error(login(client, "wrong"), 401)
@@ -116,7 +98,7 @@ def test_a_success_resets_the_count(start: Callable[..., TestClient]) -> None:
     assert login(client).status_code == 200
 
 
-def test_429_is_documented(start: Callable[..., TestClient]) -> None:
+def test_429_is_documented(start: Start) -> None:
     responses = start().get("/openapi.json").json()["paths"]["/v1/config/login"]["post"]
     assert "Retry-After" in responses["responses"]["429"]["headers"]
     assert responses["responses"]["429"]["content"]["application/json"]["schema"] == {
@@ -124,7 +106,7 @@ def test_429_is_documented(start: Callable[..., TestClient]) -> None:
     }
 
 
-def test_dev_mode_logs_in_without_limits(start: Callable[..., TestClient]) -> None:
+def test_dev_mode_logs_in_without_limits(start: Start) -> None:
     client = start(dev=True, admin_pass=None, login_max_failures=1)
     for _ in range(3):
         assert login(client, "anything").status_code == 200
@@ -171,9 +153,7 @@ def _claims(**changes: object) -> dict:
     ],
     ids=["alg none", "another secret", "expired", "another cluster", "old password", "minted"],
 )
-def test_refused_tokens_get_401_with_one_sentence(
-    start: Callable[..., TestClient], token: str, message: str
-) -> None:
+def test_refused_tokens_get_401_with_one_sentence(start: Start, token: str, message: str) -> None:
     client = start()
     for path in ("/v1/config/projects", "/v1/config/peers"):
         response = client.get(path, headers=bearer(token))
@@ -185,7 +165,7 @@ def test_refused_tokens_get_401_with_one_sentence(
     assert client.get("/v1/config/projects", headers=bearer(twin)).status_code == 200
 
 
-def test_the_query_token_of_the_event_stream_still_works(start: Callable[..., TestClient]) -> None:
+def test_the_query_token_of_the_event_stream_still_works(start: Start) -> None:
     client = start()
     token = login(client).json()["token"]
     with client.stream("GET", f"/v1/config/events?token={token}") as stream:
@@ -196,7 +176,7 @@ def test_the_query_token_of_the_event_stream_still_works(start: Callable[..., Te
 # --- who makes a request ----------------------------------------------------------------
 
 
-def test_routes_get_the_principal(start: Callable[..., TestClient]) -> None:
+def test_routes_get_the_principal(start: Start) -> None:
     client = start()
     token = login(client).json()["token"]
     assert client.post("/test/whoami", headers=bearer(token)).json() == {
@@ -208,7 +188,7 @@ def test_routes_get_the_principal(start: Callable[..., TestClient]) -> None:
 
 
 def test_the_guard_and_the_route_share_one_authentication(
-    start: Callable[..., TestClient],
+    start: Start,
 ) -> None:
     client = start()
     token = login(client).json()["token"]
@@ -225,7 +205,7 @@ def test_the_guard_and_the_route_share_one_authentication(
     assert calls == [token]
 
 
-def test_dev_mode_principal(start: Callable[..., TestClient]) -> None:
+def test_dev_mode_principal(start: Start) -> None:
     client = start(dev=True, admin_pass=None)
     assert client.post("/test/whoami").json()["name"] == "dev"
     assert Principal.admin("dev").may_admin
@@ -234,7 +214,7 @@ def test_dev_mode_principal(start: Callable[..., TestClient]) -> None:
 # --- CORS -------------------------------------------------------------------------------
 
 
-def test_cors_is_off_by_default(start: Callable[..., TestClient]) -> None:
+def test_cors_is_off_by_default(start: Start) -> None:
     client = start()
     response = client.get("/v1/config/env", headers={"Origin": "https://app.example.com"})
     assert response.status_code == 200
@@ -246,7 +226,7 @@ def test_cors_is_off_by_default(start: Callable[..., TestClient]) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_listed_origins(start: Callable[..., TestClient]) -> None:
+def test_cors_allows_only_listed_origins(start: Start) -> None:
     client = start(cors_origins="https://app.example.com, http://localhost:3000")
     token = login(client).json()["token"]
     listed = client.get(
@@ -287,11 +267,36 @@ def test_bad_cors_origins_are_refused(value: str) -> None:
         Settings(admin_pass="pw", cors_origins=value)
 
 
+# --- tokens issued by another app ------------------------------------------------------
+
+
+def test_a_token_from_another_cluster_with_the_same_secret_is_refused(start: Start) -> None:
+    one, two = start(cluster_id="one"), start(cluster_id="two")
+    token = login(one).json()["token"]
+    assert one.get("/v1/config/projects", headers=bearer(token)).status_code == 200
+    project = {"id": "p", "name": "p", "modules": {}}
+    for response in (
+        two.get("/v1/config/projects", headers=bearer(token)),
+        two.put("/v1/config/projects/p", json=project, headers=bearer(token)),
+    ):
+        assert_error(response, 401, "another cluster")
+
+
+def test_tokens_from_before_a_password_change_are_refused(start: Start) -> None:
+    old_token = login(start()).json()["token"]
+    changed = start(admin_pass="a-new-password")
+    response = changed.get("/v1/config/projects", headers=bearer(old_token))
+    assert_error(response, 401, "before the admin password changed")
+    assert_error(login(changed), 401)
+    new_token = login(changed, "a-new-password").json()["token"]
+    assert changed.get("/v1/config/projects", headers=bearer(new_token)).status_code == 200
+
+
 # --- real processes ---------------------------------------------------------------------
 
 
 def _login(gateway: Gateway, password: str = ADMIN_PASS, **headers: str) -> httpx.Response:
-    return httpx.post(
+    return web.post(
         f"{gateway.url}/v1/config/login",
         json={"user": "admin", "pass": password},
         headers=headers,
@@ -305,40 +310,6 @@ def gateways() -> Iterator[list[Gateway]]:
     yield started
     for gateway in started:
         gateway.stop()
-
-
-def test_a_token_from_another_cluster_with_the_same_secret_is_refused(
-    tmp_path: Path, gateways: list[Gateway]
-) -> None:
-    a = Gateway(tmp_path / "a", args=["--cluster", "one"]).start()
-    gateways.append(a)
-    b = Gateway(tmp_path / "b", args=["--cluster", "two"]).start()
-    gateways.append(b)
-    token = a.token()
-    assert httpx.get(f"{a.url}/v1/config/projects", headers=bearer(token)).status_code == 200
-    project = {"id": "p", "name": "p", "modules": {}}
-    for response in (
-        httpx.get(f"{b.url}/v1/config/projects", headers=bearer(token)),
-        httpx.put(f"{b.url}/v1/config/projects/p", json=project, headers=bearer(token)),
-    ):
-        assert_error(response, 401, "another cluster")
-
-
-def test_tokens_from_before_a_password_change_are_refused(
-    tmp_path: Path, gateways: list[Gateway]
-) -> None:
-    first = Gateway(tmp_path / "gw").start()
-    gateways.append(first)
-    old_token = first.token()
-    first.stop()
-    second = Gateway(tmp_path / "gw", port=first.port, env={"ADMIN_PASS": "a-new-password"})
-    gateways.append(second.start())
-    response = httpx.get(f"{second.url}/v1/config/projects", headers=bearer(old_token))
-    assert_error(response, 401, "before the admin password changed")
-    assert_error(_login(second), 401)
-    new_token = _login(second, "a-new-password").json()["token"]
-    response = httpx.get(f"{second.url}/v1/config/projects", headers=bearer(new_token))
-    assert response.status_code == 200
 
 
 def test_login_limiting_on_real_sockets_and_behind_a_proxy(
@@ -370,7 +341,7 @@ def test_cors_on_a_real_gateway(tmp_path: Path, gateways: list[Gateway]) -> None
     gateways.append(gateway.start())
     url = f"{gateway.url}/v1/config/projects"
     for origin, allowed in (("https://admin.example.com", True), ("https://evil.example", False)):
-        response = httpx.get(url, headers={"Origin": origin, **gateway.headers()})
+        response = web.get(url, headers={"Origin": origin, **gateway.headers()})
         assert response.status_code == 200
         assert response.headers.get("access-control-allow-origin") == (origin if allowed else None)
 

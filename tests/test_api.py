@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -16,31 +16,26 @@ from app.auth import ALGORITHM, ISSUER
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
+from tests.apps import PASSWORD, SECRET, Start, app_settings, app_starter
 from tests.environ import clear_gateway_environ
 from tests.eventually import eventually
 
-PASSWORD = "test-pass"
-SECRET = "test-secret-0123456789-0123456789-abcdef"
 VALUE_LIMIT = 1024
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+#: What these tests change from tests/apps.py's settings.
+DEFAULTS: dict[str, object] = {
+    "local_value_limit": VALUE_LIMIT,
+    "wait_revision_timeout_seconds": 0.3,
+}
 
 
 def make_settings(**overrides: object) -> Settings:
-    options: dict = {
-        "admin_pass": PASSWORD,
-        "admin_secret": SECRET,
-        "node_id": "node-1",
-        "advertise_addr": "127.0.0.1:4122",
-        "local_value_limit": VALUE_LIMIT,
-        "wait_revision_timeout_seconds": 0.3,
-    }
-    options.update(overrides)
-    return Settings(**options)
+    return app_settings(**{**DEFAULTS, **overrides})
 
 
 def wait_ready(client: TestClient) -> None:
@@ -48,27 +43,19 @@ def wait_ready(client: TestClient) -> None:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+def start(tmp_path: Path) -> Iterator[Start]:
     """Start an app (lifespan included) on a LocalStore in tmp_path; ready when returned."""
-    clients: list[TestClient] = []
 
-    def _start(**overrides: object) -> TestClient:
-        settings = make_settings(**overrides)
+    def store_for(settings: Settings) -> LocalStore:
         assert settings.local_value_limit is not None
-        store = LocalStore(tmp_path / "c.yaml", value_limit=settings.local_value_limit)
-        client = TestClient(create_app(settings, store))
-        client.__enter__()
-        clients.append(client)
-        wait_ready(client)
-        return client
+        return LocalStore(tmp_path / "c.yaml", value_limit=settings.local_value_limit)
 
-    yield _start
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    with app_starter(store_for, DEFAULTS) as start:
+        yield start
 
 
 @pytest.fixture
-def client(start: Callable[..., TestClient]) -> TestClient:
+def client(start: Start) -> TestClient:
     return start()
 
 
@@ -208,7 +195,7 @@ def test_events_bad_query_token(client: TestClient) -> None:
     assert_error(client.get("/v1/config/events", params={"token": "garbage"}), 401)
 
 
-def test_dev_needs_no_token(start: Callable[..., TestClient]) -> None:
+def test_dev_needs_no_token(start: Start) -> None:
     client = start(dev=True, admin_pass=None, admin_secret=None)
     assert client.get("/v1/config/projects").status_code == 200
     response = client.put("/v1/config/projects/dev", json=project("dev"))
@@ -421,9 +408,7 @@ def test_get_honours_if_none_match(client: TestClient, auth: dict[str, str]) -> 
     assert_error(missing, 404)
 
 
-def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
-    start: Callable[..., TestClient], tmp_path: Path
-) -> None:
+def test_etag_of_a_project_from_a_space_cloud_file_is_usable(start: Start, tmp_path: Path) -> None:
     """A project loaded from a plain Space Cloud config.yaml (no revisions of ours) is
     served with an ETag that If-Match then accepts."""
     (tmp_path / "c.yaml").write_text("projects:\n  - id: todo\n    name: Todo\n")
@@ -446,7 +431,7 @@ def test_etag_of_a_project_from_a_space_cloud_file_is_usable(
 
 
 def test_wait_revision_of_an_applied_revision_answers_at_once(
-    start: Callable[..., TestClient],
+    start: Start,
 ) -> None:
     client = start(wait_revision_timeout_seconds=5)
     token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
@@ -464,7 +449,7 @@ def test_wait_revision_of_an_applied_revision_answers_at_once(
 
 
 def test_wait_revision_beyond_the_store_answers_400_at_once(
-    start: Callable[..., TestClient],
+    start: Start,
 ) -> None:
     client = start(wait_revision_timeout_seconds=5)
     token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})

@@ -13,7 +13,7 @@ import pytest
 from tests.servers.process import ROOT
 
 RUNS = {
-    "fanout": ["--subscribers", "20", "--writes", "2", "--workers", "2"],
+    "fanout": ["--subscribers", "20", "--writes", "2", "--workers", "1", "--settle", "0"],
     "reads": ["--projects", "20", "--seconds", "1", "--connections", "4"],
     "propagation": ["--writes", "5"],
     "resume": ["--projects", "20", "--clients", "10", "--missed", "3"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from app import cli
+from app import cli, run
 from app.settings import Settings
 from tests.environ import clean_environ, clear_gateway_environ
 from tests.servers.process import free_port
@@ -243,12 +243,12 @@ def captured_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, o
         captured["app"] = app
         captured["host"], captured["port"] = settings.host, settings.port
 
-    monkeypatch.setattr(cli, "serve", fake_serve)
-    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's handlers
-    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
+    monkeypatch.setattr(run, "serve", fake_serve)
+    monkeypatch.setattr(run.signal, "signal", lambda *_: None)  # keep pytest's handlers
+    monkeypatch.setattr(run, "configure_logging", lambda *_: None)
     # The run path tunes this process's collector; the tests after this one keep theirs.
-    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
-    monkeypatch.setattr(cli.gc, "set_threshold", lambda *_: None)
+    monkeypatch.setattr(run.gc, "freeze", lambda: None)
+    monkeypatch.setattr(run.gc, "set_threshold", lambda *_: None)
     return captured
 
 
@@ -383,3 +383,17 @@ def test_env_example_names_every_variable_and_store_type() -> None:
     store_line = next(line for line in example.splitlines() if line.startswith("# Store:"))
     for store_type in ("local", "none", "etcd", "consul", "follow"):
         assert store_type in store_line, store_type
+
+
+def test_a_client_command_loads_no_server_module() -> None:
+    """The client commands start without FastAPI, uvicorn or pydantic (app/run.py is
+    loaded for ``run`` only): most of a command's start was importing them."""
+    server_modules = ("fastapi", "starlette", "uvicorn", "pydantic", "app.run", "app.settings")
+    code = (
+        "import sys; from app import cli; cli.build_parser().parse_args(['list']); "
+        f"print(' '.join(m for m in {server_modules!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "", loaded.stdout

@@ -5,64 +5,19 @@ gateway restart)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
-from app import cli
-from tests.environ import clean_environ
+from tests.client_cli import client_env, space_cloud, space_cloud_process
 from tests.gateway import ADMIN_PASS, Gateway, space_cloud_command
 from tests.servers.process import free_port
-
-
-def client_env(gateway: Gateway, **extra: str) -> dict[str, str]:
-    return {**clean_environ(), "SPACE_CLOUD_ADDR": gateway.addr, **extra}
-
-
-def space_cloud(
-    gateway: Gateway, *args: str, stdin: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """``space-cloud ARGS`` in this process (``cli.main``: the console script's entry),
-    with its own environment, stdin, stdout and stderr; the exit status as a process's."""
-    out, err = io.StringIO(), io.StringIO()
-    stdin_stream = io.TextIOWrapper(io.BytesIO((stdin or "").encode()))
-    with (
-        mock.patch.dict(os.environ, client_env(gateway, **env), clear=True),
-        mock.patch.object(sys, "stdin", stdin_stream),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exited:
-            code = exited.code if isinstance(exited.code, int) else int(exited.code is not None)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
-
-
-def space_cloud_process(
-    gateway: Gateway, *args: str, stdin: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """``space-cloud ARGS`` as the installed console script, a process of its own."""
-    return subprocess.run(
-        [*space_cloud_command(), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=client_env(gateway, **env),
-        timeout=30,
-    )
 
 
 def as_admin(gateway: Gateway, *args: str, stdin: str | None = None):

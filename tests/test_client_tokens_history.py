@@ -1,5 +1,6 @@
-"""``space-cloud tokens`` and ``history``/``rollback`` as real processes against a real
-gateway: what the client sends is what the server's contract takes."""
+"""``space-cloud tokens`` and ``history``/``rollback`` against a real gateway process: what
+the client sends is what the server's contract takes. The commands run in this process
+(``cli.main``, the console script's entry; tests/test_client.py runs it as processes)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.environ import clean_environ
-from tests.gateway import Gateway, space_cloud_command
+from tests import client_cli
+from tests.gateway import Gateway
 
 
 def space_cloud(
     gateway: Gateway, *args: str, token: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**clean_environ(), "SPACE_CLOUD_ADDR": gateway.addr, "SPACE_CLOUD_TOKEN": token}
-    return subprocess.run(
-        [*space_cloud_command(), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-    )
+    return client_cli.space_cloud(gateway, *args, stdin=stdin, SPACE_CLOUD_TOKEN=token)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,20 @@ class Cluster:
     def stop_all(self) -> None:
         for gateway in self.gateways:
             gateway.stop()
+
+
+@contextmanager
+def own_cluster(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of its own (a fresh cluster id) on the run's ``kind`` server, started
+    again if a test stopped it; its gateways stopped at the end."""
+    server = request.getfixturevalue(f"{kind}_server")
+    if not server.running:
+        server.start()
+    cluster = Cluster(kind, server, tmp_path, f"k{uuid.uuid4().hex[:10]}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
 
 
 @pytest.fixture(params=STORES)

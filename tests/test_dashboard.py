@@ -18,10 +18,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from tests import web
 from tests.eventually import eventually
 from tests.gateway import ADMIN_PASS, Gateway
 from tests.servers.etcd import EtcdServer
@@ -123,20 +123,20 @@ def test_the_page_is_open_and_holds_no_data(tmp_path: Path) -> None:
     gateway = Gateway(tmp_path).start()
     try:
         gateway.put("private", project("private", "Private"))
-        page = httpx.get(f"{gateway.url}/")
+        page = web.get(f"{gateway.url}/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert "private" not in page.text
         for name, media_type in [("app.js", "text/javascript"), ("app.css", "text/css")]:
-            asset = httpx.get(f"{gateway.url}/static/{name}")
+            asset = web.get(f"{gateway.url}/static/{name}")
             assert asset.status_code == 200
             assert asset.headers["content-type"].startswith(media_type)
         for missing in ("/static/index.html.bak", "/static/..%2Fapi%2Fdashboard.py"):
-            response = httpx.get(gateway.url + missing)
+            response = web.get(gateway.url + missing)
             assert response.status_code == 404 and "error" in response.json()
-        assert httpx.get(f"{gateway.url}/v1/config/projects").status_code == 401
-        assert "/" in httpx.get(f"{gateway.url}/openapi.json").json()["paths"]
+        assert web.get(f"{gateway.url}/v1/config/projects").status_code == 401
+        assert "/" in web.get(f"{gateway.url}/openapi.json").json()["paths"]
     finally:
         gateway.stop()
 

@@ -31,7 +31,7 @@ from kubernetes_validate import utils as k8s_validate
 from app.settings import Settings, split_host_port
 from app.stores.consul import ConsulConfig
 from app.stores.etcd import EtcdConfig
-from tests.environ import clear_gateway_environ, gateway_variables
+from tests.environ import gateway_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -154,13 +154,6 @@ def interpolate(env: dict[str, str]) -> dict[str, str]:
 
     pattern = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}"
     return {key: re.sub(pattern, one, value) for key, value in env.items()}
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings built in a test see only what the test gives them."""
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no stray .env
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Route, expect, sync_playwright
 
 from app.api.docs import SWAGGER_UI_DIR
+from tests import web
 from tests.gateway import Gateway
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
@@ -66,7 +66,7 @@ def test_docs_render_every_operation_without_other_hosts(
         operations = page.locator(".opblock")
         expect(operations.first).to_be_visible(timeout=15_000)
         expect(page.locator(".opblock-tag").first).to_be_visible()
-        openapi = httpx.get(f"{gateway.url}/openapi.json", timeout=5).json()
+        openapi = web.get(f"{gateway.url}/openapi.json", timeout=5).json()
         expected = {
             (method.upper(), path)
             for path, methods in openapi["paths"].items()
@@ -94,7 +94,7 @@ def test_docs_render_every_operation_without_other_hosts(
 
 
 def test_docs_assets_are_a_closed_list(gateway: Gateway) -> None:
-    with httpx.Client(base_url=gateway.url, timeout=5) as client:
+    with web.client(base_url=gateway.url, timeout=5) as client:
         for name in ("swagger-ui-bundle.js", "swagger-ui.css", "docs.js", "LICENSE"):
             response = client.get(f"/docs/assets/{name}")
             assert response.status_code == 200, name
@@ -107,6 +107,6 @@ def test_docs_assets_are_a_closed_list(gateway: Gateway) -> None:
 
 
 def test_licence_of_the_served_assets_is_served_beside_them(gateway: Gateway) -> None:
-    licence = httpx.get(f"{gateway.url}/docs/assets/LICENSE", timeout=5)
+    licence = web.get(f"{gateway.url}/docs/assets/LICENSE", timeout=5)
     assert "Apache License" in licence.text
     assert (SWAGGER_UI_DIR / "LICENSE").is_file()

@@ -4,7 +4,7 @@ gateways on every store are in ``test_history_cluster.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,30 +13,26 @@ from fastapi.testclient import TestClient
 from app.access import Principal
 from app.access.scopes import ProjectScope, Role
 from app.auth import require_admin
-from app.main import create_app
+from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.test_api import assert_error, auth, clean_env, client, make_settings, project, wait_ready
+from tests.apps import Start, app_starter
+from tests.test_api import DEFAULTS, assert_error, auth, client, project
 
-__all__ = ["auth", "clean_env", "client"]
+__all__ = ["auth", "client"]
+
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+def start(tmp_path: Path) -> Iterator[Start]:
     """Start an app (lifespan included) on a LocalStore keeping PROJECT_VERSIONS."""
-    clients: list[TestClient] = []
 
-    def _start(**overrides: object) -> TestClient:
-        settings = make_settings(**overrides)
-        store = LocalStore(tmp_path / "c.yaml", keep_versions=settings.project_versions)
-        app_client = TestClient(create_app(settings, store))
-        app_client.__enter__()
-        clients.append(app_client)
-        wait_ready(app_client)
-        return app_client
+    def store_for(settings: Settings) -> LocalStore:
+        return LocalStore(tmp_path / "c.yaml", keep_versions=settings.project_versions)
 
-    yield _start
-    for started in reversed(clients):
-        started.__exit__(None, None, None)
+    with app_starter(store_for, DEFAULTS) as start:
+        yield start
 
 
 HISTORY = "/v1/config/projects/{}/history"
@@ -154,7 +150,7 @@ def test_every_route_needs_a_token(client: TestClient) -> None:
 
 
 def test_readers_read_only_their_projects_history_and_never_roll_back(
-    start: Callable[..., TestClient],
+    start: Start,
 ) -> None:
     client = start(dev=True)
     first = write(client, {}, "mine")
@@ -169,7 +165,7 @@ def test_readers_read_only_their_projects_history_and_never_roll_back(
     assert "may only read" in assert_error(refused, 403)
 
 
-def test_metrics_count_versions_written_and_pruned(start: Callable[..., TestClient]) -> None:
+def test_metrics_count_versions_written_and_pruned(start: Start) -> None:
     client = start(dev=True, project_versions=2)
     for n in range(4):
         write(client, {}, "app", name=f"n{n}")

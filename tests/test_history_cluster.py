@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import web
 from tests.eventually import eventually
 from tests.gateway import Gateway
 
@@ -155,7 +156,7 @@ def test_kill_9_in_a_burst_leaves_every_acknowledged_write_with_its_version(
     lock = threading.Lock()
 
     def burst(thread: int) -> None:
-        with httpx.Client(base_url=writer.url, headers=writer.headers(), timeout=5) as client:
+        with web.client(base_url=writer.url, headers=writer.headers(), timeout=5) as client:
             for n in range(200):
                 name = f"t{thread}-{n}"
                 with lock:

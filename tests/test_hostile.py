@@ -28,6 +28,7 @@ from uvicorn.server import ServerState
 from app.http_limits import ConnectionLimits, LimitedHttpToolsProtocol
 from app.server import ServerConfigError, connection_limits
 from app.settings import Settings
+from tests import web
 from tests.attacks import (
     MIB,
     HalfOpenHeaders,
@@ -189,22 +190,37 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
+def _limits(max_header_bytes: int = 65536) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=max_header_bytes,
+        header_timeout=10,
+        body_timeout=30,
+        max_connections=10,
+        overflow=5,
+    )
+
+
+def _connected(
+    app: Any, limits: ConnectionLimits, state: ServerState | None = None, **loop: Any
+) -> tuple[LimitedHttpToolsProtocol, RecordingTransport]:
+    """The protocol of ``app`` with the limits, connected to a recording transport."""
+    config = uvicorn.Config(app, log_level="error")
+    config.load()
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=state or ServerState(), app_state={}, limits=limits, **loop
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 async def _never_called(scope: object, receive: object, send: object) -> None:
     raise AssertionError("the app saw a request the protocol should have refused")
 
 
 async def test_the_parser_never_sees_more_than_the_header_limit() -> None:
     """100 MiB of header in 256 KiB reads: the parser is fed at most the limit, then 431."""
-    config = uvicorn.Config(_never_called, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(_never_called, _limits())
     fed: list[int] = []
     feed = protocol.parser.feed_data
 
@@ -240,16 +256,7 @@ async def test_a_body_in_the_same_read_as_the_head_is_not_counted_as_head() -> N
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    config = uvicorn.Config(app, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=1024, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(app, _limits(1024))
     body = b"b" * (200 * 1024)
     head = b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
     protocol.data_received(head + body)
@@ -268,16 +275,7 @@ async def _answer_at_once(scope: object, receive: Any, send: Any) -> None:
 async def test_an_answer_before_the_body_is_in_says_connection_close(body_first: bool) -> None:
     """A keep-alive client must not reuse a connection whose request body the server
     answered before reading; once the body is in, keep-alive is as usual."""
-    config = uvicorn.Config(_answer_at_once, log_level="error")
-    config.load()
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    protocol = LimitedHttpToolsProtocol(
-        config=config, server_state=ServerState(), app_state={}, limits=limits
-    )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(_answer_at_once, _limits())
     protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
     if body_first:
         protocol.data_received(b"{}")
@@ -289,22 +287,14 @@ async def test_an_answer_before_the_body_is_in_says_connection_close(body_first:
 
 
 def test_beyond_the_overflow_a_connection_is_closed_unread() -> None:
-    limits = ConnectionLimits(
-        max_header_bytes=65536, header_timeout=10, body_timeout=30, max_connections=10, overflow=5
-    )
-    config = uvicorn.Config(_never_called, log_level="error")
-    config.load()
+    limits = _limits()
     state = ServerState()
     loop = asyncio.new_event_loop()
     try:
-        transports = []
-        for _ in range(limits.max_connections + limits.overflow + 1):
-            protocol = LimitedHttpToolsProtocol(
-                config=config, server_state=state, app_state={}, limits=limits, _loop=loop
-            )
-            transport = RecordingTransport()
-            protocol.connection_made(transport)
-            transports.append(transport)
+        transports = [
+            _connected(_never_called, limits, state, _loop=loop)[1]
+            for _ in range(limits.max_connections + limits.overflow + 1)
+        ]
         # The cap and the overflow are open and waiting for their heads; the next is not.
         assert [t.closing for t in transports] == [False] * 15 + [True]
         assert transports[-1].written == b""
@@ -327,7 +317,7 @@ def test_header_over_the_limit_is_a_431_and_closed(target: Gateway) -> None:
 
 def test_headers_within_the_limit_and_big_bodies_pass(target: Gateway) -> None:
     near_limit = {"X-Padding": "a" * 60_000}
-    assert httpx.get(f"{target.url}/healthz", headers=near_limit).status_code == 200
+    assert web.get(f"{target.url}/healthz", headers=near_limit).status_code == 200
     # A body is not a header: a project far over the header limit is written as usual.
     document = {"id": "big", "name": "big", "modules": {"blob": "b" * 500_000}}
     assert target.put("big", document).status_code == 201
@@ -452,21 +442,21 @@ def test_connections_beyond_the_cap_get_503_but_probes_are_served(
     try:
         # ``cap`` kept-alive connections, each known to the server (it answered on it).
         for _ in range(cap):
-            client = httpx.Client(base_url=gateway.url, timeout=5)
+            client = web.client(base_url=gateway.url, timeout=5)
             holders.append(client)
             assert client.get("/healthz").status_code == 200
-        refused = httpx.get(f"{gateway.url}/v1/config/env", timeout=5)
+        refused = web.get(f"{gateway.url}/v1/config/env", timeout=5)
         assert refused.status_code == 503
         assert refused.json() == {"error": "the instance is at its connection limit; retry shortly"}
         assert refused.headers["retry-after"] == "1"
         assert refused.headers["connection"] == "close"
         for probe in ("/healthz", "/readyz"):
-            assert httpx.get(f"{gateway.url}{probe}", timeout=5).status_code == 200
+            assert web.get(f"{gateway.url}{probe}", timeout=5).status_code == 200
         for client in holders:
             client.close()
         # Room again once the holders are gone.
         eventually(
-            lambda: httpx.get(f"{gateway.url}/v1/config/env", timeout=5).status_code == 200,
+            lambda: web.get(f"{gateway.url}/v1/config/env", timeout=5).status_code == 200,
             5,
             "the cap to free up",
             0.1,

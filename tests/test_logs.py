@@ -15,6 +15,7 @@ import pytest
 
 from app.logs import REDACTED, JsonFormatter, RepeatedLines, redact
 from app.sync.operator_log import OutageLog
+from tests import web
 from tests.eventually import eventually
 from tests.gateway import Gateway
 from tests.servers.etcd import EtcdFactory
@@ -43,7 +44,7 @@ def test_json_logs_one_object_per_line_without_tokens(tmp_path: Path) -> None:
     token = gateway.token()
     try:
         gateway.put("logged")
-        with httpx.Client(base_url=gateway.url, timeout=5) as client:
+        with web.client(base_url=gateway.url, timeout=5) as client:
             for spelling in TOKEN_SPELLINGS:
                 with client.stream("GET", f"/v1/config/events?{spelling}={token}&x=1") as stream:
                     assert stream.status_code in (200, 401)

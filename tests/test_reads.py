@@ -16,17 +16,14 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
 
 PASSWORD = "test-pass"
 SECRET = "test-secret-0123456789-0123456789-abcdef"
 PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import pytest
 from app.auth import TokenIssuer
 from tests.eventually import eventually
 from tests.gateway import ADMIN_PASS, ADMIN_SECRET, Event, Gateway, SSEStream
-from tests.test_cluster import TTL, Cluster
+from tests.test_cluster import TTL, Cluster, own_cluster
 from tests.test_follow import follower
-from tests.test_tokens_cluster import as_token, mint
+from tests.test_tokens_cluster import as_token, cluster, mint
 
 #: Revocations timed per store.
 REVOCATIONS = 3
@@ -30,30 +29,14 @@ PROJECTS = ("shop", "blog", "shop-eu", "other", "shop-new")
 
 Change = tuple[str, str, int | None]
 
-
-@pytest.fixture(params=["etcd", "consul"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    server = request.getfixturevalue(f"{request.param}_server")
-    if not server.running:
-        server.start()
-    cluster = Cluster(request.param, server, tmp_path, f"k{uuid.uuid4().hex[:10]}")
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
+__all__ = ["cluster"]  # a fixture: each test over every store
 
 
 @pytest.fixture
 def etcd_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """For what does not depend on the store (a follower reads an instance)."""
-    server = request.getfixturevalue("etcd_server")
-    if not server.running:
-        server.start()
-    cluster = Cluster("etcd", server, tmp_path, f"k{uuid.uuid4().hex[:10]}")
-    try:
+    with own_cluster(request, "etcd", tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def start_pair(cluster: Cluster) -> tuple[Gateway, Gateway]:

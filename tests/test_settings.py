@@ -10,15 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from app.settings import Settings, split_host_port
-from tests.environ import clear_gateway_environ
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No setting leaks in from the caller's environment or a ``.env`` in the repo."""
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def write_dotenv(folder: Path, **values: str) -> None:

@@ -16,7 +16,6 @@ from app.stores.consul import CONSUL_VARIABLES, ConsulConfig, ConsulStore
 from app.stores.etcd import ETCD_VARIABLES, EtcdConfig, EtcdStore
 from app.stores.factory import build_store
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
 
 APP = Path(__file__).resolve().parents[1] / "app"
 
@@ -270,13 +269,6 @@ def test_every_variable_is_listed() -> None:
 
 
 # --- the environment and the factory ----------------------------------------------------
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_the_environment_is_read_over_dotenv(

@@ -7,7 +7,7 @@ tests/test_tokens_cluster.py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,19 +20,11 @@ from app.access.token_records import MAX_TTL_SECONDS
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
+from tests.apps import PASSWORD, SECRET, Start, app_starter
 from tests.eventually import eventually
 
-PASSWORD = "test-pass"
-SECRET = "test-secret-0123456789-0123456789-abcdef"
-
-Start = Callable[..., TestClient]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clear_gateway_environ(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
@@ -43,26 +35,8 @@ def config(tmp_path: Path) -> Path:
 @pytest.fixture
 def start(config: Path) -> Iterator[Start]:
     """An app on a local store, lifespan running, ready when returned."""
-    clients: list[TestClient] = []
-
-    def _start(**overrides: object) -> TestClient:
-        options: dict = {
-            "admin_pass": PASSWORD,
-            "admin_secret": SECRET,
-            "node_id": "node-1",
-            "advertise_addr": "127.0.0.1:4122",
-            **overrides,
-        }
-        app = create_app(Settings(_env_file=None, **options), LocalStore(config))
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        eventually(lambda: client.get("/readyz").status_code == 200, 5, "the app to be ready", 0.01)
-        return client
-
-    yield _start
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    with app_starter(lambda _: LocalStore(config)) as start:
+        yield start
 
 
 @pytest.fixture

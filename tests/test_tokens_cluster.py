@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,22 +15,16 @@ import pytest
 
 from tests.eventually import eventually
 from tests.gateway import Gateway
-from tests.test_cluster import TTL, Cluster
+from tests.test_cluster import STORES, TTL, Cluster, own_cluster
 
 #: Revocations timed per store.
 REVOCATIONS = 5
 
 
-@pytest.fixture(params=["etcd", "consul"])
+@pytest.fixture(params=STORES)
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    server = request.getfixturevalue(f"{request.param}_server")
-    if not server.running:
-        server.start()
-    cluster = Cluster(request.param, server, tmp_path, f"k{uuid.uuid4().hex[:10]}")
-    try:
+    with own_cluster(request, request.param, tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def start_pair(cluster: Cluster) -> tuple[Gateway, Gateway]:

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from app import tracing
-from app.cli import tracer_provider_from_env
 from app.main import create_app
+from app.run import tracer_provider_from_env
 from app.settings import Settings
 from app.stores.local import LocalStore
 from tests.environ import clear_gateway_environ

@@ -15,17 +15,14 @@ from app.follow import Follower
 from app.main import create_app
 from app.settings import Settings
 from app.stores.local import LocalStore
-from tests.environ import clear_gateway_environ
 
 APP = Path(__file__).resolve().parent.parent / "app"
 PASSWORD = "wiring-pass"
 SECRET = "wiring-secret-0123456789-0123456789-abcdef"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env from the repository
-    clear_gateway_environ(monkeypatch)
+#: tests/conftest.py: no gateway variable, no .env from the repository.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def settings(**overrides: object) -> Settings:

@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
+from app.api.page_headers import page_headers
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 #: The files the page is made of, by name, with their media types. Nothing else under
@@ -22,26 +24,7 @@ ASSETS = {
     "favicon.svg": "image/svg+xml",
 }
 
-#: The page loads only its own files and talks only to this instance.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
-HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # Revalidate every time (cheap: ETag / Last-Modified), so an upgrade shows at once.
-    "Cache-Control": "no-cache",
-}
+HEADERS = page_headers()
 
 router = APIRouter(tags=["dashboard"])
 

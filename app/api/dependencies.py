@@ -25,6 +25,18 @@ async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
+def refuse_on_a_follower(request: Request, refusal: str, allow: str) -> None:
+    """A follower has no store: 405 ``this instance follows <upstream> and <refusal>``,
+    with the methods it does take in ``Allow``."""
+    if request.app.state.store is None:
+        upstream = getattr(request.app.state.source, "upstream", "its upstream")
+        raise HTTPException(
+            status.HTTP_405_METHOD_NOT_ALLOWED,
+            f"this instance follows {upstream} and {refusal}",
+            headers={"Allow": allow},
+        )
+
+
 State = Annotated[ClusterState, Depends(get_state)]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
 CurrentStore = Annotated[Store, Depends(get_store)]

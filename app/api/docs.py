@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse, HTMLResponse
 
 from app.api.dashboard import STATIC_DIR
+from app.api.page_headers import page_headers
 
 
 def _swagger_ui_dir() -> Path:
@@ -38,27 +39,10 @@ ASSETS = {
     "docs.js": (STATIC_DIR, "text/javascript; charset=utf-8"),
 }
 
-#: The dashboard's policy, but for ``data:`` images (Swagger UI draws its icons from
-#: ``data:`` SVGs). Its inline styles are set through the DOM, which CSP allows, so no
+#: The dashboard's, but for ``data:`` images (Swagger UI draws its icons from ``data:``
+#: SVGs). Its inline styles are set through the DOM, which CSP allows, so no
 #: ``'unsafe-inline'``: tests/test_docs.py fails on any CSP violation in the console.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
-HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+HEADERS = page_headers(img_src="'self' data:")
 
 PAGE = """\
 <!doctype html>

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
+from app.api.bodies import read_body
 from app.api.dependencies import (
     WAIT_REVISION_PARAMETER,
     CurrentStore,
@@ -21,13 +22,8 @@ from app.api.dependencies import (
     WriteStamp,
 )
 from app.api.permissions import require_read, require_write
-from app.api.projects import (
-    READ_YOUR_WRITE_SECONDS,
-    IfMatch,
-    ProjectId,
-    Writable,
-    _expected_revision,
-)
+from app.api.preconditions import IfMatch, expected_revision
+from app.api.projects import READ_YOUR_WRITE_SECONDS, ProjectId, Writable
 from app.api.responses import JSONResponse
 from app.api.revisions import MAX_REVISION, number_schema, parse_number
 from app.auth import Admin, CurrentPrincipal
@@ -222,7 +218,7 @@ async def rollback(
     stamp: WriteStamp,
     if_match: IfMatch = None,
 ) -> Response:
-    expected = _expected_revision(state, project, if_match, None)
+    expected = expected_revision(state, project, if_match, None)
     target = await _version(store, project, await _rollback_revision(request))
     if target.value is None:
         raise HTTPException(
@@ -259,15 +255,9 @@ async def _rollback_revision(request: Request) -> int:
     refusal = HTTPException(
         status.HTTP_400_BAD_REQUEST, 'the body must be {"revision": <a revision number>}'
     )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > ROLLBACK_BODY_LIMIT:
-            raise refusal
-        chunks.append(chunk)
+    raw = await read_body(request, ROLLBACK_BODY_LIMIT, refusal)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise refusal from None
     revision = body.get("revision") if isinstance(body, dict) and len(body) == 1 else None

@@ -12,7 +12,6 @@ from fastapi import (
     APIRouter,
     Depends,
     FastAPI,
-    Header,
     HTTPException,
     Path,
     Request,
@@ -21,19 +20,20 @@ from fastapi import (
 )
 from pydantic import ValidationError
 
-from app.api.bodies import read_body
+from app.api.bodies import json_object, read_body, too_large
 from app.api.dependencies import (
     WAITS_FOR_REVISION,
     CurrentStore,
     State,
     SyncedState,
     WriteStamp,
+    refuse_on_a_follower,
     synced_state,
 )
 from app.api.errors import documented
 from app.api.permissions import require_read, require_write
+from app.api.preconditions import IfMatch, IfNoneMatch, expected_revision, none_match
 from app.api.responses import JSONResponse
-from app.api.revisions import parse_number
 from app.auth import Admin, CurrentPrincipal, request_principal, require_admin
 from app.metrics import Metrics
 from app.models import PROJECT_ID_PATTERN, Project, ProjectList, ProjectWritten
@@ -55,13 +55,7 @@ def install(app: FastAPI) -> None:
 
 async def _writable(request: Request) -> None:
     """An instance without a store (a follower) serves configs read-only: 405 on writes."""
-    if request.app.state.store is None:
-        upstream = getattr(request.app.state.source, "upstream", "its upstream")
-        raise HTTPException(
-            status.HTTP_405_METHOD_NOT_ALLOWED,
-            f"this instance follows {upstream} and is read-only: write there",
-            headers={"Allow": "GET"},
-        )
+    refuse_on_a_follower(request, "is read-only: write there", allow="GET")
 
 
 Writable = Depends(_writable)
@@ -79,9 +73,6 @@ _PROJECT_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Project"}}},
     }
 }
-_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
-#: What ``If-Match`` takes, for the OpenAPI document: a revision (as an ETag) or ``*``.
-IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"?[1-9][0-9]{0,17}"?)\s*$'
 _PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
 _PROJECT_ID_PARAMETER: dict[str, Any] = {
     "name": "project",
@@ -112,21 +103,6 @@ _CONDITIONAL_GET: dict[str, Any] = {
 }
 
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN, description="The project id.")]
-# The patterns document what the routes check themselves (400, not FastAPI's 422).
-IfMatch = Annotated[
-    str | None,
-    Header(
-        description='Write only if the project is at this revision: `"<revision>"` or `*`.',
-        json_schema_extra={"pattern": IF_MATCH_PATTERN},
-    ),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    Header(
-        description="`*`: create only; 412 if the project exists.",
-        json_schema_extra={"pattern": r"^\s*\*\s*$"},
-    ),
-]
 
 
 @router.get(
@@ -187,7 +163,7 @@ async def readable_project(request: Request) -> StoredProject:
 async def get_project(request: Request) -> Response:
     stored = await readable_project(request)
     etag = {"ETag": f'"{stored.revision}"'}
-    if _none_match(request.headers.get("if-none-match"), stored.revision):
+    if none_match(request.headers.get("if-none-match"), stored.revision):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=etag)
     return Response(stored.value, media_type="application/json", headers=etag)
 
@@ -215,7 +191,7 @@ async def put_project(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     require_write(principal, project)
-    expected = _expected_revision(state, project, if_match, if_none_match)
+    expected = expected_revision(state, project, if_match, if_none_match)
     value = await _project_value(request, store.value_limit, project)
     return await _put(request, store, state, project, value, expected, stamp)
 
@@ -260,7 +236,7 @@ async def delete_project(
     if_match: IfMatch = None,
 ) -> Response:
     require_write(principal, project)
-    expected = _expected_revision(state, project, if_match, None)
+    expected = expected_revision(state, project, if_match, None)
     metrics: Metrics = request.app.state.metrics
     async with metrics.store_op("delete"):
         revision = await store.delete_project(project, expected, stamp)
@@ -290,56 +266,9 @@ async def _put(
     )
 
 
-def _none_match(header: str | None, revision: int) -> bool:
-    """Whether ``If-None-Match`` names ``revision`` (or is ``*``): a 304 then."""
-    if header is None:
-        return False
-    for tag in header.split(","):
-        if tag.strip() == "*":
-            return True
-        match = _ETAG.match(tag)
-        if match is not None and parse_number(match.group(1)) == revision:
-            return True
-    return False
-
-
-def _expected_revision(
-    state: State, project: str, if_match: str | None, if_none_match: str | None
-) -> int | None:
-    """The store condition that ``If-Match`` / ``If-None-Match`` ask for."""
-    if if_match is not None and if_none_match is not None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "send If-Match or If-None-Match, not both")
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "If-None-Match takes only '*'")
-        return ABSENT
-    if if_match is None:
-        return None
-    if if_match.strip() == "*":
-        current = state.projects.get(project)
-        if current is None:
-            raise HTTPException(
-                status.HTTP_412_PRECONDITION_FAILED, f"project {project!r} does not exist"
-            )
-        return current.revision
-    match = _ETAG.match(if_match)
-    revision = None if match is None else parse_number(match.group(1), lowest=ABSENT + 1)
-    if revision is None:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, 'If-Match takes one revision, as "<revision>", or *'
-        )
-    return revision
-
-
 async def _project_value(request: Request, limit: int, path_id: str | None) -> bytes:
     """The request's project, validated and compactly encoded, within ``limit`` bytes."""
-    raw = await _read_body(request, limit)
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
+    document = json_object(await _read_body(request, limit))
     if path_id is not None:
         body_id = document.setdefault("id", path_id)
         if body_id != path_id:
@@ -364,5 +293,5 @@ async def _project_value(request: Request, limit: int, path_id: str | None) -> b
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to be over ``RAW_BODY_FACTOR``
     times the store's ``limit``; the message names the store's limit only."""
-    too_large = f"the project is larger than this store takes: at most {limit} bytes"
-    return await read_body(request, limit * RAW_BODY_FACTOR, too_large)
+    refusal = too_large(f"the project is larger than this store takes: at most {limit} bytes")
+    return await read_body(request, limit * RAW_BODY_FACTOR, refusal)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app.access import AccessError, Role, minted
 from app.access.scopes import MAX_PATTERNS
 from app.access.token_records import MAX_TTL_SECONDS, TokenRecord
-from app.api.bodies import read_body
-from app.api.dependencies import CurrentStore
+from app.api.bodies import json_object, read_body, too_large
+from app.api.dependencies import CurrentStore, refuse_on_a_follower
 from app.api.errors import documented
 from app.api.permissions import require_admin
 from app.api.responses import JSONResponse
@@ -56,13 +55,7 @@ _TOKEN_BODY: dict[str, Any] = {
 
 async def _holds_tokens(request: Request) -> None:
     """A follower has no store, so no tokens to mint, list or revoke: 405."""
-    if request.app.state.store is None:
-        upstream = getattr(request.app.state.source, "upstream", "its upstream")
-        raise HTTPException(
-            status.HTTP_405_METHOD_NOT_ALLOWED,
-            f"this instance follows {upstream} and holds no tokens: manage them there",
-            headers={"Allow": ""},
-        )
+    refuse_on_a_follower(request, "holds no tokens: manage them there", allow="")
 
 
 HoldsTokens = Depends(_holds_tokens)
@@ -166,9 +159,8 @@ async def revoke_token(
 async def _token_request(request: Request) -> dict[str, Any]:
     """The body's fields, each present and known; their values are checked by
     :meth:`TokenRecord.mint`."""
-    document = _json_object(
-        await read_body(request, MAX_BODY_BYTES, f"the body is over {MAX_BODY_BYTES} bytes")
-    )
+    refusal = too_large(f"the body is over {MAX_BODY_BYTES} bytes")
+    document = json_object(await read_body(request, MAX_BODY_BYTES, refusal))
     unknown = [key for key in document if key not in _FIELDS]
     if unknown:
         raise HTTPException(
@@ -178,14 +170,4 @@ async def _token_request(request: Request) -> dict[str, Any]:
     for field in _REQUIRED:
         if field not in document:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{field} is required")
-    return document
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
     return document

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import signal
 import ssl
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import pytest
 from app.stores.consul import ConsulConfig
 from tests.eventually import eventually
 from tests.servers.binaries import binary
+from tests.servers.certificates import client_variables, self_signed, signed
 from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open
 
@@ -58,19 +58,8 @@ class ConsulCertificates:
     @classmethod
     def make(cls, directory: Path) -> ConsulCertificates:
         directory.mkdir(parents=True, exist_ok=True)
-        ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-        _openssl(
-            "req",
-            "-x509",
-            *_new_key(ca_key),
-            "-out",
-            ca_cert,
-            "-days",
-            "2",
-            "-subj",
-            "/CN=consul-test-ca",
-        )
-        server = _signed(
+        ca_cert, ca_key = self_signed(directory, "ca", "consul-test-ca")
+        server = signed(
             directory,
             "server",
             SERVER_NAME,
@@ -79,45 +68,10 @@ class ConsulCertificates:
             f"subjectAltName=DNS:{SERVER_NAME},DNS:localhost\n"
             "extendedKeyUsage=serverAuth,clientAuth\n",
         )
-        client = _signed(
+        client = signed(
             directory, "client", "space-cloud", ca_cert, ca_key, "extendedKeyUsage=clientAuth\n"
         )
         return cls(ca_cert, *server, *client)
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _new_key(key: Path) -> list[str | Path]:
-    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
-
-
-def _signed(
-    directory: Path, name: str, cn: str, ca_cert: Path, ca_key: Path, extensions: str
-) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
-    ext.write_text(extensions)
-    _openssl("req", "-new", *_new_key(key), "-out", csr, "-subj", f"/CN={cn}")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        ca_cert,
-        "-CAkey",
-        ca_key,
-        "-CAcreateserial",
-        "-out",
-        cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext,
-    )
-    return cert, key
 
 
 class ConsulAgent:
@@ -180,12 +134,9 @@ class ConsulAgent:
         """The CONSUL_* variables a gateway process needs to reach this agent."""
         env = {"CONSUL_HTTP_ADDR": self.url if self.certs else self.addr}
         if self.certs:
-            env |= {
-                "CONSUL_CACERT": str(self.certs.ca),
-                "CONSUL_CLIENT_CERT": str(self.certs.client_cert),
-                "CONSUL_CLIENT_KEY": str(self.certs.client_key),
-                "CONSUL_TLS_SERVER_NAME": SERVER_NAME,
-            }
+            certs = self.certs
+            env |= client_variables("CONSUL", certs.ca, certs.client_cert, certs.client_key)
+            env |= {"CONSUL_TLS_SERVER_NAME": SERVER_NAME}
         if self.client_token:
             env["CONSUL_HTTP_TOKEN"] = self.client_token
         return env

@@ -21,6 +21,7 @@ import pytest
 from app.stores.etcd import EtcdConfig
 from tests.eventually import eventually
 from tests.servers.binaries import binary
+from tests.servers.certificates import client_variables, self_signed, signed
 from tests.servers.freeze import freeze
 from tests.servers.process import ChildProcess, free_port, port_open
 
@@ -45,9 +46,9 @@ class Certificates:
     @classmethod
     def make(cls, directory: Path) -> Certificates:
         directory.mkdir(parents=True, exist_ok=True)
-        ca_cert, ca_key = _self_signed(directory, "ca", "etcd-test-ca")
-        other_ca, _ = _self_signed(directory, "other-ca", "some-other-ca")
-        server_cert, server_key = _signed(
+        ca_cert, ca_key = self_signed(directory, "ca", "etcd-test-ca")
+        other_ca, _ = self_signed(directory, "other-ca", "some-other-ca")
+        server_cert, server_key = signed(
             directory,
             "server",
             "etcd",
@@ -55,51 +56,10 @@ class Certificates:
             ca_key,
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
-        client_cert, client_key = _signed(
+        client_cert, client_key = signed(
             directory, "client", USER, ca_cert, ca_key, "extendedKeyUsage=clientAuth\n"
         )
         return cls(ca_cert, server_cert, server_key, client_cert, client_key, other_ca)
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _new_key_args(key: Path) -> list[str | Path]:
-    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key]
-
-
-def _self_signed(directory: Path, name: str, cn: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", *_new_key_args(key), "-out", cert, "-days", "2", "-subj", f"/CN={cn}")
-    return cert, key
-
-
-def _signed(
-    directory: Path, name: str, cn: str, ca_cert: Path, ca_key: Path, extensions: str
-) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
-    ext.write_text(extensions)
-    _openssl("req", "-new", *_new_key_args(key), "-out", csr, "-subj", f"/CN={cn}")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        ca_cert,
-        "-CAkey",
-        ca_key,
-        "-CAcreateserial",
-        "-out",
-        cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext,
-    )
-    return cert, key
 
 
 @dataclass
@@ -166,12 +126,9 @@ class EtcdServer:
         """The ETCD_* variables a gateway process needs to reach this server."""
         env = {"ETCD_ENDPOINTS": self.endpoints}
         if self.certs:
-            env |= {
-                "ETCD_HTTP_SSL": "true",
-                "ETCD_CACERT": str(self.certs.ca),
-                "ETCD_CLIENT_CERT": str(self.certs.client_cert),
-                "ETCD_CLIENT_KEY": str(self.certs.client_key),
-            }
+            certs = self.certs
+            env |= {"ETCD_HTTP_SSL": "true"}
+            env |= client_variables("ETCD", certs.ca, certs.client_cert, certs.client_key)
         if self.auth:
             env |= {"ETCD_USER": USER, "ETCD_PASSWORD": PASSWORD}
         return env
