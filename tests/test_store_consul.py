@@ -194,11 +194,32 @@ async def test_a_delete_by_another_consul_client_keeps_its_revision(
     store = await open_store(consul_server.config(), cluster)
     await store.put_project("gone", b"{}")
     since = await store.list_projects()
+    watch = store.watch_projects(since)
     consul_server.api("DELETE", f"/v1/kv/sc/projects/{cluster}/gone").raise_for_status()
+    [deleted] = await next_batch(watch)
     after = await store.put_project("after", b"{}")
-    changes = await collect(store.watch_projects(since), 2)
-    assert [(c.kind, c.id) for c in changes] == [("delete", "gone"), ("put", "after")]
-    assert since.revision < changes[0].revision < after.revision
+    assert await next_batch(watch) == [ProjectChange("put", "after", after.revision, b"{}")]
+    assert (deleted.kind, deleted.id) == ("delete", "gone")
+    assert since.revision < deleted.revision < after.revision
+
+
+async def test_a_change_by_another_client_hidden_behind_a_gateway_write_resets_the_watch(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Made before the watch reads the sentinel, a foreign put is masked by the gateway's
+    later write (the sentinel shows only the highest revision): the verification that
+    follows finds it below the revisions emitted, and the watch asks for a resync."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster, verify_seconds=0.5)
+    since = await store.list_projects()
+    consul_server.api("PUT", f"/v1/kv/sc/projects/{cluster}/hidden", content=b"{}")
+    ours = await store.put_project("ours", b"{}")
+    watch = store.watch_projects(since)
+    assert await next_batch(watch) == [ProjectChange("put", "ours", ours.revision, b"{}")]
+    with pytest.raises(WatchReset, match="hidden behind"):
+        await next_batch(watch)
+    listing = await store.list_projects()
+    assert set(listing.projects) == {"hidden", "ours"}
 
 
 async def test_watch_resets_when_the_index_goes_backwards(

@@ -310,10 +310,15 @@ class Store(Protocol):
         """Yield batches of the changes made after the listing ``since``, in revision order.
 
         ``since`` is the last listing the caller applied (etcd watches from its revision + 1;
-        Consul, whose blocking queries return the whole prefix, diffs against it). Every
+        Consul reads its change log from there, and diffs against it what the log does not
+        hold). Every
         change is yielded exactly once. Ends only by raising (:class:`WatchReset`,
         :class:`StoreUnavailable`) or by cancellation.
         """
+
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """Every change with after < revision <= through, in revision order (puts with
+        their values as written); None when the store no longer holds them all"""
 
     # --- versions -----------------------------------------------------------------
 

@@ -185,6 +185,10 @@ class LocalStore:
         versions = self._history.get(project_id, [])
         return next((v for v in versions if v.revision == revision), None)
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None: this store does not replay a range of changes (yet)."""
+        return None
+
     async def watch_projects(
         self, since: ProjectListing
     ) -> AsyncGenerator[list[ProjectChange], None]:

@@ -28,6 +28,7 @@ from app.stores.consul.config import ConsulConfig
 from app.stores.consul.instances import ConsulInstances
 from app.stores.consul.projects import ConsulProjects
 from app.stores.consul.tokens import ConsulTokens
+from app.stores.consul.watch import VERIFY_SECONDS
 
 
 class ConsulStore:
@@ -45,6 +46,7 @@ class ConsulStore:
         timeout: float = 5.0,
         watch_wait: float = 10.0,
         keep_versions: int = DEFAULT_PROJECT_VERSIONS,
+        verify_seconds: float = VERIFY_SECONDS,
     ) -> None:
         self.config = config
         self.cluster_id = cluster_id
@@ -52,6 +54,7 @@ class ConsulStore:
         self.watch_wait = watch_wait
         self._client: ConsulClient | None = None
         self._projects = ConsulProjects(self._open_client, cluster_id, keep_versions)
+        self._projects.verify_seconds = verify_seconds
         self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
         self._tokens = ConsulTokens(self._open_client, cluster_id)
 
@@ -83,8 +86,7 @@ class ConsulStore:
     async def current_revision(self) -> int:
         """Consul's KV index now: a one-key read answers the KV table's highest index,
         which no ModifyIndex under the prefix can pass."""
-        prefix = projects_prefix(self.cluster_id)
-        return (await self.client.request("GET", kv_path(prefix), expect=(200, 404))).index
+        return await self._projects.current_revision()
 
     @property
     def client(self) -> ConsulClient:
@@ -121,6 +123,9 @@ class ConsulStore:
 
     def watch_projects(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
         return self._projects.watch(since)
+
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        return await self._projects.changes_between(after, through)
 
     # --- versions -----------------------------------------------------------------
 

@@ -214,6 +214,10 @@ class EtcdStore:
     async def get_version(self, project_id: str, revision: int) -> Version | None:
         return await self._history.at_revision(project_id, revision)
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None: this store does not replay a range of changes (yet)."""
+        return None
+
     async def watch_projects(
         self, since: ProjectListing
     ) -> AsyncGenerator[list[ProjectChange], None]:
