@@ -315,7 +315,7 @@ async def test_the_log_stays_bounded_and_a_watcher_behind_it_lists_again(
         put = await store.put_project(f"p{n % 3}", b'{"n":%d}' % n)
         written.append(put.revision)
         assert (await collect(live, 1))[0].revision == put.revision
-    log = await store._projects.log.read()
+    log = await store._projects.log.read(0)
     assert 4 <= len(log.entries) <= 2 * 4 + 1
     assert since.revision < log.pruned < written[-1]
     with pytest.raises(WatchReset, match="pruned"):

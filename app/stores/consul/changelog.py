@@ -28,8 +28,9 @@ pruning at once only delete the same keys twice. A log answer is thus at most
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.stores.base import (
@@ -46,6 +47,11 @@ from app.stores.slots import SLOT_DIGITS
 LOG_KEEP = 256
 #: The marker under the log prefix (entry names never start with ".").
 PRUNED_MARKER = ".pruned"
+#: The newest small put's value, beside the entries: a watch one write behind needs no
+#: version read. Larger values are left to their versions, so that the largest
+#: transaction (and the value limit) stays what it was.
+LAST_VALUE = ".last"
+LAST_VALUE_LIMIT = 4096
 #: Consul takes at most 64 operations per transaction.
 MAX_TXN_OPS = 64
 _MARKER_ATTEMPTS = 20
@@ -65,7 +71,6 @@ class LogEntry:
     op: Op
     project_id: str
     slot: str
-    key: str
 
     @classmethod
     def parse(cls, prefix: str, entry: dict[str, Any]) -> LogEntry | None:
@@ -75,7 +80,7 @@ class LogEntry:
             return None
         op: Op = "put" if parts[1] == "put" else "delete"
         slot = parts[2].zfill(SLOT_DIGITS)
-        return cls(entry["ModifyIndex"], op, parts[3], slot, entry["Key"])
+        return cls(entry["ModifyIndex"], op, parts[3], slot)
 
 
 def entry_op(prefix: str, op: Op, project_id: str, slot: str) -> dict[str, Any]:
@@ -86,12 +91,16 @@ def entry_op(prefix: str, op: Op, project_id: str, slot: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class LogSnapshot:
-    """One answer of the log: its entries in revision order, the prefix's index (every
-    entry up to it is there, unless pruned) and the highest pruned revision."""
+    """One answer of the log: its entries after a revision, in revision order, the
+    prefix's index (every entry up to it is there, unless pruned), the highest pruned
+    revision, and every entry as Consul listed it (for pruning)."""
 
     entries: list[LogEntry]
     index: int
     pruned: int
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    #: ``.last``: (its revision, the value that put wrote).
+    last: tuple[int, bytes] | None = None
 
     def after(self, revision: int, through: int | None = None) -> list[LogEntry]:
         return [
@@ -121,19 +130,37 @@ class ChangeLog:
     def entry_op(self, op: Op, project_id: str, slot: str) -> dict[str, Any]:
         return entry_op(self.prefix, op, project_id, slot)
 
-    async def read(self, index: int | None = None) -> LogSnapshot:
-        """The log now, or once its index passes ``index`` (a blocking query)."""
-        entries, log_index = await self._client().list_prefix(self.prefix, index=index)
-        parsed = [LogEntry.parse(self.prefix, entry) for entry in entries]
-        logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
-        return LogSnapshot(logged, log_index, _pruned(entries, self.prefix + PRUNED_MARKER))
+    def last_value_op(self, value: bytes, flags: int) -> list[dict[str, Any]]:
+        """The op that keeps a small put's value as ``.last`` (none for a larger one);
+        ``flags``: a new value every time, so Consul rewrites even identical bytes."""
+        if len(value) > LAST_VALUE_LIMIT:
+            return []
+        key = self.prefix + LAST_VALUE
+        encoded = base64.b64encode(value).decode()
+        return [{"KV": {"Verb": "set", "Key": key, "Value": encoded, "Flags": flags}}]
 
-    async def changes(self, entries: list[LogEntry]) -> list[ProjectChange]:
-        """The entries as changes, a put with its value from its version; raises
-        :class:`VersionGone` when one is no longer kept."""
-        puts = [entry for entry in entries if entry.op == "put"]
+    async def read(self, after: int, index: int | None = None) -> LogSnapshot:
+        """The log's entries after revision ``after``, now or once its index passes
+        ``index`` (a blocking query); only those are parsed, the answer holds them all."""
+        listed, log_index = await self._client().list_prefix(self.prefix, index=index)
+        parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
+        logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
+        pruned = _pruned(listed, self.prefix + PRUNED_MARKER)
+        last_key = self.prefix + LAST_VALUE
+        last = next(
+            ((e["ModifyIndex"], entry_value(e)) for e in listed if e["Key"] == last_key), None
+        )
+        return LogSnapshot(logged, log_index, pruned, listed, last)
+
+    async def changes(
+        self, entries: list[LogEntry], last: tuple[int, bytes] | None = None
+    ) -> list[ProjectChange]:
+        """The entries as changes, a put with its value from ``last`` (``.last`` as read
+        with them) or else its version; raises :class:`VersionGone` when one is no
+        longer kept."""
+        found: dict[int, bytes] = dict([last]) if last is not None else {}
+        puts = [entry for entry in entries if entry.op == "put" and entry.revision not in found]
         chunks = [puts[at : at + MAX_TXN_OPS] for at in range(0, len(puts), MAX_TXN_OPS)]
-        found: dict[int, bytes] = {}
         for values in await asyncio.gather(*(self._values(chunk) for chunk in chunks)):
             found.update(values)
         changes = []
@@ -152,6 +179,8 @@ class ChangeLog:
     async def _values(self, entries: list[LogEntry]) -> dict[int, bytes]:
         """The values of the puts the entries name, from their versions read in one
         transaction; those missing or written again since are left out."""
+        if len(entries) == 1:  # the usual case: a plain read is the cheapest
+            return await self._values_one_by_one(entries)
         ops = [{"KV": {"Verb": "get", "Key": self._version_key(e)}} for e in entries]
         response = await self._client().request("PUT", "/v1/txn", json=ops, expect=(200, 409))
         if response.status == 409:  # one of them is gone: find which, one by one
@@ -180,14 +209,18 @@ class ChangeLog:
         """Keep the newest :attr:`keep` entries once there are more than twice as many,
         deleting only entries up to ``consumed`` (what the caller has read); returns how
         many were deleted."""
-        if len(snapshot.entries) <= 2 * self.keep:
+        if len(snapshot.listed) <= 2 * self.keep + 2:  # the marker and .last too
             return 0
-        oldest = snapshot.entries[: len(snapshot.entries) - self.keep]
-        doomed = [entry for entry in oldest if entry.revision <= consumed]
+        kept = {self.prefix + PRUNED_MARKER, self.prefix + LAST_VALUE}
+        listed = sorted(
+            (e for e in snapshot.listed if e["Key"] not in kept), key=lambda e: e["ModifyIndex"]
+        )
+        oldest = listed[: len(listed) - self.keep]
+        doomed = [entry for entry in oldest if entry["ModifyIndex"] <= consumed]
         if not doomed:
             return 0
-        await self._raise_marker(doomed[-1].revision)
-        deletes = [{"KV": {"Verb": "delete", "Key": entry.key}} for entry in doomed]
+        await self._raise_marker(doomed[-1]["ModifyIndex"])
+        deletes = [{"KV": {"Verb": "delete", "Key": entry["Key"]}} for entry in doomed]
         batches = [deletes[at : at + MAX_TXN_OPS] for at in range(0, len(deletes), MAX_TXN_OPS)]
         for batch in batches:
             await self._client().request("PUT", "/v1/txn", json=batch)

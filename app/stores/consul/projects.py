@@ -53,7 +53,11 @@ class ConsulProjects:
     """One cluster's projects under ``sc/projects/<cluster>/``."""
 
     def __init__(
-        self, client: ClientSource, cluster_id: str, keep_versions: int = DEFAULT_PROJECT_VERSIONS
+        self,
+        client: ClientSource,
+        cluster_id: str,
+        keep_versions: int = DEFAULT_PROJECT_VERSIONS,
+        verify_seconds: float = VERIFY_SECONDS,
     ) -> None:
         self._client = client
         self.prefix = projects_prefix(cluster_id)
@@ -61,7 +65,7 @@ class ConsulProjects:
         self.log = ChangeLog(client, cluster_id)
         self.version_counts = VersionCounts()
         self.foreign = ForeignChanges()
-        self.verify_seconds = VERIFY_SECONDS
+        self.verify_seconds = verify_seconds
 
     async def current_revision(self) -> int:
         """Consul's KV index now: a one-key read answers the KV table's highest index."""
@@ -88,8 +92,9 @@ class ConsulProjects:
         for _ in range(CAS_ATTEMPTS):
             slot = await self.history.next_slot(project_id)
             logged = self.log.entry_op("put", project_id, slot.plan.slot)
+            last = self.log.last_value_op(value, _nonce())
             try:
-                results = await self._versioned_txn([op, logged], slot, record)
+                results = await self._versioned_txn([op, logged, *last], slot, record)
             except _TooLarge as too_large:
                 limit = too_large.value_limit(len(value), len(record))
                 raise ValueTooLarge(len(value), limit) from None
@@ -154,7 +159,7 @@ class ConsulProjects:
         the gateway's writes; see :class:`ForeignChanges`)."""
         if not self.foreign.vouch(after, through):
             return None
-        log = await self.log.read()
+        log = await self.log.read(after)
         if log.pruned > after:
             return None
         try:

@@ -53,8 +53,9 @@ class ConsulStore:
         self.timeout = timeout
         self.watch_wait = watch_wait
         self._client: ConsulClient | None = None
-        self._projects = ConsulProjects(self._open_client, cluster_id, keep_versions)
-        self._projects.verify_seconds = verify_seconds
+        self._projects = ConsulProjects(
+            self._open_client, cluster_id, keep_versions, verify_seconds
+        )
         self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
         self._tokens = ConsulTokens(self._open_client, cluster_id)
 

@@ -59,6 +59,9 @@ from app.stores.consul.listing import deletion_marks, stored_projects
 
 #: After steps the sentinel passed over, a listing diff this many seconds later.
 VERIFY_SECONDS = 60.0
+#: How long the sentinel may be ahead of the log before the log is read: a gateway
+#: write's own log answer comes within a round trip, another client's write has none.
+LOG_GRACE = 0.025
 
 T = TypeVar("T")
 
@@ -85,6 +88,7 @@ class _LongPoll(Generic[T]):
                 if index > self.index:
                     self.index, self.latest = index, value
                     self._woken.set()
+                    await asyncio.sleep(0)  # the processor first, then the next query
                 else:
                     await pace(started)
         except Exception as exc:
@@ -153,8 +157,8 @@ class ProjectWatch:
         self.position = since.revision
         #: The highest sentinel reading taken into account.
         self.sentinel_seen = since.revision
-        self._sentinel_read = 0
-        self._log: LogSnapshot = LogSnapshot([], 0, 0)
+        self._ahead_since: float | None = None
+        self._log = LogSnapshot([], 0, 0)
         self._unverified_since: float | None = None
         foreign.watching(since.revision)
 
@@ -179,26 +183,29 @@ class ProjectWatch:
     # --- the step -------------------------------------------------------------------
 
     async def _step(self) -> list[ProjectChange] | None:
-        """The next batch (perhaps empty); None when there is nothing to do."""
+        """The next batch (perhaps empty); None when there is nothing to do yet."""
         self._log_poll.check()
         self._sentinel_poll.check()
         log = self._freshest_log()
-        sentinel = max(self._sentinel_poll.latest or 0, self._sentinel_read)
+        sentinel = self._sentinel_poll.latest or 0
         if sentinel > self.sentinel_seen and sentinel > log.index:
+            # A gateway write's log answer is on its way; another client's write has none.
+            if not self._log_overdue():
+                return None
             log = await self._read_log()  # read after the sentinel: holds every write up to it
+        self._ahead_since = None
         pending = log.after(self.position)
-        if not pending and sentinel <= self.sentinel_seen:
+        if sentinel <= self.sentinel_seen:
+            # New entries wait for the sentinel's answer, which their writes move.
             return await self._diff(sentinel) if self._verification_due() else None
-        if pending and pending[-1].revision > sentinel:
-            sentinel, ours = await asyncio.gather(self._read_sentinel(), self.log.changes(pending))
-        else:
-            ours = await self.log.changes(pending)
-        if sentinel > self.sentinel_seen and sentinel not in log.revisions():
+        covered = [entry for entry in pending if entry.revision <= sentinel]
+        if not covered or covered[-1].revision != sentinel:
             return await self._diff(sentinel)
-        if sentinel > self.sentinel_seen and self._unverified_since is None:
+        ours = await self.log.changes(covered, log.last)
+        if self._unverified_since is None:
             self._unverified_since = asyncio.get_running_loop().time()
-        self.sentinel_seen = max(self.sentinel_seen, sentinel)
-        self._emitted(ours, [], max([self.position, *(e.revision for e in pending)]))
+        self.sentinel_seen = sentinel
+        self._emitted(ours, [], sentinel)
         return ours
 
     async def _diff(self, sentinel: int) -> list[ProjectChange]:
@@ -206,7 +213,7 @@ class ProjectWatch:
         and what they do not explain (another client's changes)."""
         entries, listed = await self._client().list_prefix(self.prefix)
         log = await self._read_log()  # read after the listing: every gateway write up to it
-        ours = await self.log.changes(log.after(self.position, through=listed))
+        ours = await self.log.changes(log.after(self.position, through=listed), log.last)
         expected = dict(self.known)
         _apply(expected, ours)
         current = stored_projects(entries, self.prefix)
@@ -285,7 +292,7 @@ class ProjectWatch:
         return self._log
 
     async def _read_log(self) -> LogSnapshot:
-        log = await self.log.read()
+        log = await self.log.read(self.position)
         if log.pruned > self.position:
             raise WatchReset(f"the change log was pruned past revision {self.position}")
         if log.index >= self._log.index:
@@ -293,17 +300,12 @@ class ProjectWatch:
         return log
 
     async def _log_answer(self, index: int) -> tuple[LogSnapshot, int]:
-        log = await self.log.read(index)
+        log = await self.log.read(self.position, index)
         if log.pruned > self.position:
             raise WatchReset(f"the change log was pruned past revision {self.position}")
         if log.index < index and await self._current_revision() < index:
             raise WatchReset(f"Consul's index went back from {index} to {log.index}")
         return log, log.index
-
-    async def _read_sentinel(self) -> int:
-        sentinel, _ = await self._sentinel_answer(None)
-        self._sentinel_read = max(self._sentinel_read, sentinel)
-        return sentinel
 
     async def _sentinel_answer(self, index: int | None) -> tuple[int, int]:
         """(the projects prefix's exact index, the index to block on next)."""
@@ -335,11 +337,21 @@ class ProjectWatch:
             since is not None and asyncio.get_running_loop().time() - since >= self.verify_seconds
         )
 
+    def _log_overdue(self) -> bool:
+        """Whether the sentinel has been ahead of the log for :data:`LOG_GRACE`."""
+        now = asyncio.get_running_loop().time()
+        if self._ahead_since is None:
+            self._ahead_since = now
+        return now - self._ahead_since >= LOG_GRACE
+
     async def _idle(self, woken: asyncio.Event) -> None:
-        timeout = None
+        now = asyncio.get_running_loop().time()
+        deadlines = []
         if self._unverified_since is not None:
-            elapsed = asyncio.get_running_loop().time() - self._unverified_since
-            timeout = max(0.0, self.verify_seconds - elapsed)
+            deadlines.append(self._unverified_since + self.verify_seconds)
+        if self._ahead_since is not None:
+            deadlines.append(self._ahead_since + LOG_GRACE)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout)
 
