@@ -10,12 +10,15 @@ one raft index). The entry has no value: its name says everything,
 ``<8 random hex>.<op>.<slot>.<project>``, the random part so that a name is never taken
 twice (``cas`` index 0: only if absent), even if the project's history was wiped by hand
 and its slots start again. The project's value is in the version the same transaction
-wrote at ``sc/history/<cluster>/<project>/<slot>`` (:mod:`app.stores.consul.history`),
-which a watch reads for each new put: up to 64 in one read-only transaction.
+wrote at ``sc/history/<cluster>/<project>/<slot>`` (:mod:`app.stores.consul.history`).
+A put of at most :data:`LAST_VALUE_LIMIT` bytes also sets ``.last`` to its value, so a
+watch one write behind (the usual case) finds the value in the log's own answer; for
+others it reads the versions, up to 64 in one read-only transaction.
 
 Against the value limit: the entry's op costs about as much of the transaction body as
 the removal of the deletion mark that puts no longer make (a mark left behind is
-ignored), so :data:`~app.stores.base.CONSUL_VALUE_LIMIT` stays where it was.
+ignored), and ``.last`` is only written beside small values, so the largest transaction
+is what it was and :data:`~app.stores.base.CONSUL_VALUE_LIMIT` stays where it was.
 
 The log is bounded: a watch that sees more than ``2 * LOG_KEEP`` entries deletes the
 oldest beyond the newest ``LOG_KEEP``, first raising the marker ``.pruned`` (its value:

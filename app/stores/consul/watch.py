@@ -20,16 +20,20 @@ Two facts make the log and the sentinel exact together:
 1. a log answer holds every gateway write up to its index (Consul applies writes in
    raft order), and
 2. every gateway write leaves a key under the projects prefix at its revision (the
-   project, or its deletion mark), so a sentinel read after it is at least that revision.
+   project, or its deletion mark), so the sentinel's answer to it is at least that
+   revision, and reflects every change committed before.
 
-A step therefore reads the sentinel again after a log answer it has not seen (at the same
-time as the new puts' versions), or the log again after a sentinel answer beyond the log.
-When the sentinel did not move, or sits exactly on a revision of the new entries, nothing
-but the log's writes changed the projects: the entries are emitted, in revision order,
-their values read from their versions. Otherwise a change by another client (``consul kv
-put``, a gateway of the previous version) is there: the projects are listed, the log is
-read again (so it holds every gateway write up to the listing), and the difference that
-the log's entries do not explain is emitted with them, in revision order.
+So new log entries wait for the sentinel's answer that their own writes cause, and a
+sentinel ahead of the log waits for the log's answer, which a gateway write causes too;
+only when none comes within :data:`LOG_GRACE` (another client's write) is the log read
+again. No request is made beyond the two polls for a gateway write, as the newest small
+put's value is kept beside the log (:mod:`app.stores.consul.changelog`). When the sentinel
+sits exactly on the newest entry up to it, nothing but the log's writes changed the
+projects: those entries are emitted, in revision order. Otherwise another client changed
+something (``consul kv put``, a gateway of the previous version): the projects are
+listed, the log is read again (so it holds every gateway write up to the listing), and
+the difference that the log's entries do not explain is emitted with them, in revision
+order, none twice (the watch keeps each project's revision).
 
 What no sentinel can see: a change by another client followed, before the sentinel is
 read, by a gateway write (the sentinel shows only the highest revision). So after steps
