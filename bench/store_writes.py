@@ -5,6 +5,7 @@
 A fresh store (bench/stores.py); each write is one ``put_project`` of a ``--size``-byte
 project, timed from the call to its answer. Prints p50/p95/p99. Run it from another
 checkout (``PYTHONPATH=<checkout>``) to compare the transaction before and after a change.
+Writes ``bench/results/store_writes.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from app.stores.base import Store
 from app.stores.consul import ConsulConfig, ConsulStore
 from app.stores.etcd import EtcdConfig, EtcdStore
-from bench.common import print_table, summary_ms
+from bench.common import print_table, summary_ms, write_result
 from bench.stores import StoreServer, start_store
 
 
@@ -64,6 +65,7 @@ def main() -> None:
         ["p50", "p95", "p99", "max"],
         [[result["p50_ms"], result["p95_ms"], result["p99_ms"], result["max_ms"]]],
     )
+    write_result("store_writes", {"store": args.store, "size": args.size, "writes": result})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ RUNS = {
     "reads": ["--projects", "20", "--seconds", "1", "--connections", "4"],
     "propagation": ["--writes", "5"],
     "scale": ["--projects", "50"],
+    "store_writes": ["--writes", "5"],
 }
 #: The HTTP protocol benchmarks print their figures (no results file), each naming the
 #: protocols it compared.
@@ -31,6 +32,7 @@ NEEDS = {
     "reads": [pytest.mark.wrk],
     "propagation": [pytest.mark.etcd, pytest.mark.consul],
     "scale": [pytest.mark.etcd, pytest.mark.consul],
+    "store_writes": [pytest.mark.consul],
     "protocol_head_parse": [],
     "protocol_overhead": [],
     "protocol_reads": [pytest.mark.wrk],
