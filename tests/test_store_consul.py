@@ -245,8 +245,9 @@ def project_listings(requests: list[httpx.Request], cluster: str) -> list[httpx.
 async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
-    """Each change costs its log entry and its version, whatever the number of projects;
-    another cluster whose id extends this one's moves the sentinel's index, not a listing."""
+    """Each change costs its log entry (and, for a large value, its version), whatever the
+    number of projects; another cluster whose id extends this one's moves the sentinel's
+    index, not a listing."""
     cluster = new_cluster()
     watcher = await open_store(consul_server.config(), cluster)
     writer = await open_store(consul_server.config(), cluster)
@@ -263,6 +264,9 @@ async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
         expected.append(ProjectChange("put", "p1", put.revision, b'{"n":%d}' % n))
     deleted = await writer.delete_project("p2")
     expected.append(ProjectChange("delete", "p2", deleted))
+    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond .last: read from its version
+    put = await writer.put_project("p3", large)
+    expected.append(ProjectChange("put", "p3", put.revision, large))
     assert await collect(watch, len(expected)) == expected
     assert project_listings(requests, cluster) == []
     await watch.aclose()

@@ -192,6 +192,8 @@ class ProjectWatch:
         self._sentinel_poll.check()
         log = self._freshest_log()
         sentinel = self._sentinel_poll.latest or 0
+        if self._verification_due():
+            return await self._diff(sentinel)
         if sentinel > self.sentinel_seen and sentinel > log.index:
             # A gateway write's log answer is on its way; another client's write has none.
             if not self._log_overdue():
@@ -200,8 +202,7 @@ class ProjectWatch:
         self._ahead_since = None
         pending = log.after(self.position)
         if sentinel <= self.sentinel_seen:
-            # New entries wait for the sentinel's answer, which their writes move.
-            return await self._diff(sentinel) if self._verification_due() else None
+            return None  # new entries wait for the sentinel's answer, which their writes move
         covered = [entry for entry in pending if entry.revision <= sentinel]
         if not covered or covered[-1].revision != sentinel:
             return await self._diff(sentinel)
@@ -216,21 +217,24 @@ class ProjectWatch:
         """List the projects and emit what changed: the log's entries up to the listing,
         and what they do not explain (another client's changes)."""
         entries, listed = await self._client().list_prefix(self.prefix)
+        # The listing is newer than the sentinel's answer, even if Consul reaped
+        # tombstones in between and its index is lower.
+        upto = max(listed, sentinel)
         log = await self._read_log()  # read after the listing: every gateway write up to it
-        ours = await self.log.changes(log.after(self.position, through=listed), log.last)
+        ours = await self.log.changes(log.after(self.position, through=upto), log.last)
         expected = dict(self.known)
         _apply(expected, ours)
         current = stored_projects(entries, self.prefix)
         taken = {change.revision for change in ours}
         foreign = await self._foreign(
-            expected, current, deletion_marks(entries, self.prefix), listed, taken
+            expected, current, deletion_marks(entries, self.prefix), upto, taken
         )
         if any(change.revision <= self.position for change in foreign):
             raise WatchReset("a change by another client was hidden behind the gateway's writes")
-        self.sentinel_seen = max(self.sentinel_seen, sentinel, listed)
+        self.sentinel_seen = max(self.sentinel_seen, upto)
         self._unverified_since = None
         changes = sorted([*ours, *foreign], key=lambda change: (change.revision, change.id))
-        self._emitted(changes, foreign, max(self.position, listed))
+        self._emitted(changes, foreign, max(self.position, upto))
         return changes
 
     def _emitted(
@@ -245,7 +249,7 @@ class ProjectWatch:
         expected: Mapping[str, int],
         current: Mapping[str, StoredProject],
         marks: Mapping[str, int],
-        listed: int,
+        upto: int,
         taken: set[int],
     ) -> list[ProjectChange]:
         """What turns ``expected`` (the projects after the log's entries) into ``current``."""
@@ -260,8 +264,8 @@ class ProjectWatch:
         # Longest ids first: a shorter id's tombstone probe also covers the longer ones.
         for project_id in sorted(expected.keys() - current.keys(), key=len, reverse=True):
             revision = marks.get(project_id, 0)
-            if not self.position < revision <= listed or revision in taken:
-                revision = await self._deletion_revision(project_id, current, listed, taken)
+            if not self.position < revision <= upto or revision in taken:
+                revision = await self._deletion_revision(project_id, current, upto, taken)
             taken.add(revision)
             changes.append(ProjectChange("delete", project_id, revision))
         return changes
