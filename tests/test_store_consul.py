@@ -1,6 +1,6 @@
 """What only the Consul store does, against real Consul agents (tests/servers/consul.py):
-deletion marks, index resets, sessions and heartbeats, the transaction size limit, TLS,
-ACLs and the CONSUL_* variables, outages.
+the change log and its watch, deletion marks, index resets, sessions and heartbeats, the
+transaction size limit, TLS, ACLs and the CONSUL_* variables, outages.
 
 The Store contract it shares with the other stores is in test_store_contract.py.
 """
