@@ -78,6 +78,7 @@ bench: install-test deps ## every benchmark at full size (several minutes), then
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.resume
 	$(BIN)/python -m bench.plot
 
 clean:

@@ -3,7 +3,9 @@
 A frame is encoded once and the same ``bytes`` (in one shared ASGI message) goes to
 everyone. Publishing writes it to each open stream at once: it drives the stream's ASGI
 ``send`` coroutine by hand, and a send that completes without suspending is a plain
-socket write, with no task woken per subscriber (docs/design.md §6).
+socket write, with no task woken per subscriber (docs/design.md §6). Where the server
+hands the stream a chunk writer (:mod:`app.chunk_writes`), the frame is framed as an HTTP
+chunk once for everyone and written to each socket with no ``send`` call at all.
 
 A send that would suspend means the server's flow control paused that stream (its socket
 buffer is full). From then on its frames wait in a bounded backlog while one task
@@ -27,6 +29,8 @@ from collections.abc import Callable, Generator, Hashable
 from typing import Any, Protocol
 
 from starlette.types import Message, Send
+
+from app.chunk_writes import encode_chunk
 
 log = logging.getLogger("space_cloud.events")
 
@@ -88,6 +92,7 @@ class Subscription:
         "_on_stalled",
         "_send",
         "_send_timeout",
+        "_write_chunk",
         "client",
         "dropped",
         "sees",
@@ -100,6 +105,7 @@ class Subscription:
         self._frames: list[tuple[int, bytes]] = []  # a list: 56 bytes empty, a deque 600
         self._limit = limit
         self._send: Send | None = None
+        self._write_chunk: Callable[[bytes], bool] | None = None
         self._send_timeout = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._abort: Callable[[], None] = _nothing
@@ -120,11 +126,15 @@ class Subscription:
         abort: Callable[[], None] = lambda: None,
         on_stalled: Callable[[], None] | None = None,
         client: str = "?",
+        write_chunk: Callable[[bytes], bool] | None = None,
     ) -> None:
         """Start writing to ``send`` (the response has started): what queued meanwhile
         goes first. ``abort`` closes the connection without ending the response (a
-        dropped subscriber); ``on_stalled`` is told when a send timed out."""
+        dropped subscriber); ``on_stalled`` is told when a send timed out;
+        ``write_chunk`` writes an encoded chunk without ``send`` when nothing must
+        happen first, and says whether it did (:class:`app.chunk_writes.ChunkWriter`)."""
         self._send = send
+        self._write_chunk = write_chunk
         self._send_timeout = send_timeout
         self._abort = abort
         self._on_stalled = on_stalled
@@ -132,9 +142,16 @@ class Subscription:
         if self._frames and not self.dropped:
             self._write(body_message(self._take_backlog()))
 
-    def offer(self, revision: int, frame: bytes, message: Message | None = None) -> bool:
+    def offer(
+        self,
+        revision: int,
+        frame: bytes,
+        message: Message | None = None,
+        chunk: bytes | None = None,
+    ) -> bool:
         """Write or queue a frame; False (and dropped) when the subscriber is too far
-        behind. ``message`` is ``frame`` as an ASGI body message, shared by everyone."""
+        behind. ``message`` is ``frame`` as an ASGI body message and ``chunk`` as an
+        encoded HTTP chunk, each made once for everyone."""
         if self.dropped:
             return False
         if revision and revision <= self.skip_through:
@@ -144,6 +161,8 @@ class Subscription:
                 self._drop(f"it fell {self._limit} frames behind")
                 return False
             self._frames.append((revision, frame))
+            return True
+        if self._write_chunk is not None and self._write_chunk(chunk or encode_chunk(frame)):
             return True
         self._write(message or body_message(frame))
         return not self.dropped
@@ -283,13 +302,18 @@ class Broadcaster:
         """Write ``frame`` to everyone who sees it (a frame of no project, such as
         ``peers``, goes to all); returns how many subscribers received it."""
         message = body_message(frame)
-        dropped = [sub for sub in self._subscriptions if not sub.offer(revision, frame, message)]
+        chunk = encode_chunk(frame)
+        dropped = [
+            sub for sub in self._subscriptions if not sub.offer(revision, frame, message, chunk)
+        ]
         offered = len(self._subscriptions)
         if self._scoped:
             for sees, group in self._scoped.items():
                 if project_id is None or sees(project_id):
                     offered += len(group)
-                    dropped += [sub for sub in group if not sub.offer(revision, frame, message)]
+                    dropped += [
+                        sub for sub in group if not sub.offer(revision, frame, message, chunk)
+                    ]
         for subscription in dropped:
             self.unsubscribe(subscription)
         self.dropped_total += len(dropped)

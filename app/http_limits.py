@@ -26,6 +26,8 @@ from typing import Any
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from app.chunk_writes import SCOPE_KEY, ChunkWriter
+
 #: Paths still served on a connection beyond the cap: orchestrators' probes.
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz"})
 
@@ -151,6 +153,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         if not self._over_cap or self.url.partition(b"?")[0] in PROBE_PATHS:
             super().on_headers_complete()
+            # The app's task starts later: it finds the writer in its scope.
+            self.scope[SCOPE_KEY] = ChunkWriter(self.cycle)  # type: ignore[literal-required]
             return
         app, self.app = self.app, over_capacity
         try:

@@ -133,6 +133,7 @@ def create_app(
         # A follower's upstream checked its values against its own store's limit.
         value_limit=ETCD_VALUE_LIMIT if store is None else store.value_limit,
         cache=build_cache_file(settings),
+        replay_timeout=settings.store_timeout_seconds,
     )
 
     @asynccontextmanager

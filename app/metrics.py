@@ -36,6 +36,18 @@ class Metrics:
             "Subscribers dropped for falling behind.",
             registry=self.registry,
         )
+        self.sse_resumes = Counter(
+            "sc_sse_resumes",
+            "Streams resumed with Last-Event-ID, by what served the missed changes: the "
+            "in-memory history, the store's history, or a snapshot.",
+            ["served"],
+            registry=self.registry,
+        )
+        self.sse_replay_reads = Counter(
+            "sc_sse_replay_reads",
+            "Reads of the store's history for resumes (one serves every resume it covers).",
+            registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "sc_store_operation_seconds",
             "Latency of store operations.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -62,6 +63,22 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (/proc/PID/stat, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_bytes_received(pid: int, peer_port: int) -> int:
+    """Bytes process ``pid`` has received on its open TCP connections to ``peer_port``
+    (the kernel's per-socket count, ``ss -ti``); a closed connection's bytes are lost, so
+    measure over long-lived connections only."""
+    listing = subprocess.run(
+        ["ss", "-tinpH", f"dport = :{peer_port}"], capture_output=True, text=True, check=True
+    ).stdout
+    total, ours = 0, False
+    for line in listing.splitlines():
+        if not line.startswith(("\t", " ")):
+            ours = f"pid={pid}," in line
+        elif ours and (found := re.search(r"bytes_received:(\d+)", line)):
+            total += int(found.group(1))
+    return total
 
 
 def machine() -> dict[str, object]:

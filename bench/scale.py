@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,13 @@ from bench.stores import start_store
 CLUSTER = "scale"
 
 
-def project(number: int) -> bytes:
+def project(number: int, padding: int = 0) -> bytes:
+    """A project like a real one; ``padding`` characters more (random, so that the store's
+    gzip does not shrink them away) make it that much larger."""
     return orjson.dumps(
         {
             "id": f"p{number:05d}",
+            "notes": base64.b64encode(random.Random(number).randbytes(padding * 3 // 4)).decode(),
             "name": f"Project {number}",
             "secret": "s",
             "modules": {
@@ -41,7 +45,7 @@ def project(number: int) -> bytes:
     )
 
 
-async def fill_etcd(endpoint: str, count: int) -> None:
+async def fill_etcd(endpoint: str, count: int, padding: int = 0) -> None:
     import aetcd
 
     host, _, port = endpoint.rpartition(":")
@@ -52,14 +56,16 @@ async def fill_etcd(endpoint: str, count: int) -> None:
 
         async def put(number: int) -> None:
             async with semaphore:
-                await client.put(f"sc/projects/{CLUSTER}/p{number:05d}".encode(), project(number))
+                await client.put(
+                    f"sc/projects/{CLUSTER}/p{number:05d}".encode(), project(number, padding)
+                )
 
         await asyncio.gather(*(put(number) for number in range(count)))
     finally:
         await client.close()
 
 
-def fill_consul(addr: str, count: int) -> None:
+def fill_consul(addr: str, count: int, padding: int = 0) -> None:
     with httpx.Client(base_url=f"http://{addr}", timeout=60) as client:
         for start in range(0, count, 64):
             operations = [
@@ -67,7 +73,7 @@ def fill_consul(addr: str, count: int) -> None:
                     "KV": {
                         "Verb": "set",
                         "Key": f"sc/projects/{CLUSTER}/p{number:05d}",
-                        "Value": base64.b64encode(project(number)).decode(),
+                        "Value": base64.b64encode(project(number, padding)).decode(),
                     }
                 }
                 for number in range(start, min(count, start + 64))

@@ -16,7 +16,9 @@ RUNS = {
     "fanout": ["--subscribers", "20", "--writes", "2", "--workers", "2"],
     "reads": ["--projects", "20", "--seconds", "1", "--connections", "4"],
     "propagation": ["--writes", "5"],
+    "resume": ["--projects", "20", "--clients", "10", "--missed", "3"],
     "scale": ["--projects", "50"],
+    "store_scale": ["--projects", "5,20", "--writes", "3", "--idle", "0.2"],
     "store_writes": ["--writes", "5"],
 }
 #: The HTTP protocol benchmarks print their figures (no results file), each naming the
@@ -31,7 +33,9 @@ NEEDS = {
     "fanout": [],
     "reads": [pytest.mark.wrk],
     "propagation": [pytest.mark.etcd, pytest.mark.consul],
+    "resume": [pytest.mark.etcd],
     "scale": [pytest.mark.etcd, pytest.mark.consul],
+    "store_scale": [pytest.mark.etcd, pytest.mark.consul],
     "store_writes": [pytest.mark.consul],
     "protocol_head_parse": [],
     "protocol_overhead": [],

@@ -578,6 +578,9 @@ class FakeStore:
             raise StoreUnavailable("connection refused")
         return ProjectListing(dict(self.projects), self.revision)
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        return None
+
     async def watch_projects(self, since: ProjectListing) -> AsyncIterator[list[ProjectChange]]:
         self.watch_since.append(since.revision)
         while True:

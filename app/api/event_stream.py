@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.stream_lifetime import TokenLifetime
 from app.broadcast import Subscription, body_message
+from app.chunk_writes import SCOPE_KEY as CHUNK_WRITER
 from app.sync import ClusterState
 
 log = logging.getLogger("space_cloud.events")
@@ -220,6 +221,7 @@ class EventStream(Response):
             abort=self._abort,
             on_stalled=self._stalled,
             client=client,
+            write_chunk=scope.get(CHUNK_WRITER),
         )
         if self.lifetime is not None:
             self.lifetime.bind(self._token_ended)

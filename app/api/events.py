@@ -31,8 +31,9 @@ none twice. Each event's data is one line of JSON:
 {frames.events_description()}
 
 Resume with the `Last-Event-ID` header (or `?lastEventId=`): every change after it is
-replayed, or a fresh `snapshot` comes when it is older than this instance's history.
-Revisions are cluster-wide, so a stream may resume on any instance.
+replayed, from this instance's history or, when it is older than that, from the store's
+(etcd, until compaction); a fresh `snapshot` comes when neither has it. Revisions are
+cluster-wide, so a stream may resume on any instance.
 
 A token scoped to some projects gets only theirs: its snapshot (and `revisions`) and its
 `project.put`/`project.delete` events hold nothing else; `peers` as usual. `?projects=a,b`
@@ -86,7 +87,7 @@ async def events(
 ) -> EventStream:
     sees = _stream_scope(principal, projects)
     resume_id = _resume_id(last_event_id, last_event_id_query)
-    subscription, first = state.subscribe(resume_id, None if sees.is_everything else sees)
+    subscription, first = await state.open_stream(resume_id, None if sees.is_everything else sees)
     return EventStream(
         subscription,
         b"".join(first),

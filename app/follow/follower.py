@@ -141,6 +141,10 @@ class Follower:
                     await self._changed.wait()
             yield batch
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None: a follower holds no history beyond its own memory."""
+        return None
+
     async def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
         """The upstream's live instances, from its snapshot and ``peers`` events."""
         self._ensure_following()

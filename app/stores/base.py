@@ -317,8 +317,11 @@ class Store(Protocol):
         """
 
     async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
-        """Every change with after < revision <= through, in revision order (puts with
-        their values as written); None when the store no longer holds them all"""
+        """Every change with ``after < revision <= through``, in revision order (puts with
+        their values as written); None when the store no longer holds them all (etcd:
+        compacted) or cannot replay its history at all. Serves resumes older than an
+        instance's in-memory history (docs/design.md §6). Raises :class:`StoreUnavailable`
+        when the store cannot be asked."""
 
     # --- versions -----------------------------------------------------------------
 
@@ -407,6 +410,11 @@ def instances_prefix(cluster_id: str) -> str:
 def history_prefix(cluster_id: str, project_id: str) -> str:
     """``sc/history/<cluster>/<project>/``: the project's versions."""
     return f"sc/history/{cluster_id}/{project_id}/"
+
+
+def histories_prefix(cluster_id: str) -> str:
+    """``sc/history/<cluster>/``: every project's versions."""
+    return f"sc/history/{cluster_id}/"
 
 
 def tokens_prefix(cluster_id: str) -> str:

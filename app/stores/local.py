@@ -185,10 +185,6 @@ class LocalStore:
         versions = self._history.get(project_id, [])
         return next((v for v in versions if v.revision == revision), None)
 
-    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
-        """None: this store does not replay a range of changes (yet)."""
-        return None
-
     async def watch_projects(
         self, since: ProjectListing
     ) -> AsyncGenerator[list[ProjectChange], None]:
@@ -201,6 +197,12 @@ class LocalStore:
                 batch = [change for change in self._changes if change.revision > last]
             last = batch[-1].revision
             yield batch
+
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """None: the file keeps no log of changes (its versions are only the newest per
+        project, and a hand edit leaves none), so a resume from before a restart gets a
+        snapshot."""
+        return None
 
     def _changed_after(self, revision: int) -> bool:
         return bool(self._changes) and self._changes[-1].revision > revision

@@ -3,6 +3,7 @@
 * :mod:`app.sync.state`: what this instance has applied (projects, revision, peers) and
   waiting for a revision;
 * :mod:`app.sync.stream`: the event stream (history, resume, subscribers, peers events);
+* :mod:`app.sync.replay`: resumes from before the history, replayed from the source;
 * :mod:`app.sync.frames`: the one definition of the event frames;
 * :mod:`app.sync.source`: what the loop consumes (a store, or a follower);
 * :mod:`app.sync.tokens`: the minted tokens' records this instance honours;

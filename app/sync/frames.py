@@ -73,7 +73,8 @@ SNAPSHOT = EventKind(
     "snapshot",
     SnapshotData,
     True,
-    "First on a new stream, and on a resume older than this instance's history.",
+    "First on a new stream, and on a resume neither this instance's history nor the "
+    "store's can replay.",
 )
 PROJECT_PUT = EventKind("project.put", ProjectPutData, True, "A project was created or replaced.")
 PROJECT_DELETE = EventKind("project.delete", ProjectDeleteData, True, "A project was deleted.")

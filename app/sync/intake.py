@@ -71,19 +71,13 @@ class Intake:
         """
         passed = []
         for change in changes:
-            if change.kind == "delete" or change.value is None:
+            served, rejected = servable(change, self.value_limit)
+            if rejected is None:
                 self._skipped.pop(change.id, None)
-                if is_project_id(change.id):
-                    passed.append(ProjectChange("delete", change.id, change.revision))
-                continue
-            checked = check_value(change.id, change.value, self.value_limit)
-            if isinstance(checked, Rejected):
-                self._skip(change.id, change.revision, checked)
-                if is_project_id(change.id):
-                    passed.append(ProjectChange("delete", change.id, change.revision))
             else:
-                self._skipped.pop(change.id, None)
-                passed.append(ProjectChange("put", change.id, change.revision, checked))
+                self._skip(change.id, change.revision, rejected)
+            if served is not None:
+                passed.append(served)
         self._metrics.store_values_invalid.set(len(self._skipped))
         return passed
 
@@ -100,3 +94,19 @@ class Intake:
             revision,
             rejected.detail,
         )
+
+
+def servable(change: ProjectChange, limit: int) -> tuple[ProjectChange | None, Rejected | None]:
+    """What the applied state gets for one change (None: nothing), and why its value is
+    not served, if it is not. Pure: the live path (:meth:`Intake.changes`) and a replay
+    from the store (:mod:`app.sync.replay`) judge every change alike."""
+    if change.kind == "delete" or change.value is None:
+        if is_project_id(change.id):
+            return ProjectChange("delete", change.id, change.revision), None
+        return None, None
+    checked = check_value(change.id, change.value, limit)
+    if not isinstance(checked, Rejected):
+        return ProjectChange("put", change.id, change.revision, checked), None
+    if is_project_id(change.id):
+        return ProjectChange("delete", change.id, change.revision), checked
+    return None, checked

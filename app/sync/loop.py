@@ -23,6 +23,7 @@ from app.metrics import Metrics
 from app.stores.base import ETCD_VALUE_LIMIT, StoredProject, StoreError, StoreUnavailable
 from app.sync.cache import CacheFile, CacheFileError, CacheWriter
 from app.sync.intake import Intake
+from app.sync.replay import StoreReplay
 from app.sync.source import ChangeSource, Registrar, TokenSource
 from app.sync.state import ClusterState
 from app.sync.tokens import AppliedTokens
@@ -31,6 +32,9 @@ log = logging.getLogger("space_cloud.sync")
 
 #: How often, at most, this instance publishes its applied revision in its instance key.
 APPLIED_REVISION_PUBLISH_SECONDS = 1.0
+#: How long a resume waits for the store to replay what it missed before it gets a
+#: snapshot instead.
+REPLAY_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class Syncer:
         publish_seconds: float = APPLIED_REVISION_PUBLISH_SECONDS,
         value_limit: int = ETCD_VALUE_LIMIT,
         cache: CacheFile | None = None,
+        replay_timeout: float = REPLAY_TIMEOUT_SECONDS,
     ) -> None:
         self.source = source
         self.state = state
@@ -93,6 +98,7 @@ class Syncer:
         self._registered = False
         self._errors: dict[str, str] = {}
         self.intake = Intake(value_limit, metrics)
+        state.replay = StoreReplay(source, value_limit, metrics, timeout=replay_timeout)
         self.cache = cache
         self._cache_writer = None if cache is None else CacheWriter(cache, self._applied)
         #: Set while the cache file is served: the store has not answered since the start.

@@ -41,6 +41,11 @@ class ChangeSource(Protocol):
         """Batches of the changes after ``since`` (the listing the caller applied last), in
         revision order, each exactly once; ends only by raising or by cancellation."""
 
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """Every change with ``after < revision <= through`` in revision order, as the
+        watch would have handed them up; None when the source cannot replay them all
+        (a follower, the local store, a compacted etcd)."""
+
     def watch_instances(self) -> AsyncIterator[dict[str, bytes]]:
         """The full map ``node id -> instance record`` now and on every change."""
 

@@ -21,6 +21,7 @@ from app.metrics import Metrics
 from app.stores.base import ProjectChange, ProjectListing, StoredProject
 from app.sync import frames
 from app.sync.operator_log import OutageLog, log_membership
+from app.sync.replay import StoreReplay
 from app.sync.stream import Clock, EventStream
 
 log = logging.getLogger("space_cloud.sync")
@@ -61,6 +62,9 @@ class ClusterState:
             queue_limit=queue_limit,
             retry_ms=retry_ms,
         )
+        #: Reads resumes from before the history back from the change source (set by
+        #: the sync loop, which holds the source); None: they get a snapshot.
+        self.replay: StoreReplay | None = None
         self._peers: list[dict] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
@@ -221,6 +225,22 @@ class ClusterState:
         self, last_event_id: int | None, sees: Sees | None = None
     ) -> tuple[Subscription, list[bytes]]:
         return self.events.subscribe(last_event_id, sees)
+
+    async def open_stream(
+        self, last_event_id: int | None, sees: Sees | None = None
+    ) -> tuple[Subscription, list[bytes]]:
+        """:meth:`subscribe`, with a resume from before the history replayed from the
+        store when it can be (docs/design.md §6). Should the history drop changes while
+        the store is read, its floor moves and the store is read once more."""
+        replayed = None
+        for _ in range(2):
+            floor = self.events.floor
+            if self.replay is None or last_event_id is None or last_event_id >= floor:
+                break
+            replayed = await self.replay.replayed(last_event_id, floor)
+            if replayed is None or floor == self.events.floor:
+                break
+        return self.events.subscribe(last_event_id, sees, replayed)
 
     def end(self, subscription: Subscription) -> None:
         self.events.end(subscription)

@@ -17,6 +17,7 @@ from typing import Protocol
 from app.broadcast import Broadcaster, Sees, Subscription
 from app.metrics import Metrics
 from app.sync.frames import PING_FRAME, retry_frame
+from app.sync.replay import Replayed
 
 #: At most one ``peers`` event per this many seconds for applied-revision updates: every
 #: instance publishes its own after each write, and each such event goes to every
@@ -114,31 +115,62 @@ class EventStream:
 
     # --- subscribers ------------------------------------------------------------------
 
+    @property
+    def floor(self) -> int:
+        """The history holds every change after this revision."""
+        return self._history_floor
+
     def subscribe(
-        self, last_event_id: int | None, sees: Sees | None = None
+        self,
+        last_event_id: int | None,
+        sees: Sees | None = None,
+        replayed: Replayed | None = None,
     ) -> tuple[Subscription, list[bytes]]:
         """A new subscription and the frames that must come first; ``sees``: the only
         projects it gets (None: every project).
 
-        No resume id, or one older than the history: a ``snapshot``. Otherwise every
-        change after it from the history, then the current peers. Runs without awaiting,
-        so nothing can slip between the first frames and the live queue.
+        No resume id: a ``snapshot``. A resume id in the history: every change after it,
+        then the current peers. An older one: the same with the changes up to the floor
+        from ``replayed`` (read from the store) first, if it covers them and they are not
+        more than the history holds; otherwise a ``snapshot``. Runs without awaiting, so
+        nothing can slip between the first frames and the live queue.
         """
-        if last_event_id is None or last_event_id < self._history_floor:
-            subscription = self.broadcaster.subscribe(sees=sees)
-            if sees is None:
-                first = [self._frames.snapshot_frame()]
-            else:
-                first = [self._frames.scoped_snapshot_frame(sees)]
+        older: list[bytes] = []
+        if last_event_id is None:
+            return self._snapshot(sees)
+        if last_event_id < self._history_floor:
+            if not self._replays(last_event_id, replayed):
+                self._metrics.sse_resumes.labels("snapshot").inc()
+                return self._snapshot(sees)
+            assert replayed is not None
+            older = replayed.frames_after(last_event_id, sees)
+            self._metrics.sse_resumes.labels("store").inc()
         else:
-            subscription = self.broadcaster.subscribe(skip_through=last_event_id, sees=sees)
-            first = [retry_frame(self._retry_ms)]
-            first += [
-                frame
-                for revision, project_id, frame in self._history
-                if revision > last_event_id and (sees is None or sees(project_id))
-            ]
-            first.append(self._frames.peers_frame())
+            self._metrics.sse_resumes.labels("history").inc()
+        subscription = self.broadcaster.subscribe(skip_through=last_event_id, sees=sees)
+        first = [retry_frame(self._retry_ms), *older]
+        first += [
+            frame
+            for revision, project_id, frame in self._history
+            if revision > last_event_id and (sees is None or sees(project_id))
+        ]
+        first.append(self._frames.peers_frame())
+        self._metrics.sse_subscribers.set(len(self.broadcaster))
+        return subscription, first
+
+    def _replays(self, last_event_id: int, replayed: Replayed | None) -> bool:
+        return (
+            replayed is not None
+            and replayed.covers(last_event_id, self._history_floor)
+            and replayed.count_after(last_event_id) <= (self._history.maxlen or 0)
+        )
+
+    def _snapshot(self, sees: Sees | None) -> tuple[Subscription, list[bytes]]:
+        subscription = self.broadcaster.subscribe(sees=sees)
+        if sees is None:
+            first = [self._frames.snapshot_frame()]
+        else:
+            first = [self._frames.scoped_snapshot_frame(sees)]
         self._metrics.sse_subscribers.set(len(self.broadcaster))
         return subscription, first
 

@@ -126,6 +126,8 @@ class ConsulStore:
         return self._projects.watch(since)
 
     async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """From the change log (docs/design.md §3): None when the log no longer holds the
+        range, or it may hold a change by another client, which the log does not carry."""
         return await self._projects.changes_between(after, through)
 
     # --- versions -----------------------------------------------------------------

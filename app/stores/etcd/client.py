@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -261,7 +261,7 @@ class EtcdClient:
 
     async def watch_prefix(
         self, prefix: bytes, start_revision: int
-    ) -> AsyncIterator[rpc.WatchResponse]:
+    ) -> AsyncGenerator[rpc.WatchResponse, None]:
         """Yield every watch response with events for ``prefix`` from ``start_revision``.
 
         Raises ``WatchReset`` when etcd no longer has that revision and

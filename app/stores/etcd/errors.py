@@ -44,6 +44,10 @@ class RequestTooLarge(StoreError):
     """etcd refused the request for its size."""
 
 
+class Compacted(StoreError):
+    """A read at a revision etcd has compacted away."""
+
+
 class TokenExpired(StoreError):
     """The auth token is no longer valid: authenticate again and retry once."""
 
@@ -102,6 +106,8 @@ def _answer_error(
         return LeaseNotFound(text)
     if _matches(error, _TOO_LARGE):
         return RequestTooLarge(text)
+    if "required revision has been compacted" in text:
+        return Compacted(text)
     return StoreUnavailable(f"etcd at {address} failed: {text}")
 
 

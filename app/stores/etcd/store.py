@@ -34,6 +34,7 @@ from app.stores.base import (
     VersionCounts,
     VersionStamp,
     encode_version,
+    histories_prefix,
     instances_prefix,
     projects_prefix,
     tokens_prefix,
@@ -42,6 +43,7 @@ from app.stores.etcd.client import EtcdClient
 from app.stores.etcd.config import EtcdConfig
 from app.stores.etcd.errors import LeaseNotFound, RequestTooLarge
 from app.stores.etcd.history import EtcdHistory
+from app.stores.etcd.replay import EtcdReplay
 
 log = logging.getLogger("space_cloud.stores.etcd")
 
@@ -84,6 +86,8 @@ class EtcdStore:
         self._projects = projects_prefix(cluster_id).encode()
         self._instances = instances_prefix(cluster_id).encode()
         self._tokens = tokens_prefix(cluster_id).encode()
+        versions = histories_prefix(cluster_id).encode()
+        self._replay = EtcdReplay(self._client, self._projects, versions, self._change)
         self._instance_ttl = instance_ttl
         self._registration: _Registration | None = None
         self._lock = asyncio.Lock()  # one change of lease/record at a time
@@ -214,15 +218,14 @@ class EtcdStore:
     async def get_version(self, project_id: str, revision: int) -> Version | None:
         return await self._history.at_revision(project_id, revision)
 
-    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
-        """None: this store does not replay a range of changes (yet)."""
-        return None
-
     async def watch_projects(
         self, since: ProjectListing
     ) -> AsyncGenerator[list[ProjectChange], None]:
         async for response in self._client.watch_prefix(self._projects, since.revision + 1):
             yield [self._change(event) for event in response.events]
+
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        return await self._replay.changes_between(after, through)
 
     def _change(self, event: rpc.Event) -> ProjectChange:
         # Any key goes up (not UTF-8 too): the sync layer judges it (docs/design.md §12).
