@@ -19,6 +19,7 @@ RUNS = {
     "resume": ["--projects", "20", "--clients", "10", "--missed", "3"],
     "scale": ["--projects", "50"],
     "store_scale": ["--projects", "5,20", "--writes", "3", "--idle", "0.2"],
+    "store_writes": ["--writes", "5"],
 }
 #: The HTTP protocol benchmarks print their figures (no results file), each naming the
 #: protocols it compared.
@@ -35,6 +36,7 @@ NEEDS = {
     "resume": [pytest.mark.etcd],
     "scale": [pytest.mark.etcd, pytest.mark.consul],
     "store_scale": [pytest.mark.etcd, pytest.mark.consul],
+    "store_writes": [pytest.mark.consul],
     "protocol_head_parse": [],
     "protocol_overhead": [],
     "protocol_reads": [pytest.mark.wrk],

@@ -1,6 +1,6 @@
 """What only the Consul store does, against real Consul agents (tests/servers/consul.py):
-deletion marks, index resets, sessions and heartbeats, the transaction size limit, TLS,
-ACLs and the CONSUL_* variables, outages.
+the change log and its watch, deletion marks, index resets, sessions and heartbeats, the
+transaction size limit, TLS, ACLs and the CONSUL_* variables, outages.
 
 The Store contract it shares with the other stores is in test_store_contract.py.
 """
@@ -194,11 +194,160 @@ async def test_a_delete_by_another_consul_client_keeps_its_revision(
     store = await open_store(consul_server.config(), cluster)
     await store.put_project("gone", b"{}")
     since = await store.list_projects()
+    watch = store.watch_projects(since)
     consul_server.api("DELETE", f"/v1/kv/sc/projects/{cluster}/gone").raise_for_status()
+    [deleted] = await next_batch(watch)
     after = await store.put_project("after", b"{}")
-    changes = await collect(store.watch_projects(since), 2)
-    assert [(c.kind, c.id) for c in changes] == [("delete", "gone"), ("put", "after")]
-    assert since.revision < changes[0].revision < after.revision
+    assert await next_batch(watch) == [ProjectChange("put", "after", after.revision, b"{}")]
+    assert (deleted.kind, deleted.id) == ("delete", "gone")
+    assert since.revision < deleted.revision < after.revision
+
+
+async def test_a_change_by_another_client_hidden_behind_a_gateway_write_resets_the_watch(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Made before the watch reads the sentinel, a foreign put is masked by the gateway's
+    later write (the sentinel shows only the highest revision): the verification that
+    follows finds it below the revisions emitted, and the watch asks for a resync."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster, verify_seconds=0.5)
+    since = await store.list_projects()
+    consul_server.api("PUT", f"/v1/kv/sc/projects/{cluster}/hidden", content=b"{}")
+    ours = await store.put_project("ours", b"{}")
+    watch = store.watch_projects(since)
+    assert await next_batch(watch) == [ProjectChange("put", "ours", ours.revision, b"{}")]
+    with pytest.raises(WatchReset, match="hidden behind"):
+        await next_batch(watch)
+    listing = await store.list_projects()
+    assert set(listing.projects) == {"hidden", "ours"}
+
+
+def requests_seen(store: ConsulStore) -> list[httpx.Request]:
+    """Every request the store sends from now on."""
+    seen: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        seen.append(request)
+
+    store._open_client()._http.event_hooks["request"].append(on_request)
+    return seen
+
+
+def project_listings(requests: list[httpx.Request], cluster: str) -> list[httpx.Request]:
+    """The requests that downloaded the cluster's projects (values and all)."""
+    return [
+        r
+        for r in requests
+        if r.url.path == f"/v1/kv/sc/projects/{cluster}/" and "recurse" in r.url.params
+    ]
+
+
+async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Each change costs its log entry (and, for a large value, its version), whatever the
+    number of projects; another cluster whose id extends this one's moves the sentinel's
+    index, not a listing."""
+    cluster = new_cluster()
+    watcher = await open_store(consul_server.config(), cluster)
+    writer = await open_store(consul_server.config(), cluster)
+    neighbour = await open_store(consul_server.config(), cluster + "b")
+    for n in range(20):
+        await writer.put_project(f"p{n}", b'{"padding":"%s"}' % (b"x" * 2000))
+    since = await watcher.list_projects()
+    requests = requests_seen(watcher)
+    watch = watcher.watch_projects(since)
+    expected = []
+    for n in range(10):
+        await neighbour.put_project("elsewhere", b"{}")
+        put = await writer.put_project("p1", b'{"n":%d}' % n)
+        expected.append(ProjectChange("put", "p1", put.revision, b'{"n":%d}' % n))
+    deleted = await writer.delete_project("p2")
+    expected.append(ProjectChange("delete", "p2", deleted))
+    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond .last: read from its version
+    put = await writer.put_project("p3", large)
+    expected.append(ProjectChange("put", "p3", put.revision, large))
+    assert await collect(watch, len(expected)) == expected
+    assert project_listings(requests, cluster) == []
+    await watch.aclose()
+
+
+async def test_changes_by_another_client_interleaved_with_the_gateways_come_in_order(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Rounds of gateway writes followed by a ``consul kv`` put or delete: the listing diff
+    that the foreign write causes emits the log's entries and the foreign change, each at
+    its own revision, in order, none twice."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    since = await store.list_projects()
+    watch = store.watch_projects(since)
+    for round_ in range(4):
+        expected = []
+        for project_id in ("a", "b"):
+            value = b'{"round":%d}' % round_
+            put = await store.put_project(project_id, value)
+            expected.append(ProjectChange("put", project_id, put.revision, value))
+        key = f"/v1/kv/sc/projects/{cluster}/foreign"
+        if round_ % 2 == 0:
+            consul_server.api("PUT", key, content=b'{"by":"consul"}').raise_for_status()
+            revision = consul_server.api("GET", key).json()[0]["ModifyIndex"]
+            expected.append(ProjectChange("put", "foreign", revision, b'{"by":"consul"}'))
+        else:
+            consul_server.api("DELETE", key).raise_for_status()
+            expected.append(ProjectChange("delete", "foreign", 0))
+        seen = await collect(watch, len(expected))
+        if round_ % 2:  # a foreign delete's revision comes from its tombstone
+            assert seen[-1].revision > seen[-2].revision
+            expected[-1] = ProjectChange("delete", "foreign", seen[-1].revision)
+        assert seen == expected
+    await watch.aclose()
+
+
+async def test_the_log_stays_bounded_and_a_watcher_behind_it_lists_again(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    store._projects.log.keep = 4
+    since = await store.list_projects()
+    behind = await open_store(consul_server.config(), cluster)
+    stalled = behind.watch_projects(since)  # never read until the log was pruned past it
+    live = store.watch_projects(since)
+    written = []
+    for n in range(30):
+        put = await store.put_project(f"p{n % 3}", b'{"n":%d}' % n)
+        written.append(put.revision)
+        assert (await collect(live, 1))[0].revision == put.revision
+    log = await store._projects.log.read(0)
+    assert 4 <= len(log.entries) <= 2 * 4 + 1
+    assert since.revision < log.pruned < written[-1]
+    with pytest.raises(WatchReset, match="pruned"):
+        await next_batch(stalled)
+    assert await store.changes_between(since.revision, written[-1]) is None
+    await live.aclose()
+
+
+async def test_changes_between_replays_the_log_unless_another_client_wrote(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    since = await store.list_projects()
+    assert await store.changes_between(since.revision, since.revision) is None  # no watch yet
+    watch = store.watch_projects(since)
+    a = await store.put_project("a", b'{"v":1}')
+    deleted = await store.delete_project("a")
+    b = await store.put_project("b", b'{"v":2}')
+    made = await collect(watch, 3)
+    assert await store.changes_between(since.revision, b.revision) == made
+    assert await store.changes_between(a.revision, deleted) == made[1:2]
+    consul_server.api("PUT", f"/v1/kv/sc/projects/{cluster}/c", content=b"{}").raise_for_status()
+    [foreign] = await collect(watch, 1)
+    assert await store.changes_between(b.revision, foreign.revision) is None
+    assert await store.changes_between(since.revision, b.revision) == made
+    assert await store.changes_between(since.revision, foreign.revision + 100) is None
+    await watch.aclose()
 
 
 async def test_watch_resets_when_the_index_goes_backwards(

@@ -310,7 +310,8 @@ class Store(Protocol):
         """Yield batches of the changes made after the listing ``since``, in revision order.
 
         ``since`` is the last listing the caller applied (etcd watches from its revision + 1;
-        Consul, whose blocking queries return the whole prefix, diffs against it). Every
+        Consul reads its change log from there, and diffs against it what the log does not
+        hold). Every
         change is yielded exactly once. Ends only by raising (:class:`WatchReset`,
         :class:`StoreUnavailable`) or by cancellation.
         """
@@ -389,9 +390,9 @@ ETCD_VALUE_LIMIT = 785_408
 #: Every Consul write is one ``/v1/txn`` (its result carries the write's revision), whose
 #: body Consul caps at ``txn_max_req_len`` (512 KiB) with every value base64-encoded in
 #: it, the project twice (beside its version). Measured on Consul 1.8.7
-#: (tests/test_store_consul.py checks it): 196 016 to 196 023 bytes (with the random
+#: (tests/test_store_consul.py checks it): 196 011 to 196 018 bytes (with the random
 #: Flags' width) is the largest project the largest transaction takes (63-character ids,
-#: the longest author and node id, a cas index, the deletion mark's delete, the check of
+#: the longest author and node id, a cas index, the change log's entry, the check of
 #: the last version and 16 pruned versions); a few bytes below it leave room for the
 #: widest cas index and Flags.
 CONSUL_VALUE_LIMIT = 196_000

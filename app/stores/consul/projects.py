@@ -1,27 +1,26 @@
-"""Projects in Consul's KV store: conditional writes through ``/v1/txn``, and a watch that
-diffs each answer of a blocking query against the one before.
+"""Projects in Consul's KV store: conditional writes through ``/v1/txn``, and the listing.
 
 Revisions are Consul's ``ModifyIndex`` (per key) and ``X-Consul-Index`` (per prefix):
 raft indexes, cluster-wide and only growing.
 
 Every write is one transaction, whose result carries the write's own ModifyIndex, and
-which also writes the write's version (:mod:`app.stores.consul.history`); the value limit
-is therefore what a transaction holding the project twice takes (:data:`CONSUL_VALUE_LIMIT`).
+which also writes the write's version (:mod:`app.stores.consul.history`) and its entry in
+the change log (:mod:`app.stores.consul.changelog`) that watches read
+(:mod:`app.stores.consul.watch`); the value limit is therefore what a transaction holding
+the project twice takes (:data:`CONSUL_VALUE_LIMIT`). A deletion also writes its mark
+(:mod:`app.stores.consul.listing`).
 
-Deletions: Consul's answers carry no deletion index, so the deleting transaction also
-writes a mark, ``sc/projects/<cluster>/.deleted/<id>`` (ids never start with ``.``, and
-nested keys are never taken for projects); its ModifyIndex is the deletion's revision.
-A put removes it; a mark left behind is ignored, as only a mark newer than the watch's
-last answer counts.
+A listing is labelled with the KV store's index read just before it, not the prefix's
+own: every write up to that index is in the listing, so a watch from it needs only the
+log's entries after it, even those of writes whose keys were deleted since.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import secrets
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -34,49 +33,53 @@ from app.stores.base import (
     ProjectNotFound,
     PutResult,
     RevisionMismatch,
-    StoredProject,
     StoreUnavailable,
     ValueTooLarge,
     VersionCounts,
     VersionStamp,
-    WatchReset,
     encode_version,
     projects_prefix,
 )
-from app.stores.consul.client import (
-    ClientSource,
-    ConsulResponse,
-    entry_value,
-    kv_path,
-    pace,
-)
+from app.stores.consul.changelog import ChangeLog, VersionGone
+from app.stores.consul.client import ClientSource, ConsulResponse, kv_path
 from app.stores.consul.history import ConsulHistory, VersionSlot
+from app.stores.consul.listing import deletion_mark, stored_projects
+from app.stores.consul.watch import VERIFY_SECONDS, ForeignChanges, ProjectWatch
 
 CAS_ATTEMPTS = 20
-#: Where a deletion leaves its mark, under the projects prefix: ids never start with ".".
-DELETION_MARKS = ".deleted/"
 
 
 class ConsulProjects:
     """One cluster's projects under ``sc/projects/<cluster>/``."""
 
     def __init__(
-        self, client: ClientSource, cluster_id: str, keep_versions: int = DEFAULT_PROJECT_VERSIONS
+        self,
+        client: ClientSource,
+        cluster_id: str,
+        keep_versions: int = DEFAULT_PROJECT_VERSIONS,
+        verify_seconds: float = VERIFY_SECONDS,
     ) -> None:
         self._client = client
         self.prefix = projects_prefix(cluster_id)
         self.history = ConsulHistory(client, cluster_id, keep_versions)
+        self.log = ChangeLog(client, cluster_id)
         self.version_counts = VersionCounts()
+        self.foreign = ForeignChanges()
+        self.verify_seconds = verify_seconds
+
+    async def current_revision(self) -> int:
+        """Consul's KV index now: a one-key read answers the KV table's highest index."""
+        return (await self._client().request("GET", kv_path(self.prefix), expect=(200, 404))).index
 
     async def listing(self) -> ProjectListing:
+        before = await self.current_revision()
         entries, index = await self._client().list_prefix(self.prefix)
-        return ProjectListing(_projects(entries, self.prefix), index)
+        return ProjectListing(stored_projects(entries, self.prefix), max(index, before))
 
     async def put(
         self, project_id: str, value: bytes, expected: int | None, stamp: VersionStamp
     ) -> PutResult:
-        """One transaction: the (conditional) write, the removal of a deletion mark, and
-        the write's version."""
+        """One transaction: the (conditional) write, its version and its log entry."""
         if len(value) > CONSUL_VALUE_LIMIT:
             raise ValueTooLarge(len(value), CONSUL_VALUE_LIMIT)
         key = self.prefix + project_id
@@ -86,11 +89,12 @@ class ConsulProjects:
         else:
             op = _kv("cas", key, Index=expected, **fields)
         record = encode_version("put", stamp, value)
-        ops = [op, _kv("delete", self._deletion_mark(project_id))]
         for _ in range(CAS_ATTEMPTS):
             slot = await self.history.next_slot(project_id)
+            logged = self.log.entry_op("put", project_id, slot.plan.slot)
+            last = self.log.last_value_op(value, _nonce())
             try:
-                results = await self._versioned_txn(ops, slot, record)
+                results = await self._versioned_txn([op, logged, *last], slot, record)
             except _TooLarge as too_large:
                 limit = too_large.value_limit(len(value), len(record))
                 raise ValueTooLarge(len(value), limit) from None
@@ -111,12 +115,19 @@ class ConsulProjects:
         for _ in range(CAS_ATTEMPTS):
             if cas is None:
                 cas = await self._existing(project_id)
-            mark = self._deletion_mark(project_id)
+            mark = deletion_mark(self.prefix, project_id)
             slot = await self.history.next_slot(project_id)
-            ops = [_kv("check-index", key, Index=cas), _kv("delete", key), _kv("set", mark)]
+            logged = self.log.entry_op("delete", project_id, slot.plan.slot)
+            ops = [
+                _kv("check-index", key, Index=cas),
+                _kv("delete", key),
+                # A put no longer removes the mark: a new Flags value makes Consul write it.
+                _kv("set", mark, Flags=_nonce()),
+                logged,
+            ]
             results = await self._versioned_txn(ops, slot, record)
             if results is not None:
-                revision: int = _entry(results, mark)["ModifyIndex"]
+                revision: int = _entry(results, logged["KV"]["Key"])["ModifyIndex"]
                 self.history.written(slot, revision)
                 return revision
             if await self.history.lost(slot):
@@ -136,69 +147,25 @@ class ConsulProjects:
             self.version_counts.pruned += len(slot.plan.pruned)
         return results
 
-    async def watch(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
-        known = dict(since.projects)
-        index = max(1, since.revision)
-        while True:
-            started = asyncio.get_running_loop().time()
-            entries, new_index = await self._client().list_prefix(self.prefix, index=index)
-            if new_index < index:
-                raise WatchReset(f"Consul's index went back from {index} to {new_index}")
-            current = _projects(entries, self.prefix)
-            marks = _deletion_marks(entries, self.prefix)
-            changes = _puts(known, current)
-            taken = {change.revision for change in changes}
-            # Longest ids first: a shorter id's tombstone probe also covers the longer ones.
-            for project_id in sorted(known.keys() - current.keys(), key=len, reverse=True):
-                revision = marks.get(project_id, 0)
-                if not index < revision <= new_index or revision in taken:
-                    revision = await self._deletion_revision(
-                        project_id, current, index, new_index, taken
-                    )
-                taken.add(revision)
-                changes.append(ProjectChange("delete", project_id, revision))
-            changes.sort(key=lambda change: (change.revision, change.id))
-            known, index = current, new_index
-            if changes:
-                yield changes
-            else:
-                await pace(started)
-
-    def _deletion_mark(self, project_id: str) -> str:
-        """``<prefix>.deleted/<id>``: written in the deleting transaction, so its
-        ModifyIndex is the deletion's index (a nested key is never taken for a project)."""
-        return f"{self.prefix}{DELETION_MARKS}{project_id}"
-
-    async def _tombstone_index(self, project_id: str) -> int:
-        """The newest index among the keys that start with this project's key and their
-        tombstones: the project's deletion index unless another id extends this one."""
-        response = await self._client().request(
-            "GET", kv_path(self.prefix + project_id), params={"keys": ""}, expect=(200, 404)
+    def watch(self, since: ProjectListing) -> AsyncGenerator[list[ProjectChange], None]:
+        watch = ProjectWatch(
+            self._client, self.prefix, self.log, since, self.foreign, self.verify_seconds
         )
-        return max(1, response.index)
+        return watch.changes()
 
-    async def _deletion_revision(
-        self,
-        project_id: str,
-        current: Mapping[str, StoredProject],
-        after: int,
-        upto: int,
-        taken: set[int],
-    ) -> int:
-        """The raft index of a deletion without a mark (made by another Consul client),
-        seen between indexes ``after`` and ``upto``.
-
-        Consul's answer carries the prefix's index, not the deletion's, and labelling a
-        deletion with it would put it after (or on) puts that followed it in the same
-        answer. The tombstone probe gives the exact index unless a longer id starting with
-        this one changed since; then the highest free index in the window keeps the batch's
-        revisions unique and inside it.
-        """
-        probe = await self._tombstone_index(project_id)
-        longer = {p.revision for other, p in current.items() if other.startswith(project_id)}
-        if after < probe <= upto and probe not in taken and probe not in longer:
-            return probe
-        return next((r for r in range(upto, after, -1) if r not in taken), upto)
+    async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
+        """From the change log: None when it no longer holds every entry of the range, a
+        version is gone, or a change by another client may lie in it (the log holds only
+        the gateway's writes; see :class:`ForeignChanges`)."""
+        if not self.foreign.vouch(after, through):
+            return None
+        log = await self.log.read(after)
+        if log.pruned > after:
+            return None
+        try:
+            return await self.log.changes(log.after(after, through=through))
+        except VersionGone:
+            return None
 
     async def _existing(self, project_id: str) -> int:
         revision = await self._current(project_id)
@@ -266,39 +233,3 @@ def _kv(verb: str, key: str, **fields: Any) -> dict[str, Any]:
 
 def _entry(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return next(result["KV"] for result in results if result.get("KV", {}).get("Key") == key)
-
-
-def _projects(entries: list[dict[str, Any]], prefix: str) -> dict[str, StoredProject]:
-    """Every key under ``prefix`` but the deletion marks: the sync layer judges them."""
-    projects = {}
-    for entry in entries:
-        project_id = entry["Key"].removeprefix(prefix)
-        if project_id and not project_id.startswith(DELETION_MARKS):
-            projects[project_id] = StoredProject(
-                project_id, entry_value(entry), entry["ModifyIndex"]
-            )
-    return projects
-
-
-def _deletion_marks(entries: list[dict[str, Any]], prefix: str) -> dict[str, int]:
-    """Project id -> index of its last deletion by a gateway, from the marks under prefix."""
-    marks_prefix = prefix + DELETION_MARKS
-    return {
-        entry["Key"].removeprefix(marks_prefix): entry["ModifyIndex"]
-        for entry in entries
-        if entry["Key"].startswith(marks_prefix)
-    }
-
-
-def _puts(
-    before: Mapping[str, StoredProject], after: Mapping[str, StoredProject]
-) -> list[ProjectChange]:
-    """A put for every project that is new or has a newer revision in ``after``."""
-    changes = []
-    for project_id, project in after.items():
-        old = before.get(project_id)
-        if old is not None and project.revision < old.revision:
-            raise WatchReset(f"project {project_id!r} went back to revision {project.revision}")
-        if old is None or project.revision > old.revision:
-            changes.append(ProjectChange("put", project_id, project.revision, project.value))
-    return changes

@@ -28,6 +28,7 @@ from app.stores.consul.config import ConsulConfig
 from app.stores.consul.instances import ConsulInstances
 from app.stores.consul.projects import ConsulProjects
 from app.stores.consul.tokens import ConsulTokens
+from app.stores.consul.watch import VERIFY_SECONDS
 
 
 class ConsulStore:
@@ -45,13 +46,16 @@ class ConsulStore:
         timeout: float = 5.0,
         watch_wait: float = 10.0,
         keep_versions: int = DEFAULT_PROJECT_VERSIONS,
+        verify_seconds: float = VERIFY_SECONDS,
     ) -> None:
         self.config = config
         self.cluster_id = cluster_id
         self.timeout = timeout
         self.watch_wait = watch_wait
         self._client: ConsulClient | None = None
-        self._projects = ConsulProjects(self._open_client, cluster_id, keep_versions)
+        self._projects = ConsulProjects(
+            self._open_client, cluster_id, keep_versions, verify_seconds
+        )
         self._instances = ConsulInstances(self._open_client, cluster_id, instance_ttl, watch_wait)
         self._tokens = ConsulTokens(self._open_client, cluster_id)
 
@@ -83,8 +87,7 @@ class ConsulStore:
     async def current_revision(self) -> int:
         """Consul's KV index now: a one-key read answers the KV table's highest index,
         which no ModifyIndex under the prefix can pass."""
-        prefix = projects_prefix(self.cluster_id)
-        return (await self.client.request("GET", kv_path(prefix), expect=(200, 404))).index
+        return await self._projects.current_revision()
 
     @property
     def client(self) -> ConsulClient:
@@ -123,8 +126,9 @@ class ConsulStore:
         return self._projects.watch(since)
 
     async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
-        """None for now: Consul keeps no history of a key's values, only the last."""
-        return None
+        """From the change log (docs/design.md §3): None when the log no longer holds the
+        range, or it may hold a change by another client, which the log does not carry."""
+        return await self._projects.changes_between(after, through)
 
     # --- versions -----------------------------------------------------------------
 

@@ -1,0 +1,272 @@
+"""The change log: one small key per gateway write, so a watch reads what changed, not
+every project.
+
+A blocking query on the projects prefix answers every project of the cluster, and only
+the latest version of each: a watch that diffed those answers downloaded the cluster for
+each change and lost versions written between two of its queries. So every write's
+transaction (:mod:`app.stores.consul.projects`) also creates one entry under
+``sc/changes/<cluster>/``, whose ModifyIndex is the write's revision (one transaction,
+one raft index). The entry has no value: its name says everything,
+``<8 random hex>.<op>.<slot>.<project>``, the random part so that a name is never taken
+twice (``cas`` index 0: only if absent), even if the project's history was wiped by hand
+and its slots start again. The project's value is in the version the same transaction
+wrote at ``sc/history/<cluster>/<project>/<slot>`` (:mod:`app.stores.consul.history`).
+A put of at most :data:`LAST_VALUE_LIMIT` bytes also sets ``.last`` to its value, so a
+watch one write behind (the usual case) finds the value in the log's own answer; for
+others it reads the versions, up to 64 in one read-only transaction.
+
+Against the value limit: the entry's op costs about as much of the transaction body as
+the removal of the deletion mark that puts no longer make (a mark left behind is
+ignored), and ``.last`` is only written beside small values, so the largest transaction
+is what it was and :data:`~app.stores.base.CONSUL_VALUE_LIMIT` stays where it was.
+
+The log is bounded: a watch that sees more than ``2 * LOG_KEEP`` entries deletes the
+oldest beyond the newest ``LOG_KEEP``, first raising the marker ``.pruned`` (its value:
+the highest pruned revision, only ever raised, with a ``cas`` loop) so that a watch which
+had not read them yet knows it may have missed some and lists again. Several instances
+pruning at once only delete the same keys twice. A log answer is thus at most
+``2 * LOG_KEEP`` small entries, whatever the number of projects (~140 bytes each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.stores.base import (
+    ProjectChange,
+    StoreError,
+    WatchReset,
+    history_prefix,
+)
+from app.stores.consul.client import ClientSource, entry_value, kv_path
+from app.stores.slots import SLOT_DIGITS
+
+#: How many entries a pruning keeps; a watch more than this many writes behind may have
+#: to list again. Pruning starts at twice as many, so it runs once per LOG_KEEP writes.
+LOG_KEEP = 256
+#: The marker under the log prefix (entry names never start with ".").
+PRUNED_MARKER = ".pruned"
+#: The newest small put's value, beside the entries: a watch one write behind needs no
+#: version read. Larger values are left to their versions, so that the largest
+#: transaction (and the value limit) stays what it was.
+LAST_VALUE = ".last"
+LAST_VALUE_LIMIT = 4096
+#: Consul takes at most 64 operations per transaction.
+MAX_TXN_OPS = 64
+_MARKER_ATTEMPTS = 20
+
+Op = Literal["put", "delete"]
+
+
+def changes_prefix(cluster_id: str) -> str:
+    return f"sc/changes/{cluster_id}/"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One gateway write as the log names it; ``revision`` is the entry's ModifyIndex."""
+
+    revision: int
+    op: Op
+    project_id: str
+    slot: str
+
+    @classmethod
+    def parse(cls, prefix: str, entry: dict[str, Any]) -> LogEntry | None:
+        """None for the marker and for keys another tool put under the log."""
+        parts = entry["Key"].removeprefix(prefix).split(".", 3)
+        if len(parts) != 4 or parts[1] not in ("put", "delete") or not parts[2].isdigit():
+            return None
+        op: Op = "put" if parts[1] == "put" else "delete"
+        slot = parts[2].zfill(SLOT_DIGITS)
+        return cls(entry["ModifyIndex"], op, parts[3], slot)
+
+
+def entry_op(prefix: str, op: Op, project_id: str, slot: str) -> dict[str, Any]:
+    """The transaction op that logs a write (a fresh name at every attempt)."""
+    name = f"{secrets.token_hex(4)}.{op}.{int(slot)}.{project_id}"
+    return {"KV": {"Verb": "cas", "Key": prefix + name, "Index": 0}}
+
+
+@dataclass(frozen=True, slots=True)
+class LogSnapshot:
+    """One answer of the log: its entries after a revision, in revision order, the
+    prefix's index (every entry up to it is there, unless pruned), the highest pruned
+    revision, and every entry as Consul listed it (for pruning)."""
+
+    entries: list[LogEntry]
+    index: int
+    pruned: int
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    #: ``.last``: (its revision, the value that put wrote).
+    last: tuple[int, bytes] | None = None
+
+    def after(self, revision: int, through: int | None = None) -> list[LogEntry]:
+        return [
+            e
+            for e in self.entries
+            if e.revision > revision and (through is None or e.revision <= through)
+        ]
+
+    def revisions(self) -> set[int]:
+        return {entry.revision for entry in self.entries}
+
+
+class VersionGone(WatchReset):
+    """A logged put's version is no longer kept (pruned by newer writes of its project):
+    the watch is too far behind to read it and lists again."""
+
+
+class ChangeLog:
+    """One cluster's change log under ``sc/changes/<cluster>/``."""
+
+    def __init__(self, client: ClientSource, cluster_id: str, keep: int = LOG_KEEP) -> None:
+        self._client = client
+        self._cluster_id = cluster_id
+        self.prefix = changes_prefix(cluster_id)
+        self.keep = keep
+
+    def entry_op(self, op: Op, project_id: str, slot: str) -> dict[str, Any]:
+        return entry_op(self.prefix, op, project_id, slot)
+
+    def last_value_op(self, value: bytes, flags: int) -> list[dict[str, Any]]:
+        """The op that keeps a small put's value as ``.last`` (none for a larger one);
+        ``flags``: a new value every time, so Consul rewrites even identical bytes."""
+        if len(value) > LAST_VALUE_LIMIT:
+            return []
+        key = self.prefix + LAST_VALUE
+        encoded = base64.b64encode(value).decode()
+        return [{"KV": {"Verb": "set", "Key": key, "Value": encoded, "Flags": flags}}]
+
+    async def read(self, after: int, index: int | None = None) -> LogSnapshot:
+        """The log's entries after revision ``after``, now or once its index passes
+        ``index`` (a blocking query); only those are parsed, the answer holds them all."""
+        listed, log_index = await self._client().list_prefix(self.prefix, index=index)
+        parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
+        logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
+        pruned = _pruned(listed, self.prefix + PRUNED_MARKER)
+        last_key = self.prefix + LAST_VALUE
+        last = next(
+            ((e["ModifyIndex"], entry_value(e)) for e in listed if e["Key"] == last_key), None
+        )
+        return LogSnapshot(logged, log_index, pruned, listed, last)
+
+    async def changes(
+        self, entries: list[LogEntry], last: tuple[int, bytes] | None = None
+    ) -> list[ProjectChange]:
+        """The entries as changes, a put with its value from ``last`` (``.last`` as read
+        with them) or else its version; raises :class:`VersionGone` when one is no
+        longer kept."""
+        found: dict[int, bytes] = dict([last]) if last is not None else {}
+        puts = [entry for entry in entries if entry.op == "put" and entry.revision not in found]
+        chunks = [puts[at : at + MAX_TXN_OPS] for at in range(0, len(puts), MAX_TXN_OPS)]
+        for values in await asyncio.gather(*(self._values(chunk) for chunk in chunks)):
+            found.update(values)
+        changes = []
+        for entry in entries:
+            if entry.op == "delete":
+                changes.append(ProjectChange("delete", entry.project_id, entry.revision))
+                continue
+            value = found.get(entry.revision)
+            if value is None:
+                raise VersionGone(
+                    f"the version of {entry.project_id!r} at {entry.revision} is gone"
+                )
+            changes.append(ProjectChange("put", entry.project_id, entry.revision, value))
+        return changes
+
+    async def _values(self, entries: list[LogEntry]) -> dict[int, bytes]:
+        """The values of the puts the entries name, from their versions read in one
+        transaction; those missing or written again since are left out."""
+        if len(entries) == 1:  # the usual case: a plain read is the cheapest
+            return await self._values_one_by_one(entries)
+        ops = [{"KV": {"Verb": "get", "Key": self._version_key(e)}} for e in entries]
+        response = await self._client().request("PUT", "/v1/txn", json=ops, expect=(200, 409))
+        if response.status == 409:  # one of them is gone: find which, one by one
+            return await self._values_one_by_one(entries)
+        values = {}
+        for entry, result in zip(entries, response.json().get("Results") or [], strict=False):
+            value = _put_value(entry, result["KV"])
+            if value is not None:
+                values[entry.revision] = value
+        return values
+
+    async def _values_one_by_one(self, entries: list[LogEntry]) -> dict[int, bytes]:
+        values = {}
+        for entry in entries:
+            response = await self._client().request(
+                "GET", kv_path(self._version_key(entry)), expect=(200, 404)
+            )
+            if response.status == 200 and (value := _put_value(entry, response.json()[0])):
+                values[entry.revision] = value
+        return values
+
+    def _version_key(self, entry: LogEntry) -> str:
+        return history_prefix(self._cluster_id, entry.project_id) + entry.slot
+
+    async def prune(self, snapshot: LogSnapshot, consumed: int) -> int:
+        """Keep the newest :attr:`keep` entries once there are more than twice as many,
+        deleting only entries up to ``consumed`` (what the caller has read); returns how
+        many were deleted."""
+        if len(snapshot.listed) <= 2 * self.keep + 2:  # the marker and .last too
+            return 0
+        kept = {self.prefix + PRUNED_MARKER, self.prefix + LAST_VALUE}
+        listed = sorted(
+            (e for e in snapshot.listed if e["Key"] not in kept), key=lambda e: e["ModifyIndex"]
+        )
+        oldest = listed[: len(listed) - self.keep]
+        doomed = [entry for entry in oldest if entry["ModifyIndex"] <= consumed]
+        if not doomed:
+            return 0
+        await self._raise_marker(doomed[-1]["ModifyIndex"])
+        deletes = [{"KV": {"Verb": "delete", "Key": entry["Key"]}} for entry in doomed]
+        batches = [deletes[at : at + MAX_TXN_OPS] for at in range(0, len(deletes), MAX_TXN_OPS)]
+        for batch in batches:
+            await self._client().request("PUT", "/v1/txn", json=batch)
+        return len(doomed)
+
+    async def _raise_marker(self, revision: int) -> None:
+        """Raise ``.pruned`` to ``revision``, never lower it (check-and-set on its index)."""
+        path = kv_path(self.prefix + PRUNED_MARKER)
+        for _ in range(_MARKER_ATTEMPTS):
+            response = await self._client().request("GET", path, expect=(200, 404))
+            index, current = 0, 0
+            if response.status == 200:
+                entry = response.json()[0]
+                index, current = entry["ModifyIndex"], _int(entry_value(entry))
+            if current >= revision:
+                return
+            content = str(revision).encode()
+            done = await self._client().request("PUT", path, params={"cas": index}, content=content)
+            if done.json() is True:
+                return
+        raise StoreError("the change log's pruned marker kept changing")
+
+
+def _pruned(entries: list[dict[str, Any]], marker: str) -> int:
+    return next((_int(entry_value(e)) for e in entries if e["Key"] == marker), 0)
+
+
+def _int(raw: bytes) -> int:
+    return int(raw) if raw.strip().isdigit() else 0
+
+
+_PUT_RECORD = b'{"op":"put",'
+_PROJECT_FIELD = b',"project":'
+
+
+def _put_value(entry: LogEntry, kv: dict[str, Any]) -> bytes | None:
+    """The project's bytes exactly as written, from the put version the log entry names
+    (:func:`~app.stores.base.encode_version` writes ``op`` first and ``project`` last,
+    after fields whose quotes are escaped); None if it is gone or not that version."""
+    raw = entry_value(kv)
+    if kv.get("ModifyIndex") != entry.revision or not raw.startswith(_PUT_RECORD):
+        return None
+    start = raw.find(_PROJECT_FIELD)
+    if start < 0 or not raw.endswith(b"}"):
+        return None
+    return raw[start + len(_PROJECT_FIELD) : -1]
