@@ -8,8 +8,9 @@ request in its scope under :data:`SCOPE_KEY`. It writes a chunk made once by
 else first: the response has started, is chunked and not complete, the connection is
 open and flow control has not paused it. Otherwise it writes nothing and says so, and the
 caller goes through ``send`` as before (which waits for the pause to end).
-bench/fanout.py, 5 000 streams, one run: 11.1 -> ... µs of server CPU per delivered frame
-(a bare asyncio server writing to each socket: ... µs).
+bench/fanout.py, 5 000 streams, before and after back to back (load 6): 14.5 -> 11.3 µs
+of server CPU per delivered frame, the bare asyncio floor 9.9 / 8.9 µs; on a quiet
+machine 9.9 µs against the floor's 7.3.
 """
 
 from __future__ import annotations
