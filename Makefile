@@ -80,6 +80,8 @@ bench: install-test deps ## every benchmark at full size (several minutes), then
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.store_scale
+	$(BIN)/python -m bench.store_writes
 	$(BIN)/python -m bench.resume
 	$(BIN)/python -m bench.plot
 
