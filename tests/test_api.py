@@ -59,11 +59,16 @@ def client(start: Start) -> TestClient:
     return start()
 
 
-@pytest.fixture
-def auth(client: TestClient) -> dict[str, str]:
+def admin_headers(client: TestClient) -> dict[str, str]:
+    """The headers of an admin logged in on ``client``."""
     response = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@pytest.fixture
+def auth(client: TestClient) -> dict[str, str]:
+    return admin_headers(client)
 
 
 def assert_error(response: Response, status: int) -> str:
@@ -413,10 +418,7 @@ def test_etag_of_a_project_from_a_space_cloud_file_is_usable(start: Start, tmp_p
     served with an ETag that If-Match then accepts."""
     (tmp_path / "c.yaml").write_text("projects:\n  - id: todo\n    name: Todo\n")
     client = start()
-    headers = {
-        "Authorization": "Bearer "
-        + client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD}).json()["token"]
-    }
+    headers = admin_headers(client)
     got = client.get("/v1/config/projects/todo", headers=headers)
     assert got.status_code == 200
     response = client.put(
@@ -434,8 +436,7 @@ def test_wait_revision_of_an_applied_revision_answers_at_once(
     start: Start,
 ) -> None:
     client = start(wait_revision_timeout_seconds=5)
-    token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
-    auth = {"Authorization": f"Bearer {token.json()['token']}"}
+    auth = admin_headers(client)
     revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
         "revision"
     ]
@@ -452,8 +453,7 @@ def test_wait_revision_beyond_the_store_answers_400_at_once(
     start: Start,
 ) -> None:
     client = start(wait_revision_timeout_seconds=5)
-    token = client.post("/v1/config/login", json={"user": "admin", "pass": PASSWORD})
-    auth = {"Authorization": f"Bearer {token.json()['token']}"}
+    auth = admin_headers(client)
     revision = client.put("/v1/config/projects/a", json=project("a"), headers=auth).json()[
         "revision"
     ]

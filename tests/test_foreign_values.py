@@ -20,7 +20,7 @@ from app.stores.base import ETCD_VALUE_LIMIT
 from tests.eventually import eventually
 from tests.gateway import Event, Gateway, SSEStream
 from tests.servers.binaries import binary
-from tests.test_cluster import Cluster
+from tests.test_cluster import STORES, Cluster, own_cluster
 from tests.test_follow import follower
 
 PRETTY = (
@@ -52,14 +52,10 @@ REASONS = {
 }
 
 
-@pytest.fixture(params=["etcd", "consul"])
+@pytest.fixture(params=STORES)
 def store_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    server = request.getfixturevalue(f"{request.param}_server")
-    cluster = Cluster(request.param, server, tmp_path)
-    try:
+    with own_cluster(request, request.param, tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def store_cli(cluster: Cluster, verb: str, key: str | bytes, value: bytes | None = None) -> None:

@@ -12,17 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.servers.proxy import CuttableProxy
-from tests.test_cluster import Cluster
+from tests.test_cluster import STORES, Cluster, own_cluster
 
 
-@pytest.fixture(params=["etcd", "consul"])
+@pytest.fixture(params=STORES)
 def store_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    server = request.getfixturevalue(f"{request.param}_server")
-    cluster = Cluster(request.param, server, tmp_path)
-    try:
+    with own_cluster(request, request.param, tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def test_beyond_the_store_is_400_at_once_and_a_fresh_write_is_never_refused(

@@ -31,7 +31,6 @@ pruning at once only delete the same keys twice. A log answer is thus at most
 from __future__ import annotations
 
 import asyncio
-import base64
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,7 +41,7 @@ from app.stores.base import (
     WatchReset,
     history_prefix,
 )
-from app.stores.consul.client import ClientSource, entry_value, kv_path
+from app.stores.consul.client import ClientSource, entry_value, kv_path, txn_value
 from app.stores.slots import SLOT_DIGITS
 
 #: How many entries a pruning keeps; a watch more than this many writes behind may have
@@ -139,8 +138,7 @@ class ChangeLog:
         if len(value) > LAST_VALUE_LIMIT:
             return []
         key = self.prefix + LAST_VALUE
-        encoded = base64.b64encode(value).decode()
-        return [{"KV": {"Verb": "set", "Key": key, "Value": encoded, "Flags": flags}}]
+        return [{"KV": {"Verb": "set", "Key": key, "Value": txn_value(value), "Flags": flags}}]
 
     async def read(self, after: int, index: int | None = None) -> LogSnapshot:
         """The log's entries after revision ``after``, now or once its index passes

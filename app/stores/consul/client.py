@@ -62,6 +62,11 @@ def entry_value(entry: Mapping[str, Any]) -> bytes:
     return base64.b64decode(entry["Value"]) if entry.get("Value") else b""
 
 
+def txn_value(value: bytes) -> str:
+    """``value`` as a transaction's KV op carries it (base64)."""
+    return base64.b64encode(value).decode()
+
+
 def child_name(key: str, prefix: str) -> str | None:
     """The name of a key directly under ``prefix``; None for the prefix or deeper keys."""
     name = key.removeprefix(prefix)

@@ -17,7 +17,6 @@ log's entries after it, even those of writes whose keys were deleted since.
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from collections.abc import AsyncGenerator
@@ -41,7 +40,7 @@ from app.stores.base import (
     projects_prefix,
 )
 from app.stores.consul.changelog import ChangeLog, VersionGone
-from app.stores.consul.client import ClientSource, ConsulResponse, kv_path
+from app.stores.consul.client import ClientSource, ConsulResponse, kv_path, txn_value
 from app.stores.consul.history import ConsulHistory, VersionSlot
 from app.stores.consul.listing import deletion_mark, stored_projects
 from app.stores.consul.watch import VERIFY_SECONDS, ForeignChanges, ProjectWatch
@@ -83,7 +82,7 @@ class ConsulProjects:
         if len(value) > CONSUL_VALUE_LIMIT:
             raise ValueTooLarge(len(value), CONSUL_VALUE_LIMIT)
         key = self.prefix + project_id
-        fields = {"Value": _base64(value), "Flags": _nonce()}
+        fields = {"Value": txn_value(value), "Flags": _nonce()}
         if expected is None:
             op = _kv("set", key, **fields)
         else:
@@ -141,7 +140,7 @@ class ConsulProjects:
     async def _versioned_txn(
         self, ops: list[dict[str, Any]], slot: VersionSlot, record: bytes
     ) -> list[dict[str, Any]] | None:
-        results = await self._txn([*ops, *slot.ops(_base64(record))])
+        results = await self._txn([*ops, *slot.ops(txn_value(record))])
         if results is not None:
             self.version_counts.written += 1
             self.version_counts.pruned += len(slot.plan.pruned)
@@ -221,10 +220,6 @@ def _nonce() -> int:
     its old ModifyIndex), so every put differs, gets a new revision, and tells by
     ``CreateIndex == ModifyIndex`` whether it created the key."""
     return secrets.randbits(63) | 1
-
-
-def _base64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
 
 
 def _kv(verb: str, key: str, **fields: Any) -> dict[str, Any]:
