@@ -50,11 +50,17 @@ class Replayed:
         return sum(1 for revision, _, _ in self.entries if revision > after)
 
     def frames_after(self, after: int, sees: Sees | None) -> list[bytes]:
-        return [
-            frame
-            for revision, project_id, frame in self.entries
-            if revision > after and (sees is None or sees(project_id))
-        ]
+        return frames_after(self.entries, after, sees)
+
+
+def frames_after(entries: Iterable[Entry], after: int, sees: Sees | None) -> list[bytes]:
+    """The frames of the changes after revision ``after`` that ``sees`` lets through
+    (None: every project's)."""
+    return [
+        frame
+        for revision, project_id, frame in entries
+        if revision > after and (sees is None or sees(project_id))
+    ]
 
 
 def replay_entries(changes: Iterable[ProjectChange], value_limit: int) -> tuple[Entry, ...]:

@@ -17,7 +17,7 @@ from typing import Protocol
 from app.broadcast import Broadcaster, Sees, Subscription
 from app.metrics import Metrics
 from app.sync.frames import PING_FRAME, retry_frame
-from app.sync.replay import Replayed
+from app.sync.replay import Replayed, frames_after
 
 #: At most one ``peers`` event per this many seconds for applied-revision updates: every
 #: instance publishes its own after each write, and each such event goes to every
@@ -148,13 +148,12 @@ class EventStream:
         else:
             self._metrics.sse_resumes.labels("history").inc()
         subscription = self.broadcaster.subscribe(skip_through=last_event_id, sees=sees)
-        first = [retry_frame(self._retry_ms), *older]
-        first += [
-            frame
-            for revision, project_id, frame in self._history
-            if revision > last_event_id and (sees is None or sees(project_id))
+        first = [
+            retry_frame(self._retry_ms),
+            *older,
+            *frames_after(self._history, last_event_id, sees),
+            self._frames.peers_frame(),
         ]
-        first.append(self._frames.peers_frame())
         self._metrics.sse_subscribers.set(len(self.broadcaster))
         return subscription, first
 
