@@ -264,11 +264,71 @@ async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
         expected.append(ProjectChange("put", "p1", put.revision, b'{"n":%d}' % n))
     deleted = await writer.delete_project("p2")
     expected.append(ProjectChange("delete", "p2", deleted))
-    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond .last: read from its version
+    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond the head: read from its version
     put = await writer.put_project("p3", large)
     expected.append(ProjectChange("put", "p3", put.revision, large))
     assert await collect(watch, len(expected)) == expected
     assert project_listings(requests, cluster) == []
+    await watch.aclose()
+
+
+def log_reads(requests: list[httpx.Request], cluster: str) -> list[httpx.Request]:
+    """The requests that read the change log's entries (not its head)."""
+    return [r for r in requests if r.url.path == f"/v1/kv/sc/changes/{cluster}/"]
+
+
+async def test_a_write_right_after_the_position_comes_from_the_head_alone(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """Nothing can hide between the position and a head one raft index past it: no log
+    read, no listing. A raft entry outside the projects in between (a gap) makes the
+    watch read the log, and every write still comes once, in order."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    since = await store.list_projects()
+    requests = requests_seen(store)
+    watch = store.watch_projects(since)
+    first = await store.put_project("a", b'{"n":1}')
+    assert first.revision == since.revision + 1  # nothing else writes to this agent now
+    assert await next_batch(watch) == [ProjectChange("put", "a", first.revision, b'{"n":1}')]
+    assert log_reads(requests, cluster) == []
+
+    consul_server.api("PUT", f"/v1/kv/elsewhere/{cluster}", content=b"x").raise_for_status()
+    second = await store.put_project("a", b'{"n":2}')
+    third = await store.put_project("b", b'{"n":3}')
+    assert second.revision > first.revision + 1
+    assert await collect(watch, 2) == [
+        ProjectChange("put", "a", second.revision, b'{"n":2}'),
+        ProjectChange("put", "b", third.revision, b'{"n":3}'),
+    ]
+    assert log_reads(requests, cluster) != []
+    assert project_listings(requests, cluster) == []
+    await watch.aclose()
+
+
+@pytest.mark.parametrize("projects", [0, 1])
+async def test_a_head_that_another_tool_wrote_is_passed_over(
+    consul_server: ConsulAgent, open_store: OpenStore, projects: int
+) -> None:
+    """The sentinel must confirm a head: with no project its index is the whole KV
+    store's, which the forged head moves too."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    for n in range(projects):
+        await store.put_project(f"p{n}", b"{}")
+    since = await store.list_projects()
+    watching = blocking_query_sent(store)
+    watch = store.watch_projects(since)
+    batch = asyncio.create_task(next_batch(watch))
+    await watching.wait()
+    head = f"/v1/kv/sc/changes/{cluster}/.head"
+    # One raft index past the watch's position, as a gateway write's head would be.
+    consul_server.api("PUT", head, content=b'put.1.forged\n{"id":"forged"}').raise_for_status()
+    await asyncio.sleep(0.3)  # the watch has read it
+    for garbage in (b"put.x.a\n{}", b"\xff\xfe", b"delete.1.a\n{}"):
+        consul_server.api("PUT", head, content=garbage).raise_for_status()
+    put = await store.put_project("a", b"{}")
+    assert await batch == [ProjectChange("put", "a", put.revision, b"{}")]
     await watch.aclose()
 
 

@@ -11,14 +11,14 @@ one raft index). The entry has no value: its name says everything,
 twice (``cas`` index 0: only if absent), even if the project's history was wiped by hand
 and its slots start again. The project's value is in the version the same transaction
 wrote at ``sc/history/<cluster>/<project>/<slot>`` (:mod:`app.stores.consul.history`).
-A put of at most :data:`LAST_VALUE_LIMIT` bytes also sets ``.last`` to its value, so a
-watch one write behind (the usual case) finds the value in the log's own answer; for
-others it reads the versions, up to 64 in one read-only transaction.
 
-Against the value limit: the entry's op costs about as much of the transaction body as
-the removal of the deletion mark that puts no longer make (a mark left behind is
-ignored), and ``.last`` is only written beside small values, so the largest transaction
-is what it was and :data:`~app.stores.base.CONSUL_VALUE_LIMIT` stays where it was.
+Every write also sets ``.head``: the entry's name again, and a put's value when it has at
+most :data:`HEAD_VALUE_LIMIT` bytes. A watch blocks on that one key rather than on the
+log, whose answer (every entry, up to ~70 KB, gzipped by Consul) cost each instance and
+Consul ~3 ms of CPU per write on the 2-core build machine, where the head's answer costs
+what the sentinel's does (docs/design.md §3). Reading the log is left to a watch that
+is behind, to the pruning and to the replay; other puts' values come from their
+versions, up to 64 in one read-only transaction.
 
 The log is bounded: a watch that sees more than ``2 * LOG_KEEP`` entries deletes the
 oldest beyond the newest ``LOG_KEEP``, first raising the marker ``.pruned`` (its value:
@@ -49,11 +49,11 @@ from app.stores.slots import SLOT_DIGITS
 LOG_KEEP = 256
 #: The marker under the log prefix (entry names never start with ".").
 PRUNED_MARKER = ".pruned"
-#: The newest small put's value, beside the entries: a watch one write behind needs no
-#: version read. Larger values are left to their versions, so that the largest
-#: transaction (and the value limit) stays what it was.
-LAST_VALUE = ".last"
-LAST_VALUE_LIMIT = 4096
+#: The newest write's entry name, with a small put's value: what a watch blocks on.
+#: Larger values are left to their versions, so that the largest transaction (and the
+#: value limit) grows by the name only.
+HEAD = ".head"
+HEAD_VALUE_LIMIT = 4096
 #: Consul takes at most 64 operations per transaction.
 MAX_TXN_OPS = 64
 _MARKER_ATTEMPTS = 20
@@ -92,6 +92,40 @@ def entry_op(prefix: str, op: Op, project_id: str, slot: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """``.head`` as read: the newest gateway write's entry, and its value if it is a put
+    of at most :data:`HEAD_VALUE_LIMIT` bytes."""
+
+    entry: LogEntry
+    value: bytes | None
+
+    @property
+    def revision(self) -> int:
+        return self.entry.revision
+
+    @staticmethod
+    def encode(op: Op, project_id: str, slot: str, value: bytes | None) -> bytes:
+        name = f"{op}.{int(slot)}.{project_id}".encode()
+        return name if value is None else name + b"\n" + value
+
+    @classmethod
+    def parse(cls, prefix: str, kv: dict[str, Any]) -> Head | None:
+        """None when ``.head`` is not what a gateway writes (another tool put it)."""
+        name, newline, value = entry_value(kv).partition(b"\n")
+        try:
+            key = f"{prefix}head.{name.decode()}"  # as an entry's name: <random>.<name>
+        except UnicodeDecodeError:
+            return None
+        entry = LogEntry.parse(prefix, {"Key": key, "ModifyIndex": kv["ModifyIndex"]})
+        if entry is None or (entry.op == "delete" and newline):
+            return None
+        return cls(entry, value if newline else None)
+
+    def values(self) -> dict[int, bytes]:
+        return {self.revision: self.value} if self.value is not None else {}
+
+
+@dataclass(frozen=True, slots=True)
 class LogSnapshot:
     """One answer of the log: its entries after a revision, in revision order, the
     prefix's index (every entry up to it is there, unless pruned), the highest pruned
@@ -101,8 +135,7 @@ class LogSnapshot:
     index: int
     pruned: int
     listed: list[dict[str, Any]] = field(default_factory=list)
-    #: ``.last``: (its revision, the value that put wrote).
-    last: tuple[int, bytes] | None = None
+    head: Head | None = None
 
     def after(self, revision: int, through: int | None = None) -> list[LogEntry]:
         return [
@@ -132,13 +165,31 @@ class ChangeLog:
     def entry_op(self, op: Op, project_id: str, slot: str) -> dict[str, Any]:
         return entry_op(self.prefix, op, project_id, slot)
 
-    def last_value_op(self, value: bytes, flags: int) -> list[dict[str, Any]]:
-        """The op that keeps a small put's value as ``.last`` (none for a larger one);
-        ``flags``: a new value every time, so Consul rewrites even identical bytes."""
-        if len(value) > LAST_VALUE_LIMIT:
-            return []
-        key = self.prefix + LAST_VALUE
-        return [{"KV": {"Verb": "set", "Key": key, "Value": txn_value(value), "Flags": flags}}]
+    def head_op(
+        self, op: Op, project_id: str, slot: str, value: bytes | None, flags: int
+    ) -> dict[str, Any]:
+        """The op that sets ``.head`` to this write; ``flags``: a new value every time, so
+        Consul rewrites even identical bytes."""
+        if value is not None and len(value) > HEAD_VALUE_LIMIT:
+            value = None
+        raw = Head.encode(op, project_id, slot, value)
+        key = self.prefix + HEAD
+        return {"KV": {"Verb": "set", "Key": key, "Value": txn_value(raw), "Flags": flags}}
+
+    async def read_head(self, index: int) -> tuple[Head | None, int]:
+        """``.head`` once its index passes ``index`` (a blocking query), and the index to
+        block on next; None when there is none, or not a gateway's."""
+        client = self._client()
+        response = await client.request(
+            "GET",
+            kv_path(self.prefix + HEAD),
+            params={"index": index},
+            wait=client.watch_wait,
+            expect=(200, 404),
+        )
+        found = response.json() if response.status == 200 else None
+        head = Head.parse(self.prefix, found[0]) if found else None
+        return head, response.index
 
     async def read(self, after: int, index: int | None = None) -> LogSnapshot:
         """The log's entries after revision ``after``, now or once its index passes
@@ -147,19 +198,17 @@ class ChangeLog:
         parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
         logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
         pruned = _pruned(listed, self.prefix + PRUNED_MARKER)
-        last_key = self.prefix + LAST_VALUE
-        last = next(
-            ((e["ModifyIndex"], entry_value(e)) for e in listed if e["Key"] == last_key), None
-        )
-        return LogSnapshot(logged, log_index, pruned, listed, last)
+        head_key = self.prefix + HEAD
+        head = next((Head.parse(self.prefix, e) for e in listed if e["Key"] == head_key), None)
+        return LogSnapshot(logged, log_index, pruned, listed, head)
 
     async def changes(
-        self, entries: list[LogEntry], last: tuple[int, bytes] | None = None
+        self, entries: list[LogEntry], head: Head | None = None
     ) -> list[ProjectChange]:
-        """The entries as changes, a put with its value from ``last`` (``.last`` as read
+        """The entries as changes, a put with its value from ``head`` (``.head`` as read
         with them) or else its version; raises :class:`VersionGone` when one is no
         longer kept."""
-        found: dict[int, bytes] = dict([last]) if last is not None else {}
+        found = head.values() if head is not None else {}
         puts = [entry for entry in entries if entry.op == "put" and entry.revision not in found]
         chunks = [puts[at : at + MAX_TXN_OPS] for at in range(0, len(puts), MAX_TXN_OPS)]
         for values in await asyncio.gather(*(self._values(chunk) for chunk in chunks)):
@@ -210,9 +259,9 @@ class ChangeLog:
         """Keep the newest :attr:`keep` entries once there are more than twice as many,
         deleting only entries up to ``consumed`` (what the caller has read); returns how
         many were deleted."""
-        if len(snapshot.listed) <= 2 * self.keep + 2:  # the marker and .last too
+        if len(snapshot.listed) <= 2 * self.keep + 2:  # the marker and .head too
             return 0
-        kept = {self.prefix + PRUNED_MARKER, self.prefix + LAST_VALUE}
+        kept = {self.prefix + PRUNED_MARKER, self.prefix + HEAD}
         listed = sorted(
             (e for e in snapshot.listed if e["Key"] not in kept), key=lambda e: e["ModifyIndex"]
         )

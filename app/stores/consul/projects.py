@@ -91,9 +91,9 @@ class ConsulProjects:
         for _ in range(CAS_ATTEMPTS):
             slot = await self.history.next_slot(project_id)
             logged = self.log.entry_op("put", project_id, slot.plan.slot)
-            last = self.log.last_value_op(value, _nonce())
+            head = self.log.head_op("put", project_id, slot.plan.slot, value, _nonce())
             try:
-                results = await self._versioned_txn([op, logged, *last], slot, record)
+                results = await self._versioned_txn([op, logged, head], slot, record)
             except _TooLarge as too_large:
                 limit = too_large.value_limit(len(value), len(record))
                 raise ValueTooLarge(len(value), limit) from None
@@ -117,12 +117,14 @@ class ConsulProjects:
             mark = deletion_mark(self.prefix, project_id)
             slot = await self.history.next_slot(project_id)
             logged = self.log.entry_op("delete", project_id, slot.plan.slot)
+            head = self.log.head_op("delete", project_id, slot.plan.slot, None, _nonce())
             ops = [
                 _kv("check-index", key, Index=cas),
                 _kv("delete", key),
                 # A put no longer removes the mark: a new Flags value makes Consul write it.
                 _kv("set", mark, Flags=_nonce()),
                 logged,
+                head,
             ]
             results = await self._versioned_txn(ops, slot, record)
             if results is not None:
@@ -162,7 +164,7 @@ class ConsulProjects:
         if log.pruned > after:
             return None
         try:
-            return await self.log.changes(log.after(after, through=through))
+            return await self.log.changes(log.after(after, through=through), log.head)
         except VersionGone:
             return None
 
