@@ -2,8 +2,9 @@
 
 On etcd, the changes the client missed while its instance was down are replayed from the
 store's history, byte for byte what a live stream on another instance got, until etcd
-compacts them away; on the local store, whose file keeps no change log, a snapshot
-comes (docs/design.md §6)."""
+compacts them away; on Consul, from the change log, unless another client's change lies
+in the range; on the local store, whose file keeps no change log, a snapshot comes
+(docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.gateway import Event, Gateway, SSEStream
+from tests.servers.consul import ConsulAgent
 from tests.servers.etcd import EtcdServer
 from tests.test_cluster import Cluster, next_change, wait_for_peers
 
@@ -80,6 +82,60 @@ def test_a_resume_after_a_restart_replays_the_missed_changes_from_etcd(
         # Once etcd has compacted them away, they cannot be replayed: a snapshot.
         restarted.stop()
         etcd_server.compact()
+        again = cluster.gateway("a-third")
+        with again.events(last_event_id=last_seen) as resumed:
+            [snapshot] = first_frames(resumed)
+        assert snapshot.event == "snapshot"
+        assert sorted(p["id"] for p in snapshot.data["projects"]) == [
+            "five",
+            "four",
+            "three",
+            "two",
+        ]
+        assert resumes(again) == {"snapshot": 1}
+    finally:
+        cluster.stop_all()
+
+
+def test_a_resume_after_a_restart_replays_the_missed_changes_from_consuls_log(
+    consul_server: ConsulAgent, tmp_path: Path
+) -> None:
+    cluster = Cluster("consul", consul_server, tmp_path)
+    try:
+        a, b = cluster.gateway("a"), cluster.gateway("b")
+        wait_for_peers(b, {"a", "b"})
+        with a.events() as on_a:
+            assert on_a.next().event == "snapshot"
+            a.put("one")
+            a.put("two")
+            next_change(on_a)
+            last_seen = next_change(on_a).id
+        assert last_seen is not None
+        a.kill()
+
+        with b.events() as on_b:
+            assert on_b.next().event == "snapshot"
+            b.put("three", {"id": "three", "name": "first", "modules": {}})
+            b.put("three", {"id": "three", "name": "second", "modules": {}})
+            with b.client() as client:
+                assert client.delete("/v1/config/projects/one").status_code == 204
+            restarted = cluster.gateway("a-again")
+            after_restart = restarted.put("five").json()["revision"]
+            live = [next_change(on_b) for _ in range(4)]
+
+            assert [event.id for event in live][-1] == after_restart
+            assert restarted.get("/v1/config/projects", waitRevision=after_restart).is_success
+            with restarted.events(last_event_id=last_seen) as resumed:
+                replayed = first_frames(resumed)
+            assert replayed[-1].event == "peers"
+            assert [event.raw for event in replayed[:-1]] == [event.raw for event in live]
+            assert resumes(restarted) == {"store": 1}
+
+            # Another client's change in the range: the log cannot vouch for it.
+            restarted.stop()
+            key = f"/v1/kv/sc/projects/{cluster.cluster_id}/four"
+            consul_server.api("PUT", key, content=b'{"id": "four"}').raise_for_status()
+            assert next_change(on_b).data["project"]["id"] == "four"
         again = cluster.gateway("a-third")
         with again.events(last_event_id=last_seen) as resumed:
             [snapshot] = first_frames(resumed)

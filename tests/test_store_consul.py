@@ -393,8 +393,8 @@ async def test_changes_between_replays_the_log_unless_another_client_wrote(
 ) -> None:
     cluster = new_cluster()
     store = await open_store(consul_server.config(), cluster)
+    await store.put_project("first", b"{}")  # the log begins here
     since = await store.list_projects()
-    assert await store.changes_between(since.revision, since.revision) is None  # no watch yet
     watch = store.watch_projects(since)
     a = await store.put_project("a", b'{"v":1}')
     deleted = await store.delete_project("a")
@@ -408,6 +408,65 @@ async def test_changes_between_replays_the_log_unless_another_client_wrote(
     assert await store.changes_between(since.revision, b.revision) == made
     assert await store.changes_between(since.revision, foreign.revision + 100) is None
     await watch.aclose()
+
+
+async def test_after_a_restart_the_log_replays_what_the_watch_emitted_before(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """A new store object (an instance that restarted) replays the range up to its
+    listing from the log, as long as no change by another client lies in it: one a watch
+    emitted raised the log's foreign mark."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    await store.put_project("first", b"{}")
+    since = await store.list_projects()
+    watch = store.watch_projects(since)
+    a = await store.put_project("a", b'{"v":1}')
+    await store.delete_project("a")
+    large = b'{"padding":"%s"}' % (b"y" * 5000)  # read from its version
+    b = await store.put_project("b", large)
+    made = await collect(watch, 3)
+
+    restarted = await open_store(consul_server.config(), cluster)
+    listing = await restarted.list_projects()
+    assert await restarted.changes_between(since.revision, listing.revision) == made
+    assert await restarted.changes_between(a.revision, b.revision) == made[1:]
+
+    consul_server.api("PUT", f"/v1/kv/sc/projects/{cluster}/c", content=b"{}").raise_for_status()
+    [foreign] = await collect(watch, 1)
+    c = await store.put_project("c", b'{"v":3}')
+    assert (await collect(watch, 1))[0].revision == c.revision
+    again = await open_store(consul_server.config(), cluster)
+    listing = await again.list_projects()
+    assert await again.changes_between(since.revision, listing.revision) is None
+    assert await again.changes_between(foreign.revision, listing.revision) == [
+        ProjectChange("put", "c", c.revision, b'{"v":3}')
+    ]
+    await watch.aclose()
+
+
+async def test_a_change_made_while_no_watch_ran_is_never_replayed_over(
+    consul_server: ConsulAgent, open_store: OpenStore
+) -> None:
+    """``consul kv`` while every instance was down: the next listing finds a key (or a
+    tombstone) at a revision the log does not hold."""
+    cluster = new_cluster()
+    store = await open_store(consul_server.config(), cluster)
+    since = await store.list_projects()
+    for project_id in ("a", "b"):
+        await store.put_project(project_id, b"{}")
+    put = await store.put_project("a", b'{"v":2}')
+    key = f"/v1/kv/sc/projects/{cluster}/b"
+    for foreign in ("put", "delete"):
+        if foreign == "put":
+            consul_server.api("PUT", key, content=b'{"by":"consul"}').raise_for_status()
+        else:
+            consul_server.api("DELETE", key).raise_for_status()
+        restarted = await open_store(consul_server.config(), cluster)
+        listing = await restarted.list_projects()
+        assert await restarted.changes_between(since.revision, listing.revision) is None
+        assert await restarted.changes_between(listing.revision, listing.revision) == []
+    assert put.revision > since.revision
 
 
 async def test_watch_resets_when_the_index_goes_backwards(

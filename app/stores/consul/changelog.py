@@ -24,7 +24,13 @@ The log is bounded: a watch that sees more than ``2 * LOG_KEEP`` entries deletes
 oldest beyond the newest ``LOG_KEEP``, first raising the marker ``.pruned`` (its value:
 the highest pruned revision, only ever raised, with a ``cas`` loop) so that a watch which
 had not read them yet knows it may have missed some and lists again. Several instances
-pruning at once only delete the same keys twice. A log answer is thus at most
+pruning at once only delete the same keys twice.
+
+The log holds only the gateway's writes. So that a replay (``changes_between``) never
+passes over another client's change, ``.foreign`` holds the revisions at which one was
+seen (:class:`ForeignMark`, updated with the same ``cas`` loop): by a watch's listing
+diff, or by a listing in which a project or tombstone is at a revision the log does not
+hold (a change made while no watch ran). A log answer is thus at most
 ``2 * LOG_KEEP`` small entries, whatever the number of projects (~140 bytes each).
 """
 
@@ -32,8 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from app.stores.base import (
     ProjectChange,
@@ -49,6 +56,8 @@ from app.stores.slots import SLOT_DIGITS
 LOG_KEEP = 256
 #: The marker under the log prefix (entry names never start with ".").
 PRUNED_MARKER = ".pruned"
+#: The revisions of changes by other clients that a watch or a listing saw.
+FOREIGN_MARKER = ".foreign"
 #: The newest write's entry name, with a small put's value: what a watch blocks on.
 #: Larger values are left to their versions, so that the largest transaction (and the
 #: value limit) grows by the name only.
@@ -126,6 +135,42 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class ForeignMark:
+    """``.foreign``: the newest :attr:`KEEP` revisions of changes by other clients, and
+    ``floor``, the highest one dropped from them (or every revision, when another tool
+    wrote the marker: no replay then)."""
+
+    floor: int = 0
+    revisions: tuple[int, ...] = ()
+    KEEP: ClassVar[int] = 64
+
+    def clear(self, after: int, through: int) -> bool:
+        """Whether no change by another client is known in ``(after, through]``."""
+        return after >= self.floor and not any(after < r <= through for r in self.revisions)
+
+    def with_revisions(self, new: Iterable[int]) -> ForeignMark | None:
+        """The mark with ``new`` added; None when it holds them already."""
+        revisions = sorted(set(self.revisions).union(r for r in new if r > self.floor))
+        if tuple(revisions) == self.revisions:
+            return None
+        dropped, kept = revisions[: -self.KEEP], revisions[-self.KEEP :]
+        return ForeignMark(max([self.floor, *dropped]), tuple(kept))
+
+    def encode(self) -> bytes:
+        return " ".join(map(str, (self.floor, *self.revisions))).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> ForeignMark:
+        if raw is None:
+            return cls()
+        numbers = raw.split()
+        if not numbers or not all(n.isdigit() and len(n) <= 20 for n in numbers):
+            return cls(floor=2**64)
+        floor, *revisions = map(int, numbers)
+        return cls(floor, tuple(sorted(revisions)))
+
+
+@dataclass(frozen=True, slots=True)
 class LogSnapshot:
     """One answer of the log: its entries after a revision, in revision order, the
     prefix's index (every entry up to it is there, unless pruned), the highest pruned
@@ -136,6 +181,10 @@ class LogSnapshot:
     pruned: int
     listed: list[dict[str, Any]] = field(default_factory=list)
     head: Head | None = None
+    foreign: ForeignMark = ForeignMark()
+    #: Every gateway write after this revision is in the log: the highest pruned, or
+    #: just before the oldest entry (writes before the log began are not).
+    complete_since: int = 0
 
     def after(self, revision: int, through: int | None = None) -> list[LogEntry]:
         return [
@@ -197,10 +246,23 @@ class ChangeLog:
         listed, log_index = await self._client().list_prefix(self.prefix, index=index)
         parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
         logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
-        pruned = _pruned(listed, self.prefix + PRUNED_MARKER)
+        pruned = _int(_value(listed, self.prefix + PRUNED_MARKER) or b"0")
         head_key = self.prefix + HEAD
         head = next((Head.parse(self.prefix, e) for e in listed if e["Key"] == head_key), None)
-        return LogSnapshot(logged, log_index, pruned, listed, head)
+        named = (e["ModifyIndex"] for e in listed if not _is_marker(self.prefix, e["Key"]))
+        oldest = min(named, default=log_index + 1)
+        foreign = ForeignMark.parse(_value(listed, self.prefix + FOREIGN_MARKER))
+        complete = max(pruned, oldest - 1)
+        return LogSnapshot(logged, log_index, pruned, listed, head, foreign, complete)
+
+    async def record_foreign(self, revisions: Iterable[int]) -> None:
+        """Record changes by other clients at ``revisions``: no replay passes over them."""
+        revisions = list(revisions)
+        if revisions:
+            await self._update_marker(
+                FOREIGN_MARKER,
+                lambda raw: _encoded(ForeignMark.parse(raw).with_revisions(revisions)),
+            )
 
     async def changes(
         self, entries: list[LogEntry], head: Head | None = None
@@ -259,43 +321,58 @@ class ChangeLog:
         """Keep the newest :attr:`keep` entries once there are more than twice as many,
         deleting only entries up to ``consumed`` (what the caller has read); returns how
         many were deleted."""
-        if len(snapshot.listed) <= 2 * self.keep + 2:  # the marker and .head too
-            return 0
-        kept = {self.prefix + PRUNED_MARKER, self.prefix + HEAD}
         listed = sorted(
-            (e for e in snapshot.listed if e["Key"] not in kept), key=lambda e: e["ModifyIndex"]
+            (e for e in snapshot.listed if not _is_marker(self.prefix, e["Key"])),
+            key=lambda e: e["ModifyIndex"],
         )
+        if len(listed) <= 2 * self.keep:
+            return 0
         oldest = listed[: len(listed) - self.keep]
         doomed = [entry for entry in oldest if entry["ModifyIndex"] <= consumed]
         if not doomed:
             return 0
-        await self._raise_marker(doomed[-1]["ModifyIndex"])
+        highest = doomed[-1]["ModifyIndex"]
+        await self._update_marker(
+            PRUNED_MARKER, lambda raw: None if _int(raw or b"0") >= highest else b"%d" % highest
+        )
         deletes = [{"KV": {"Verb": "delete", "Key": entry["Key"]}} for entry in doomed]
         batches = [deletes[at : at + MAX_TXN_OPS] for at in range(0, len(deletes), MAX_TXN_OPS)]
         for batch in batches:
             await self._client().request("PUT", "/v1/txn", json=batch)
         return len(doomed)
 
-    async def _raise_marker(self, revision: int) -> None:
-        """Raise ``.pruned`` to ``revision``, never lower it (check-and-set on its index)."""
-        path = kv_path(self.prefix + PRUNED_MARKER)
+    async def _update_marker(
+        self, name: str, update: Callable[[bytes | None], bytes | None]
+    ) -> None:
+        """Set a marker to ``update(its value)`` (None: leave it), check-and-set on its
+        index so that concurrent updates are never lost."""
+        path = kv_path(self.prefix + name)
         for _ in range(_MARKER_ATTEMPTS):
             response = await self._client().request("GET", path, expect=(200, 404))
-            index, current = 0, 0
+            index, current = 0, None
             if response.status == 200:
                 entry = response.json()[0]
-                index, current = entry["ModifyIndex"], _int(entry_value(entry))
-            if current >= revision:
+                index, current = entry["ModifyIndex"], entry_value(entry)
+            content = update(current)
+            if content is None:
                 return
-            content = str(revision).encode()
             done = await self._client().request("PUT", path, params={"cas": index}, content=content)
             if done.json() is True:
                 return
-        raise StoreError("the change log's pruned marker kept changing")
+        raise StoreError(f"the change log's marker {name} kept changing")
 
 
-def _pruned(entries: list[dict[str, Any]], marker: str) -> int:
-    return next((_int(entry_value(e)) for e in entries if e["Key"] == marker), 0)
+def _is_marker(prefix: str, key: str) -> bool:
+    """The markers and the head: entry names never start with "."."""
+    return key.startswith(prefix + ".")
+
+
+def _value(entries: list[dict[str, Any]], key: str) -> bytes | None:
+    return next((entry_value(e) for e in entries if e["Key"] == key), None)
+
+
+def _encoded(mark: ForeignMark | None) -> bytes | None:
+    return mark.encode() if mark is not None else None
 
 
 def _int(raw: bytes) -> int:

@@ -65,6 +65,8 @@ class ConsulProjects:
         self.version_counts = VersionCounts()
         self.foreign = ForeignChanges()
         self.verify_seconds = verify_seconds
+        #: The revision of the last listing: the watch vouches for the changes after it.
+        self.listed_at: int | None = None
 
     async def current_revision(self) -> int:
         """Consul's KV index now: a one-key read answers the KV table's highest index."""
@@ -73,7 +75,21 @@ class ConsulProjects:
     async def listing(self) -> ProjectListing:
         before = await self.current_revision()
         entries, index = await self._client().list_prefix(self.prefix)
-        return ProjectListing(stored_projects(entries, self.prefix), max(index, before))
+        listing = ProjectListing(stored_projects(entries, self.prefix), max(index, before))
+        await self._check_listing(entries, index, listing.revision)
+        self.listed_at = listing.revision
+        return listing
+
+    async def _check_listing(self, entries: list[dict[str, Any]], index: int, at: int) -> None:
+        """A key (or, by the prefix's index, a tombstone) at a revision the log does not
+        hold is a change by another client, made while no watch ran: no replay may pass
+        over it, so the log's foreign mark records it."""
+        log = await self.log.read(0)
+        logged = log.revisions()
+        revisions = {entry["ModifyIndex"] for entry in entries} | {index}
+        await self.log.record_foreign(
+            r for r in revisions if log.complete_since < r <= at and r not in logged
+        )
 
     async def put(
         self, project_id: str, value: bytes, expected: int | None, stamp: VersionStamp
@@ -157,11 +173,16 @@ class ConsulProjects:
     async def changes_between(self, after: int, through: int) -> list[ProjectChange] | None:
         """From the change log: None when it no longer holds every entry of the range, a
         version is gone, or a change by another client may lie in it (the log holds only
-        the gateway's writes; see :class:`ForeignChanges`)."""
-        if not self.foreign.vouch(after, through):
+        the gateway's writes). Up to the last listing, the log's foreign mark and the
+        checks of the listings vouch for the range; after it, this store's own watch
+        (:class:`ForeignChanges`)."""
+        listed = self.listed_at
+        if listed is None:
+            return None
+        if through > listed and not self.foreign.vouch(max(after, listed), through):
             return None
         log = await self.log.read(after)
-        if log.pruned > after:
+        if after < log.complete_since or not log.foreign.clear(after, through):
             return None
         try:
             return await self.log.changes(log.after(after, through=through), log.head)

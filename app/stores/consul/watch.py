@@ -274,6 +274,7 @@ class ProjectWatch:
         foreign = await self._foreign(
             expected, current, deletion_marks(entries, self.prefix), upto, taken
         )
+        await self.log.record_foreign(change.revision for change in foreign)
         if any(change.revision <= self.position for change in foreign):
             raise WatchReset("a change by another client was hidden behind the gateway's writes")
         self.sentinel_seen = max(self.sentinel_seen, upto)
