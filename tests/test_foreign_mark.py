@@ -4,7 +4,7 @@ replay rather than allowing one."""
 
 from __future__ import annotations
 
-from app.stores.consul.changelog import ForeignMark
+from app.stores.consul.foreign import ForeignMark
 
 
 def test_a_range_is_clear_unless_a_recorded_revision_lies_in_it() -> None:

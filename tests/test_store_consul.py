@@ -264,7 +264,7 @@ async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
         expected.append(ProjectChange("put", "p1", put.revision, b'{"n":%d}' % n))
     deleted = await writer.delete_project("p2")
     expected.append(ProjectChange("delete", "p2", deleted))
-    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond the head: read from its version
+    large = b'{"padding":"%s"}' % (b"y" * 5000)  # beyond .last: read from its version
     put = await writer.put_project("p3", large)
     expected.append(ProjectChange("put", "p3", put.revision, large))
     assert await collect(watch, len(expected)) == expected
@@ -272,63 +272,28 @@ async def test_the_gateways_writes_reach_the_watch_without_listing_the_projects(
     await watch.aclose()
 
 
-def log_reads(requests: list[httpx.Request], cluster: str) -> list[httpx.Request]:
-    """The requests that read the change log's entries (not its head)."""
-    return [r for r in requests if r.url.path == f"/v1/kv/sc/changes/{cluster}/"]
-
-
-async def test_a_write_right_after_the_position_comes_from_the_head_alone(
+async def test_a_raft_entry_outside_the_projects_between_two_writes_changes_nothing(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
-    """Nothing can hide between the position and a head one raft index past it: no log
-    read, no listing. A raft entry outside the projects in between (a gap) makes the
-    watch read the log, and every write still comes once, in order."""
+    """Revisions are raft indexes: other keys' writes (registrations, other tools) leave
+    gaps between the gateway's writes, which come once each, in order, without a
+    listing."""
     cluster = new_cluster()
     store = await open_store(consul_server.config(), cluster)
     since = await store.list_projects()
     requests = requests_seen(store)
     watch = store.watch_projects(since)
     first = await store.put_project("a", b'{"n":1}')
-    assert first.revision == since.revision + 1  # nothing else writes to this agent now
-    assert await next_batch(watch) == [ProjectChange("put", "a", first.revision, b'{"n":1}')]
-    assert log_reads(requests, cluster) == []
-
     consul_server.api("PUT", f"/v1/kv/elsewhere/{cluster}", content=b"x").raise_for_status()
     second = await store.put_project("a", b'{"n":2}')
     third = await store.put_project("b", b'{"n":3}')
     assert second.revision > first.revision + 1
-    assert await collect(watch, 2) == [
+    assert await collect(watch, 3) == [
+        ProjectChange("put", "a", first.revision, b'{"n":1}'),
         ProjectChange("put", "a", second.revision, b'{"n":2}'),
         ProjectChange("put", "b", third.revision, b'{"n":3}'),
     ]
-    assert log_reads(requests, cluster) != []
     assert project_listings(requests, cluster) == []
-    await watch.aclose()
-
-
-@pytest.mark.parametrize("projects", [0, 1])
-async def test_a_head_that_another_tool_wrote_is_passed_over(
-    consul_server: ConsulAgent, open_store: OpenStore, projects: int
-) -> None:
-    """The sentinel must confirm a head: with no project its index is the whole KV
-    store's, which the forged head moves too."""
-    cluster = new_cluster()
-    store = await open_store(consul_server.config(), cluster)
-    for n in range(projects):
-        await store.put_project(f"p{n}", b"{}")
-    since = await store.list_projects()
-    watching = blocking_query_sent(store)
-    watch = store.watch_projects(since)
-    batch = asyncio.create_task(next_batch(watch))
-    await watching.wait()
-    head = f"/v1/kv/sc/changes/{cluster}/.head"
-    # One raft index past the watch's position, as a gateway write's head would be.
-    consul_server.api("PUT", head, content=b'put.1.forged\n{"id":"forged"}').raise_for_status()
-    await asyncio.sleep(0.3)  # the watch has read it
-    for garbage in (b"put.x.a\n{}", b"\xff\xfe", b"delete.1.a\n{}"):
-        consul_server.api("PUT", head, content=garbage).raise_for_status()
-    put = await store.put_project("a", b"{}")
-    assert await batch == [ProjectChange("put", "a", put.revision, b"{}")]
     await watch.aclose()
 
 
@@ -364,28 +329,43 @@ async def test_changes_by_another_client_interleaved_with_the_gateways_come_in_o
     await watch.aclose()
 
 
-async def test_the_log_stays_bounded_and_a_watcher_behind_it_lists_again(
+async def test_the_log_and_its_archive_stay_bounded_and_a_watcher_behind_both_lists_again(
     consul_server: ConsulAgent, open_store: OpenStore
 ) -> None:
+    """The log keeps its newest entries, the archive the older ones: a watch behind the
+    log reads the archive, one behind the archive lists again."""
     cluster = new_cluster()
     store = await open_store(consul_server.config(), cluster)
-    store._projects.log.keep = 4
+    log = store._projects.log
+    log.keep = log.archive.keep = 4
     since = await store.list_projects()
     behind = await open_store(consul_server.config(), cluster)
-    stalled = behind.watch_projects(since)  # never read until the log was pruned past it
+    stalled = behind.watch_projects(since)  # never read until the archive was pruned past it
     live = store.watch_projects(since)
     written = []
-    for n in range(30):
+    for n in range(40):
         put = await store.put_project(f"p{n % 3}", b'{"n":%d}' % n)
-        written.append(put.revision)
-        assert (await collect(live, 1))[0].revision == put.revision
-    log = await store._projects.log.read(0)
-    assert 4 <= len(log.entries) <= 2 * 4 + 1
-    assert since.revision < log.pruned < written[-1]
+        written.append(ProjectChange("put", f"p{n % 3}", put.revision, b'{"n":%d}' % n))
+        assert await collect(live, 1) == written[-1:]
+    snapshot = await log.read(0, archive=True)
+    in_log = [e for e in snapshot.listed if not e["Key"].rsplit("/", 1)[1].startswith(".")]
+    archived = (await log.archive.read()).entries
+    assert 4 <= len(in_log) <= 3 * 4 and 4 <= len(archived) <= 4 * 4
+    assert since.revision < snapshot.pruned < archived[0].revision < in_log[0]["ModifyIndex"]
+
+    # Behind the log, not the archive: the rest comes from the archive, not a listing.
+    middle = written[-10].revision
+    from_archive = behind.watch_projects(ProjectListing({}, middle))
+    requests = requests_seen(behind)
+    assert await collect(from_archive, 9) == written[-9:]
+    assert project_listings(requests, cluster) == []
+    assert await store.changes_between(middle, written[-1].revision) == written[-9:]
+
     with pytest.raises(WatchReset, match="pruned"):
         await next_batch(stalled)
-    assert await store.changes_between(since.revision, written[-1]) is None
+    assert await store.changes_between(since.revision, written[-1].revision) is None
     await live.aclose()
+    await from_archive.aclose()
 
 
 async def test_changes_between_replays_the_log_unless_another_client_wrote(

@@ -11,27 +11,30 @@ one raft index). The entry has no value: its name says everything,
 twice (``cas`` index 0: only if absent), even if the project's history was wiped by hand
 and its slots start again. The project's value is in the version the same transaction
 wrote at ``sc/history/<cluster>/<project>/<slot>`` (:mod:`app.stores.consul.history`).
+A put of at most :data:`LAST_VALUE_LIMIT` bytes also sets ``.last`` to its value, so a
+watch one write behind (the usual case) finds the value in the log's own answer; for
+others it reads the versions, up to 64 in one read-only transaction.
 
-Every write also sets ``.head``: the entry's name again, and a put's value when it has at
-most :data:`HEAD_VALUE_LIMIT` bytes. A watch blocks on that one key rather than on the
-log, whose answer (every entry, up to ~70 KB, gzipped by Consul) cost each instance and
-Consul ~3 ms of CPU per write on the 2-core build machine, where the head's answer costs
-what the sentinel's does (docs/design.md §3). Reading the log is left to a watch that
-is behind, to the pruning and to the replay; other puts' values come from their
-versions, up to 64 in one read-only transaction.
+Against the value limit: the entry's op costs about as much of the transaction body as
+the removal of the deletion mark that puts no longer make (a mark left behind is
+ignored), and ``.last`` is only written beside small values, so the largest transaction
+is what it was and :data:`~app.stores.base.CONSUL_VALUE_LIMIT` stays where it was.
 
-The log is bounded: a watch that sees more than ``2 * LOG_KEEP`` entries deletes the
-oldest beyond the newest ``LOG_KEEP``, first raising the marker ``.pruned`` (its value:
-the highest pruned revision, only ever raised, with a ``cas`` loop) so that a watch which
-had not read them yet knows it may have missed some and lists again. Several instances
-pruning at once only delete the same keys twice.
+The log is short, as every watch reads it at every write: an answer of 512 entries (~70
+KB, gzipped by Consul) cost Consul and each instance ~3 ms of CPU per write on the 2-core
+build machine (docs/design.md §3). A watch that sees more than ``2 * LOG_KEEP`` entries
+moves the oldest beyond the newest ``LOG_KEEP`` to the archive
+(:mod:`app.stores.consul.archive`), in one transaction that also raises ``.moved``
+(check-and-set on its index: of several instances pruning at once, one moves), so that a
+watch behind it reads the archive too. The archive is pruned in turn, after raising
+``.pruned`` (the highest revision gone for good, only ever raised, with a ``cas`` loop):
+a watch behind that lists again.
 
 The log holds only the gateway's writes. So that a replay (``changes_between``) never
 passes over another client's change, ``.foreign`` holds the revisions at which one was
-seen (:class:`ForeignMark`, updated with the same ``cas`` loop): by a watch's listing
-diff, or by a listing in which a project or tombstone is at a revision the log does not
-hold (a change made while no watch ran). A log answer is thus at most
-``2 * LOG_KEEP`` small entries, whatever the number of projects (~140 bytes each).
+seen (:class:`~app.stores.consul.foreign.ForeignMark`, with the same ``cas`` loop): by a
+watch's listing diff, or by a listing in which a project or tombstone is at a revision
+the log does not hold (a change made while no watch ran).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from app.stores.base import (
     ProjectChange,
@@ -48,21 +51,26 @@ from app.stores.base import (
     WatchReset,
     history_prefix,
 )
+from app.stores.consul.archive import Archive, ArchiveSnapshot
 from app.stores.consul.client import ClientSource, entry_value, kv_path, txn_value
+from app.stores.consul.foreign import ForeignMark
 from app.stores.slots import SLOT_DIGITS
 
-#: How many entries a pruning keeps; a watch more than this many writes behind may have
-#: to list again. Pruning starts at twice as many, so it runs once per LOG_KEEP writes.
-LOG_KEEP = 256
-#: The marker under the log prefix (entry names never start with ".").
+#: How many entries a pruning leaves in the log (the older go to the archive). Pruning
+#: starts at twice as many, so it runs once per LOG_KEEP writes. A log answer of 32
+#: entries is ~5 KB, where 512 were ~70 KB (Consul's and each instance's CPU per read).
+LOG_KEEP = 16
+#: The markers under the log prefix (entry names never start with "."): the highest
+#: revision moved to the archive, and the highest gone from it.
+MOVED_MARKER = ".moved"
 PRUNED_MARKER = ".pruned"
 #: The revisions of changes by other clients that a watch or a listing saw.
 FOREIGN_MARKER = ".foreign"
-#: The newest write's entry name, with a small put's value: what a watch blocks on.
-#: Larger values are left to their versions, so that the largest transaction (and the
-#: value limit) grows by the name only.
-HEAD = ".head"
-HEAD_VALUE_LIMIT = 4096
+#: The newest small put's value, beside the entries: a watch one write behind needs no
+#: version read. Larger values are left to their versions, so that the largest
+#: transaction (and the value limit) stays what it was.
+LAST_VALUE = ".last"
+LAST_VALUE_LIMIT = 4096
 #: Consul takes at most 64 operations per transaction.
 MAX_TXN_OPS = 64
 _MARKER_ATTEMPTS = 20
@@ -101,76 +109,6 @@ def entry_op(prefix: str, op: Op, project_id: str, slot: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Head:
-    """``.head`` as read: the newest gateway write's entry, and its value if it is a put
-    of at most :data:`HEAD_VALUE_LIMIT` bytes."""
-
-    entry: LogEntry
-    value: bytes | None
-
-    @property
-    def revision(self) -> int:
-        return self.entry.revision
-
-    @staticmethod
-    def encode(op: Op, project_id: str, slot: str, value: bytes | None) -> bytes:
-        name = f"{op}.{int(slot)}.{project_id}".encode()
-        return name if value is None else name + b"\n" + value
-
-    @classmethod
-    def parse(cls, prefix: str, kv: dict[str, Any]) -> Head | None:
-        """None when ``.head`` is not what a gateway writes (another tool put it)."""
-        name, newline, value = entry_value(kv).partition(b"\n")
-        try:
-            key = f"{prefix}head.{name.decode()}"  # as an entry's name: <random>.<name>
-        except UnicodeDecodeError:
-            return None
-        entry = LogEntry.parse(prefix, {"Key": key, "ModifyIndex": kv["ModifyIndex"]})
-        if entry is None or (entry.op == "delete" and newline):
-            return None
-        return cls(entry, value if newline else None)
-
-    def values(self) -> dict[int, bytes]:
-        return {self.revision: self.value} if self.value is not None else {}
-
-
-@dataclass(frozen=True, slots=True)
-class ForeignMark:
-    """``.foreign``: the newest :attr:`KEEP` revisions of changes by other clients, and
-    ``floor``, the highest one dropped from them (or every revision, when another tool
-    wrote the marker: no replay then)."""
-
-    floor: int = 0
-    revisions: tuple[int, ...] = ()
-    KEEP: ClassVar[int] = 64
-
-    def clear(self, after: int, through: int) -> bool:
-        """Whether no change by another client is known in ``(after, through]``."""
-        return after >= self.floor and not any(after < r <= through for r in self.revisions)
-
-    def with_revisions(self, new: Iterable[int]) -> ForeignMark | None:
-        """The mark with ``new`` added; None when it holds them already."""
-        revisions = sorted(set(self.revisions).union(r for r in new if r > self.floor))
-        if tuple(revisions) == self.revisions:
-            return None
-        dropped, kept = revisions[: -self.KEEP], revisions[-self.KEEP :]
-        return ForeignMark(max([self.floor, *dropped]), tuple(kept))
-
-    def encode(self) -> bytes:
-        return " ".join(map(str, (self.floor, *self.revisions))).encode()
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> ForeignMark:
-        if raw is None:
-            return cls()
-        numbers = raw.split()
-        if not numbers or not all(n.isdigit() and len(n) <= 20 for n in numbers):
-            return cls(floor=2**64)
-        floor, *revisions = map(int, numbers)
-        return cls(floor, tuple(sorted(revisions)))
-
-
-@dataclass(frozen=True, slots=True)
 class LogSnapshot:
     """One answer of the log: its entries after a revision, in revision order, the
     prefix's index (every entry up to it is there, unless pruned), the highest pruned
@@ -180,11 +118,14 @@ class LogSnapshot:
     index: int
     pruned: int
     listed: list[dict[str, Any]] = field(default_factory=list)
-    head: Head | None = None
-    foreign: ForeignMark = ForeignMark()
-    #: Every gateway write after this revision is in the log: the highest pruned, or
+    #: ``.last``: (its revision, the value that put wrote).
+    last: tuple[int, bytes] | None = None
+    foreign: ForeignMark = field(default_factory=ForeignMark)
+    #: Every gateway write after this revision is in the answer: the highest pruned, or
     #: just before the oldest entry (writes before the log began are not).
     complete_since: int = 0
+    #: ``.moved``: (its index, its value).
+    moved: tuple[int, int] = (0, 0)
 
     def after(self, revision: int, through: int | None = None) -> list[LogEntry]:
         return [
@@ -210,50 +151,71 @@ class ChangeLog:
         self._cluster_id = cluster_id
         self.prefix = changes_prefix(cluster_id)
         self.keep = keep
+        self.archive = Archive(client, cluster_id)
+        self._moved_since_check = 0
 
     def entry_op(self, op: Op, project_id: str, slot: str) -> dict[str, Any]:
         return entry_op(self.prefix, op, project_id, slot)
 
-    def head_op(
-        self, op: Op, project_id: str, slot: str, value: bytes | None, flags: int
-    ) -> dict[str, Any]:
-        """The op that sets ``.head`` to this write; ``flags``: a new value every time, so
-        Consul rewrites even identical bytes."""
-        if value is not None and len(value) > HEAD_VALUE_LIMIT:
-            value = None
-        raw = Head.encode(op, project_id, slot, value)
-        key = self.prefix + HEAD
-        return {"KV": {"Verb": "set", "Key": key, "Value": txn_value(raw), "Flags": flags}}
+    def last_value_op(self, value: bytes, flags: int) -> list[dict[str, Any]]:
+        """The op that keeps a small put's value as ``.last`` (none for a larger one);
+        ``flags``: a new value every time, so Consul rewrites even identical bytes."""
+        if len(value) > LAST_VALUE_LIMIT:
+            return []
+        key = self.prefix + LAST_VALUE
+        return [{"KV": {"Verb": "set", "Key": key, "Value": txn_value(value), "Flags": flags}}]
 
-    async def read_head(self, index: int) -> tuple[Head | None, int]:
-        """``.head`` once its index passes ``index`` (a blocking query), and the index to
-        block on next; None when there is none, or not a gateway's."""
-        client = self._client()
-        response = await client.request(
-            "GET",
-            kv_path(self.prefix + HEAD),
-            params={"index": index},
-            wait=client.watch_wait,
-            expect=(200, 404),
-        )
-        found = response.json() if response.status == 200 else None
-        head = Head.parse(self.prefix, found[0]) if found else None
-        return head, response.index
-
-    async def read(self, after: int, index: int | None = None) -> LogSnapshot:
-        """The log's entries after revision ``after``, now or once its index passes
-        ``index`` (a blocking query); only those are parsed, the answer holds them all."""
+    async def read(
+        self, after: int, index: int | None = None, *, archive: bool = False
+    ) -> LogSnapshot:
+        """The entries after revision ``after``, now or once the log's index passes
+        ``index`` (a blocking query): the log's, and the archive's when some were moved
+        there since (or when ``archive``, for a full view). The log is read first, so
+        an entry moved in between is seen in one place or both, never none."""
         listed, log_index = await self._client().list_prefix(self.prefix, index=index)
         parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
-        logged = sorted((e for e in parsed if e is not None), key=lambda e: e.revision)
+        logged = {e.revision: e for e in parsed if e is not None}
         pruned = _int(_value(listed, self.prefix + PRUNED_MARKER) or b"0")
-        head_key = self.prefix + HEAD
-        head = next((Head.parse(self.prefix, e) for e in listed if e["Key"] == head_key), None)
-        named = (e["ModifyIndex"] for e in listed if not _is_marker(self.prefix, e["Key"]))
+        moved = next(
+            ((e["ModifyIndex"], _int(entry_value(e))) for e in listed if e["Key"] == self._moved),
+            (0, 0),
+        )
+        named = [e["ModifyIndex"] for e in listed if not _is_marker(self.prefix, e["Key"])]
         oldest = min(named, default=log_index + 1)
+        complete = max(pruned, moved[1])
+        if archive or moved[1] > after:
+            archived = await self.archive.read()
+            for entry in self._archived(archived, after):
+                logged.setdefault(entry.revision, entry)
+            oldest = min(oldest, archived.oldest or oldest)
+            complete = pruned
+        last_key = self.prefix + LAST_VALUE
+        last = next(
+            ((e["ModifyIndex"], entry_value(e)) for e in listed if e["Key"] == last_key), None
+        )
         foreign = ForeignMark.parse(_value(listed, self.prefix + FOREIGN_MARKER))
-        complete = max(pruned, oldest - 1)
-        return LogSnapshot(logged, log_index, pruned, listed, head, foreign, complete)
+        return LogSnapshot(
+            sorted(logged.values(), key=lambda e: e.revision),
+            log_index,
+            pruned,
+            listed,
+            last,
+            foreign,
+            max(complete, oldest - 1),
+            moved,
+        )
+
+    @property
+    def _moved(self) -> str:
+        return self.prefix + MOVED_MARKER
+
+    def _archived(self, archived: ArchiveSnapshot, after: int) -> list[LogEntry]:
+        entries = (
+            LogEntry.parse(self.archive.prefix, {"Key": e.key, "ModifyIndex": e.revision})
+            for e in archived.entries
+            if e.revision > after
+        )
+        return [entry for entry in entries if entry is not None]
 
     async def record_foreign(self, revisions: Iterable[int]) -> None:
         """Record changes by other clients at ``revisions``: no replay passes over them."""
@@ -265,12 +227,12 @@ class ChangeLog:
             )
 
     async def changes(
-        self, entries: list[LogEntry], head: Head | None = None
+        self, entries: list[LogEntry], last: tuple[int, bytes] | None = None
     ) -> list[ProjectChange]:
-        """The entries as changes, a put with its value from ``head`` (``.head`` as read
+        """The entries as changes, a put with its value from ``last`` (``.last`` as read
         with them) or else its version; raises :class:`VersionGone` when one is no
         longer kept."""
-        found = head.values() if head is not None else {}
+        found: dict[int, bytes] = dict([last]) if last is not None else {}
         puts = [entry for entry in entries if entry.op == "put" and entry.revision not in found]
         chunks = [puts[at : at + MAX_TXN_OPS] for at in range(0, len(puts), MAX_TXN_OPS)]
         for values in await asyncio.gather(*(self._values(chunk) for chunk in chunks)):
@@ -318,9 +280,10 @@ class ChangeLog:
         return history_prefix(self._cluster_id, entry.project_id) + entry.slot
 
     async def prune(self, snapshot: LogSnapshot, consumed: int) -> int:
-        """Keep the newest :attr:`keep` entries once there are more than twice as many,
-        deleting only entries up to ``consumed`` (what the caller has read); returns how
-        many were deleted."""
+        """Move the log's oldest entries beyond :attr:`keep` to the archive once there are
+        more than twice as many, only those up to ``consumed`` (what the caller has read);
+        then prune the archive every :attr:`Archive.keep` entries moved. Returns how many
+        entries were moved."""
         listed = sorted(
             (e for e in snapshot.listed if not _is_marker(self.prefix, e["Key"])),
             key=lambda e: e["ModifyIndex"],
@@ -329,17 +292,49 @@ class ChangeLog:
             return 0
         oldest = listed[: len(listed) - self.keep]
         doomed = [entry for entry in oldest if entry["ModifyIndex"] <= consumed]
+        marker_index: int | None = snapshot.moved[0]
+        moved = 0
+        per_txn = (MAX_TXN_OPS - 1) // 2  # the marker, then a delete and a store per entry
+        for at in range(0, len(doomed), per_txn):
+            if marker_index is None:
+                break  # another instance is moving them
+            marker_index = await self._move(doomed[at : at + per_txn], marker_index)
+            moved += len(doomed[at : at + per_txn]) if marker_index is not None else 0
+        self._moved_since_check += moved
+        if self._moved_since_check >= self.archive.keep:
+            self._moved_since_check = 0
+            await self._prune_archive(consumed)
+        return moved
+
+    async def _move(self, entries: list[dict[str, Any]], marker_index: int) -> int | None:
+        """One transaction: ``.moved`` raised (if still at ``marker_index``), the entries
+        deleted from the log and stored in the archive. The marker's new index, or None
+        when another instance moved first."""
+        highest = entries[-1]["ModifyIndex"]
+        marker = {"Verb": "cas", "Key": self._moved, "Index": marker_index}
+        ops: list[dict[str, Any]] = [{"KV": {**marker, "Value": txn_value(b"%d" % highest)}}]
+        for entry in entries:
+            name = entry["Key"].removeprefix(self.prefix).partition(".")[2]
+            ops.append({"KV": {"Verb": "delete", "Key": entry["Key"]}})
+            ops.append(self.archive.store_op(entry["ModifyIndex"], name))
+        response = await self._client().request("PUT", "/v1/txn", json=ops, expect=(200, 409))
+        if response.status == 409:
+            return None
+        results = response.json().get("Results") or []
+        index: int = results[0]["KV"]["ModifyIndex"]
+        return index
+
+    async def _prune_archive(self, consumed: int) -> None:
+        doomed = self.archive.doomed(await self.archive.read(), consumed)
         if not doomed:
-            return 0
-        highest = doomed[-1]["ModifyIndex"]
+            return
+        highest = doomed[-1].revision
         await self._update_marker(
             PRUNED_MARKER, lambda raw: None if _int(raw or b"0") >= highest else b"%d" % highest
         )
-        deletes = [{"KV": {"Verb": "delete", "Key": entry["Key"]}} for entry in doomed]
-        batches = [deletes[at : at + MAX_TXN_OPS] for at in range(0, len(deletes), MAX_TXN_OPS)]
-        for batch in batches:
-            await self._client().request("PUT", "/v1/txn", json=batch)
-        return len(doomed)
+        deletes = [{"KV": {"Verb": "delete", "Key": entry.key}} for entry in doomed]
+        for at in range(0, len(deletes), MAX_TXN_OPS):
+            await self._client().request("PUT", "/v1/txn", json=deletes[at : at + MAX_TXN_OPS])
 
     async def _update_marker(
         self, name: str, update: Callable[[bytes | None], bytes | None]
@@ -363,7 +358,7 @@ class ChangeLog:
 
 
 def _is_marker(prefix: str, key: str) -> bool:
-    """The markers and the head: entry names never start with "."."""
+    """The markers and ``.last``: entry names never start with "."."""
     return key.startswith(prefix + ".")
 
 

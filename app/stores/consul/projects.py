@@ -84,7 +84,7 @@ class ConsulProjects:
         """A key (or, by the prefix's index, a tombstone) at a revision the log does not
         hold is a change by another client, made while no watch ran: no replay may pass
         over it, so the log's foreign mark records it."""
-        log = await self.log.read(0)
+        log = await self.log.read(0, archive=True)
         logged = log.revisions()
         revisions = {entry["ModifyIndex"] for entry in entries} | {index}
         await self.log.record_foreign(
@@ -107,9 +107,9 @@ class ConsulProjects:
         for _ in range(CAS_ATTEMPTS):
             slot = await self.history.next_slot(project_id)
             logged = self.log.entry_op("put", project_id, slot.plan.slot)
-            head = self.log.head_op("put", project_id, slot.plan.slot, value, _nonce())
+            last = self.log.last_value_op(value, _nonce())
             try:
-                results = await self._versioned_txn([op, logged, head], slot, record)
+                results = await self._versioned_txn([op, logged, *last], slot, record)
             except _TooLarge as too_large:
                 limit = too_large.value_limit(len(value), len(record))
                 raise ValueTooLarge(len(value), limit) from None
@@ -133,14 +133,12 @@ class ConsulProjects:
             mark = deletion_mark(self.prefix, project_id)
             slot = await self.history.next_slot(project_id)
             logged = self.log.entry_op("delete", project_id, slot.plan.slot)
-            head = self.log.head_op("delete", project_id, slot.plan.slot, None, _nonce())
             ops = [
                 _kv("check-index", key, Index=cas),
                 _kv("delete", key),
                 # A put no longer removes the mark: a new Flags value makes Consul write it.
                 _kv("set", mark, Flags=_nonce()),
                 logged,
-                head,
             ]
             results = await self._versioned_txn(ops, slot, record)
             if results is not None:
@@ -181,11 +179,11 @@ class ConsulProjects:
             return None
         if through > listed and not self.foreign.vouch(max(after, listed), through):
             return None
-        log = await self.log.read(after)
+        log = await self.log.read(after, archive=True)
         if after < log.complete_since or not log.foreign.clear(after, through):
             return None
         try:
-            return await self.log.changes(log.after(after, through=through), log.head)
+            return await self.log.changes(log.after(after, through=through), log.last)
         except VersionGone:
             return None
 

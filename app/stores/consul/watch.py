@@ -1,12 +1,13 @@
-"""The projects watch on Consul: the change log's head for the gateway's own writes, a
-sentinel for everybody else's, and a listing diff only when the two disagree.
+"""The projects watch on Consul: the change log for the gateway's own writes, a sentinel
+for everybody else's, and a listing diff only when the two disagree.
 
 Two blocking queries run side by side, each in a task of its own that wakes one
 processor (two polls rather than one alternating: a write is seen by whichever answers
 first, so neither query's round trip is added to the other's):
 
-* the head, ``sc/changes/<cluster>/.head`` (:mod:`app.stores.consul.changelog`): the
-  newest gateway write's log entry (and a small put's value), at the write's revision;
+* the log, ``sc/changes/<cluster>/`` (:mod:`app.stores.consul.changelog`): one small entry
+  per gateway write, at the write's revision, the newest 16 to 32 of them (older ones
+  are read from the archive by a watch that fell behind);
 * the sentinel, ``GET /v1/kv/sc/projects/<cluster>?keys&separator=/``: the prefix
   *without* its trailing ``/``, so the answer is the one key ``sc/projects/<cluster>/``
   whatever the number of projects, while its ``X-Consul-Index`` is the highest
@@ -15,41 +16,33 @@ first, so neither query's round trip is added to the other's):
   that index too; then the exact index of this prefix is read as well (a keys-only
   listing of it, ~30 bytes a project).
 
-Revisions are raft indexes, one per raft entry. So a head exactly one past the watch's
-position, which the sentinel confirms (a ``.head`` that another tool wrote moves no
-project), is the only change since: it is emitted with no other request for a put of at
-most 4 KiB (the usual case). Otherwise something else happened in between
-(another gateway write, another client's, or any other raft entry: a registration
-update, Consul's own), and three facts settle it:
+Two facts make the log and the sentinel exact together:
 
-1. a log read holds every gateway write committed before it (Consul applies writes in
-   raft order);
+1. a log answer holds every gateway write up to its index (Consul applies writes in
+   raft order), and
 2. every gateway write leaves a key under the projects prefix at its revision (the
    project, or its deletion mark), so the sentinel's answer to it is at least that
-   revision, and reflects every change committed before;
-3. every gateway write moves the head.
+   revision, and reflects every change committed before.
 
-So a step waits for the sentinel's answer to the head's write, and a sentinel ahead of
-the head waits for the head's answer; only when none comes within :data:`LOG_GRACE`
-(another client's write) does it go on. Then the log is read: when the sentinel sits
-exactly on the newest entry up to it, nothing but the log's writes changed the projects,
-and those entries are emitted, in revision order. Otherwise another client changed
+So new log entries wait for the sentinel's answer that their own writes cause, and a
+sentinel ahead of the log waits for the log's answer, which a gateway write causes too;
+only when none comes within :data:`LOG_GRACE` (another client's write) is the log read
+again. No request is made beyond the two polls for a gateway write, as the newest small
+put's value is kept beside the log (:mod:`app.stores.consul.changelog`). When the sentinel
+sits exactly on the newest entry up to it, nothing but the log's writes changed the
+projects: those entries are emitted, in revision order. Otherwise another client changed
 something (``consul kv put``, a gateway of the previous version): the projects are
 listed, the log is read again (so it holds every gateway write up to the listing), and
 the difference that the log's entries do not explain is emitted with them, in revision
 order, none twice (the watch keeps each project's revision).
 
 What no sentinel can see: a change by another client followed, before the sentinel is
-read, by a gateway write (the sentinel shows only the highest revision; the head's next
-revision is then not one past the position). So after steps that the sentinel passed
-over, a listing diff runs once ``verify_seconds`` later (at most one listing per
-``verify_seconds`` under steady writes; none while idle). A change it finds below the
-revisions already emitted cannot be emitted in order: the watch raises
+read, by a gateway write (the sentinel shows only the highest revision). So after steps
+that the sentinel passed over, a listing diff runs once ``verify_seconds`` later (at most
+one listing per ``verify_seconds`` under steady writes; none while idle). A change it
+finds below the revisions already emitted cannot be emitted in order: the watch raises
 :class:`WatchReset` and the sync loop emits the difference. A change by another client
 overwritten by the next write before anyone read it is lost, as with any diff.
-
-The log is read at least once per :attr:`~ChangeLog.keep` writes emitted from the head,
-so that it is pruned.
 """
 
 from __future__ import annotations
@@ -57,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 from app.stores.base import (
     ProjectChange,
@@ -65,14 +58,14 @@ from app.stores.base import (
     StoredProject,
     WatchReset,
 )
-from app.stores.consul.changelog import ChangeLog, Head, LogSnapshot
+from app.stores.consul.changelog import ChangeLog, LogSnapshot
 from app.stores.consul.client import ClientSource, kv_path, pace
 from app.stores.consul.listing import deletion_marks, stored_projects
 
 #: After steps the sentinel passed over, a listing diff this many seconds later.
 VERIFY_SECONDS = 60.0
-#: How long the sentinel may be ahead of the head before the log is read: a gateway
-#: write's own head answer comes within a round trip, another client's write has none.
+#: How long the sentinel may be ahead of the log before the log is read: a gateway
+#: write's own log answer comes within a round trip, another client's write has none.
 LOG_GRACE = 0.025
 
 T = TypeVar("T")
@@ -83,10 +76,7 @@ class _LongPoll(Generic[T]):
     :attr:`latest` and wakes the processor; an error is kept for the processor to raise."""
 
     def __init__(
-        self,
-        fetch: Callable[[int], Awaitable[tuple[T | None, int]]],
-        index: int,
-        woken: asyncio.Event,
+        self, fetch: Callable[[int], Awaitable[tuple[T, int]]], index: int, woken: asyncio.Event
     ) -> None:
         self.latest: T | None = None
         self.index = index
@@ -118,18 +108,6 @@ class _LongPoll(Generic[T]):
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-
-
-class SentinelReading(NamedTuple):
-    """The projects prefix's exact index, and whether it holds any key: an empty prefix
-    answers the index of the whole KV store, which any write moves."""
-
-    revision: int
-    found: bool
-
-    def confirms(self, revision: int) -> bool:
-        """Whether the newest change to the projects is the one at ``revision``."""
-        return self.found and self.revision == revision
 
 
 class ForeignChanges:
@@ -185,14 +163,13 @@ class ProjectWatch:
         #: The highest sentinel reading taken into account.
         self.sentinel_seen = since.revision
         self._ahead_since: float | None = None
-        self._log: LogSnapshot | None = None  # the last log read, until it is pruned
-        self._from_head = 0  # changes emitted from the head since the log was last read
+        self._log = LogSnapshot([], 0, 0)
         self._unverified_since: float | None = None
         foreign.watching(since.revision)
 
     async def changes(self) -> AsyncGenerator[list[ProjectChange], None]:
         woken = asyncio.Event()
-        self._head_poll = _LongPoll(self._head_answer, self.position, woken)
+        self._log_poll = _LongPoll(self._log_answer, self.position, woken)
         self._sentinel_poll = _LongPoll(self._sentinel_answer, self.position, woken)
         try:
             while True:
@@ -203,60 +180,39 @@ class ProjectWatch:
                     continue
                 if changes:
                     yield changes
-                await self._prune()
+                await self.log.prune(self._freshest_log(), self.position)
         finally:
-            await self._head_poll.stop()
+            await self._log_poll.stop()
             await self._sentinel_poll.stop()
 
     # --- the step -------------------------------------------------------------------
 
     async def _step(self) -> list[ProjectChange] | None:
         """The next batch (perhaps empty); None when there is nothing to do yet."""
-        self._head_poll.check()
+        self._log_poll.check()
         self._sentinel_poll.check()
-        head = self._head_poll.latest
-        reading = self._sentinel_poll.latest
-        sentinel = reading.revision if reading is not None else 0
+        log = self._freshest_log()
+        sentinel = self._sentinel_poll.latest or 0
         if self._verification_due():
             return await self._diff(sentinel)
-        if (
-            head is not None
-            and head.revision == self.position + 1
-            and reading is not None
-            and reading.confirms(head.revision)
-        ):
-            return await self._emit_head(head)
-        if sentinel <= self.sentinel_seen:
-            return None  # a head past the position waits for the sentinel's answer to it
-        if (head is None or head.revision < sentinel) and not self._log_overdue():
-            return None  # a gateway write's head answer is on its way; another client's has none
+        if sentinel > self.sentinel_seen and sentinel > log.index:
+            # A gateway write's log answer is on its way; another client's write has none.
+            if not self._log_overdue():
+                return None
+            log = await self._read_log()  # read after the sentinel: holds every write up to it
         self._ahead_since = None
-        log = await self._read_log()  # read after the sentinel: holds every write up to it
-        covered = [entry for entry in log.after(self.position) if entry.revision <= sentinel]
+        pending = log.after(self.position)
+        if sentinel <= self.sentinel_seen:
+            return None  # new entries wait for the sentinel's answer, which their writes move
+        covered = [entry for entry in pending if entry.revision <= sentinel]
         if not covered or covered[-1].revision != sentinel:
             return await self._diff(sentinel)
-        ours = await self.log.changes(covered, log.head)
+        ours = await self.log.changes(covered, log.last)
         if self._unverified_since is None:
             self._unverified_since = asyncio.get_running_loop().time()
         self.sentinel_seen = sentinel
         self._emitted(ours, [], sentinel)
         return ours
-
-    async def _emit_head(self, head: Head) -> list[ProjectChange]:
-        """The one change since the position: nothing else can hide behind it."""
-        ours = await self.log.changes([head.entry], head)
-        self._ahead_since = None
-        self.sentinel_seen = max(self.sentinel_seen, head.revision)
-        self._from_head += 1
-        self._emitted(ours, [], head.revision)
-        return ours
-
-    async def _prune(self) -> None:
-        if self._from_head >= self.log.keep:
-            await self._read_log()
-        if self._log is not None:
-            await self.log.prune(self._log, self.position)
-            self._log = None
 
     async def _diff(self, sentinel: int) -> list[ProjectChange]:
         """List the projects and emit what changed: the log's entries up to the listing,
@@ -266,7 +222,7 @@ class ProjectWatch:
         # tombstones in between and its index is lower.
         upto = max(listed, sentinel)
         log = await self._read_log()  # read after the listing: every gateway write up to it
-        ours = await self.log.changes(log.after(self.position, through=upto), log.head)
+        ours = await self.log.changes(log.after(self.position, through=upto), log.last)
         expected = dict(self.known)
         _apply(expected, ours)
         current = stored_projects(entries, self.prefix)
@@ -339,21 +295,30 @@ class ProjectWatch:
 
     # --- reading ------------------------------------------------------------------------
 
+    def _freshest_log(self) -> LogSnapshot:
+        latest = self._log_poll.latest
+        if latest is not None and latest.index > self._log.index:
+            self._log = latest
+        return self._log
+
     async def _read_log(self) -> LogSnapshot:
         log = await self.log.read(self.position)
         if log.pruned > self.position:
             raise WatchReset(f"the change log was pruned past revision {self.position}")
-        self._log, self._from_head = log, 0
+        if log.index >= self._log.index:
+            self._log = log
         return log
 
-    async def _head_answer(self, index: int) -> tuple[Head | None, int]:
-        head, head_index = await self.log.read_head(index)
-        if head_index < index and await self._current_revision() < index:
-            raise WatchReset(f"Consul's index went back from {index} to {head_index}")
-        return head, head_index
+    async def _log_answer(self, index: int) -> tuple[LogSnapshot, int]:
+        log = await self.log.read(self.position, index)
+        if log.pruned > self.position:
+            raise WatchReset(f"the change log was pruned past revision {self.position}")
+        if log.index < index and await self._current_revision() < index:
+            raise WatchReset(f"Consul's index went back from {index} to {log.index}")
+        return log, log.index
 
-    async def _sentinel_answer(self, index: int | None) -> tuple[SentinelReading, int]:
-        """(the projects prefix's reading, the index to block on next)."""
+    async def _sentinel_answer(self, index: int | None) -> tuple[int, int]:
+        """(the projects prefix's exact index, the index to block on next)."""
         client = self._client()
         params: dict[str, str | int] = {"keys": "", "separator": "/"}
         if index is not None:
@@ -364,12 +329,12 @@ class ProjectWatch:
         )
         keys = response.json() if response.status == 200 else []
         if all(key == self.prefix for key in keys or []):
-            return SentinelReading(response.index, bool(keys)), response.index
+            return response.index, response.index
         # Another cluster's id extends this one's, and its writes move that index too.
         exact = await client.request(
             "GET", kv_path(self.prefix), params={"keys": "", "separator": "/"}, expect=(200, 404)
         )
-        return SentinelReading(exact.index, exact.status == 200), response.index
+        return exact.index, response.index
 
     async def _current_revision(self) -> int:
         return (await self._client().request("GET", kv_path(self.prefix), expect=(200, 404))).index
