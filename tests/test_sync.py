@@ -658,6 +658,26 @@ async def test_syncer_first_sync_then_watch() -> None:
         assert store.watch_since == [1]
 
 
+async def test_a_watch_reset_relists_without_reporting_a_store_error() -> None:
+    """The store answers: readiness does not flap while the watch starts again."""
+    store = FakeStore()
+    store.put_silently("a")
+    async with running(store) as (state, _):
+        await asyncio.wait_for(state.synced.wait(), 2)
+        reported: list[str | None] = []
+        set_store_error = state.set_store_error
+
+        def spy(error: str | None) -> None:
+            reported.append(error)
+            set_store_error(error)
+
+        state.set_store_error = spy  # type: ignore[method-assign]
+        store.put_silently("b")
+        await store.project_feed.put(WatchReset("hidden behind the gateway's writes"))
+        await eventually_async(lambda: "b" in state.projects, 3, "b applied", TICK)
+        assert all(error is None for error in reported)
+
+
 @pytest.mark.parametrize("failure", [WatchReset("compacted"), StoreUnavailable("reset by peer")])
 async def test_syncer_relists_after_a_watch_error_and_emits_the_difference(
     failure: Exception,

@@ -20,7 +20,13 @@ import orjson
 
 from app.backoff import Backoff
 from app.metrics import Metrics
-from app.stores.base import ETCD_VALUE_LIMIT, StoredProject, StoreError, StoreUnavailable
+from app.stores.base import (
+    ETCD_VALUE_LIMIT,
+    StoredProject,
+    StoreError,
+    StoreUnavailable,
+    WatchReset,
+)
 from app.sync.cache import CacheFile, CacheFileError, CacheWriter
 from app.sync.intake import Intake
 from app.sync.replay import StoreReplay
@@ -135,6 +141,11 @@ class Syncer:
         while True:
             try:
                 await run(backoff)
+            except WatchReset as exc:
+                # The store answers; only the watch must start again from a listing, so
+                # readiness does not flap (a Consul watch's verification finds changes
+                # another client hid behind the gateway's writes this way).
+                log.info("%s watch starts again from a listing: %s", name, exc)
             except StoreError as exc:
                 if name != "registration":
                     self._report(name, str(exc) or "the store failed")
