@@ -153,6 +153,9 @@ class ChangeLog:
         self.keep = keep
         self.archive = Archive(client, cluster_id)
         self._moved_since_check = 0
+        #: Every instance reads every entry, but one move is enough: each waits for a
+        #: different number of extra entries, so the first usually moves alone.
+        self._slack = secrets.randbelow(max(1, keep))
 
     def entry_op(self, op: Op, project_id: str, slot: str) -> dict[str, Any]:
         return entry_op(self.prefix, op, project_id, slot)
@@ -288,7 +291,7 @@ class ChangeLog:
             (e for e in snapshot.listed if not _is_marker(self.prefix, e["Key"])),
             key=lambda e: e["ModifyIndex"],
         )
-        if len(listed) <= 2 * self.keep:
+        if len(listed) <= 2 * self.keep + min(self._slack, self.keep - 1):
             return 0
         oldest = listed[: len(listed) - self.keep]
         doomed = [entry for entry in oldest if entry["ModifyIndex"] <= consumed]
