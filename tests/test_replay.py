@@ -1,7 +1,7 @@
 """Resumes from before the in-memory history, replayed from the change source
 (``app.sync.replay``, ``ClusterState.open_stream``) over a fake source with a change log.
 
-The real etcd's side is in test_store_replay_etcd.py, whole gateways in
+The real etcd's side is in test_store_etcd.py, whole gateways in
 test_restart_replay.py."""
 
 from __future__ import annotations
