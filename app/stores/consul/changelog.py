@@ -178,12 +178,13 @@ class ChangeLog:
         listed, log_index = await self._client().list_prefix(self.prefix, index=index)
         parsed = (LogEntry.parse(self.prefix, e) for e in listed if e["ModifyIndex"] > after)
         logged = {e.revision: e for e in parsed if e is not None}
-        pruned = _int(_value(listed, self.prefix + PRUNED_MARKER) or b"0")
-        moved = next(
-            ((e["ModifyIndex"], _int(entry_value(e))) for e in listed if e["Key"] == self._moved),
-            (0, 0),
+        markers = {e["Key"].removeprefix(self.prefix): e for e in listed if self._is_marker(e)}
+        pruned = _int(_marker_value(markers, PRUNED_MARKER) or b"0")
+        moved_entry = markers.get(MOVED_MARKER)
+        moved = (
+            (moved_entry["ModifyIndex"], _int(entry_value(moved_entry))) if moved_entry else (0, 0)
         )
-        named = [e["ModifyIndex"] for e in listed if not _is_marker(self.prefix, e["Key"])]
+        named = [e["ModifyIndex"] for e in listed if not self._is_marker(e)]
         oldest = min(named, default=log_index + 1)
         complete = max(pruned, moved[1])
         if archive or moved[1] > after:
@@ -192,11 +193,9 @@ class ChangeLog:
                 logged.setdefault(entry.revision, entry)
             oldest = min(oldest, archived.oldest or oldest)
             complete = pruned
-        last_key = self.prefix + LAST_VALUE
-        last = next(
-            ((e["ModifyIndex"], entry_value(e)) for e in listed if e["Key"] == last_key), None
-        )
-        foreign = ForeignMark.parse(_value(listed, self.prefix + FOREIGN_MARKER))
+        last_entry = markers.get(LAST_VALUE)
+        last = (last_entry["ModifyIndex"], entry_value(last_entry)) if last_entry else None
+        foreign = ForeignMark.parse(_marker_value(markers, FOREIGN_MARKER))
         return LogSnapshot(
             sorted(logged.values(), key=lambda e: e.revision),
             log_index,
@@ -208,9 +207,10 @@ class ChangeLog:
             moved,
         )
 
-    @property
-    def _moved(self) -> str:
-        return self.prefix + MOVED_MARKER
+    def _is_marker(self, entry: dict[str, Any]) -> bool:
+        """The markers and ``.last``: entry names never start with "."."""
+        key: str = entry["Key"]
+        return key.startswith(self.prefix + ".")
 
     def _archived(self, archived: ArchiveSnapshot, after: int) -> list[LogEntry]:
         entries = (
@@ -288,8 +288,7 @@ class ChangeLog:
         then prune the archive every :attr:`Archive.keep` entries moved. Returns how many
         entries were moved."""
         listed = sorted(
-            (e for e in snapshot.listed if not _is_marker(self.prefix, e["Key"])),
-            key=lambda e: e["ModifyIndex"],
+            (e for e in snapshot.listed if not self._is_marker(e)), key=lambda e: e["ModifyIndex"]
         )
         if len(listed) <= 2 * self.keep + min(self._slack, self.keep - 1):
             return 0
@@ -314,7 +313,7 @@ class ChangeLog:
         deleted from the log and stored in the archive. The marker's new index, or None
         when another instance moved first."""
         highest = entries[-1]["ModifyIndex"]
-        marker = {"Verb": "cas", "Key": self._moved, "Index": marker_index}
+        marker = {"Verb": "cas", "Key": self.prefix + MOVED_MARKER, "Index": marker_index}
         ops: list[dict[str, Any]] = [{"KV": {**marker, "Value": txn_value(b"%d" % highest)}}]
         for entry in entries:
             name = entry["Key"].removeprefix(self.prefix).partition(".")[2]
@@ -360,13 +359,9 @@ class ChangeLog:
         raise StoreError(f"the change log's marker {name} kept changing")
 
 
-def _is_marker(prefix: str, key: str) -> bool:
-    """The markers and ``.last``: entry names never start with "."."""
-    return key.startswith(prefix + ".")
-
-
-def _value(entries: list[dict[str, Any]], key: str) -> bytes | None:
-    return next((entry_value(e) for e in entries if e["Key"] == key), None)
+def _marker_value(markers: dict[str, dict[str, Any]], name: str) -> bytes | None:
+    entry = markers.get(name)
+    return entry_value(entry) if entry is not None else None
 
 
 def _encoded(mark: ForeignMark | None) -> bytes | None:
